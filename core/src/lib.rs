@@ -1,0 +1,23 @@
+//! swarmcdn-core: the sans-IO heart of SwarmCDN.
+//!
+//! Everything here is plain data and pure functions: no sockets, no clocks, no global random
+//! number generator, no async runtime. It builds for `wasm32-unknown-unknown` as well as for
+//! native targets, so the browser client, the seed node, the tracker and the simulator all
+//! share it.
+//!
+//! - [`ids`]: swarm, peer, rendition and segment ids, and how a swarm id is derived.
+//! - [`tracker_proto`]: the WebTorrent WebSocket tracker protocol, with our extension fields.
+//! - [`wire`]: the peer protocol spoken over a WebRTC DataChannel.
+//! - [`integrity`]: signed segment digests, verified chunk by chunk.
+//! - [`varint`]: the LEB128 varints both binary formats use.
+//!
+//! The formats are specified in `docs/protocol.md`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ids;
+pub mod integrity;
+pub mod tracker_proto;
+pub mod varint;
+pub mod wire;

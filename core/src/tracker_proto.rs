@@ -1,0 +1,1128 @@
+//! The WebTorrent WebSocket tracker protocol, with SwarmCDN's optional extension fields.
+//!
+//! Each message is one JSON text frame. Clients send [`ToTracker`] messages (announce, answer,
+//! scrape); trackers send [`FromTracker`] messages (announce response, relayed offer, relayed
+//! answer, scrape response, failure). `docs/protocol.md` specifies the format precisely.
+//!
+//! # Binary strings
+//!
+//! `info_hash`, `peer_id`, `to_peer_id` and `offer_id` are 20-byte values written as JSON strings
+//! of exactly 20 code points in U+0000..=U+00FF, one code point per byte ("latin1 binary
+//! strings"). Bytes >= 0x80 are two UTF-8 bytes on the wire and control bytes are `\u00XX`
+//! escapes; both round-trip exactly. Strings of another length, or with a code point above
+//! U+00FF, are rejected.
+//!
+//! # Extension fields
+//!
+//! SwarmCDN peers add an optional object under the key `"swarmcdn"` ([`PeerInfo`]): role,
+//! rendition, playback position, locality, NAT type and upload capacity. Other trackers and
+//! clients ignore unknown keys, and our decoders ignore unknown keys too (inside the extension
+//! as well), so each side can add fields without breaking the other.
+//!
+//! # Example
+//!
+//! ```
+//! use swarmcdn_core::ids::{PeerId, SwarmId};
+//! use swarmcdn_core::tracker_proto::{Announce, AnnounceEvent, ToTracker};
+//!
+//! let msg = ToTracker::Announce(Announce {
+//!     event: Some(AnnounceEvent::Started),
+//!     numwant: Some(0),
+//!     ..Announce::new(SwarmId([0xff; 20]), PeerId([b'a'; 20]))
+//! });
+//! let json = msg.to_json();
+//! assert!(json.starts_with(r#"{"action":"announce","info_hash":"ÿÿÿ"#));
+//! assert_eq!(ToTracker::from_json(json.as_bytes()).unwrap(), msg);
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ID_LEN, PeerId, RenditionId, SwarmId};
+
+/// The largest message [`ToTracker::from_json`] and [`FromTracker::from_json`] accept, in bytes.
+/// A WebTorrent announce with 5 non-trickle offers is about 10-20 KB.
+pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
+
+/// The longest `locality` hint accepted in [`PeerInfo`], in bytes.
+pub const MAX_LOCALITY_LEN: usize = 64;
+
+/// Errors from decoding a tracker protocol message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtoError {
+    /// The message is larger than [`MAX_MESSAGE_LEN`].
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Size of the message.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The message is not valid JSON, or a field has the wrong type or value.
+    #[error("malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The message is valid JSON but misses a field its kind requires.
+    #[error("invalid {kind} message: {reason}")]
+    Invalid {
+        /// What kind of message it looked like.
+        kind: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// The 20-byte id of one WebRTC offer, chosen at random by the offerer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct OfferId(pub [u8; ID_LEN]);
+
+impl fmt::Debug for OfferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OfferId({})", hex::encode(self.0))
+    }
+}
+
+/// A WebRTC session description as the browser's `RTCSessionDescriptionInit` has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDescription {
+    /// `"offer"` or `"answer"` (kept as text: the tracker relays it untouched).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The SDP text.
+    pub sdp: String,
+}
+
+impl SessionDescription {
+    /// An offer.
+    pub fn offer(sdp: impl Into<String>) -> Self {
+        Self {
+            kind: "offer".into(),
+            sdp: sdp.into(),
+        }
+    }
+
+    /// An answer.
+    pub fn answer(sdp: impl Into<String>) -> Self {
+        Self {
+            kind: "answer".into(),
+            sdp: sdp.into(),
+        }
+    }
+}
+
+/// The `event` of an announce. A missing event is a periodic update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnounceEvent {
+    /// The peer joins the swarm.
+    Started,
+    /// The peer leaves the swarm.
+    Stopped,
+    /// The peer has the whole content (it becomes a seeder).
+    Completed,
+    /// The peer pauses (accepted by bittorrent-tracker; treated as an update).
+    Paused,
+    /// An explicit periodic update (`"update"`, or `"empty"` as some clients send).
+    #[serde(alias = "empty")]
+    Update,
+}
+
+/// The role of a SwarmCDN peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A viewer's player.
+    Viewer,
+    /// An operator's seed node.
+    Seed,
+    /// A role this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The NAT type a peer believes it is behind, as a hint for matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatType {
+    /// A public address, no NAT.
+    Open,
+    /// Full-cone NAT.
+    FullCone,
+    /// Address-restricted cone NAT.
+    Restricted,
+    /// Port-restricted cone NAT.
+    PortRestricted,
+    /// Symmetric NAT: connects to open and full-cone peers only.
+    Symmetric,
+    /// Not known (also any value this version does not know).
+    #[serde(other)]
+    Unknown,
+}
+
+/// SwarmCDN's extension of announces, answers and relayed offers, under the key `"swarmcdn"`.
+/// Every field is optional; unknown fields are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// The rendition the peer is playing, as hex.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_rendition_hex"
+    )]
+    pub rendition: Option<RenditionId>,
+    /// The media sequence number at the peer's playhead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// A self-reported network locality hint (for example a region code), at most
+    /// [`MAX_LOCALITY_LEN`] bytes.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_locality"
+    )]
+    pub locality: Option<String>,
+    /// The NAT type the peer believes it is behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatType>,
+    /// Upload slots the peer has free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_slots: Option<u32>,
+}
+
+/// An announce: join, refresh or leave a swarm, with offers for the tracker to relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    /// The swarm.
+    pub info_hash: SwarmId,
+    /// The announcing peer.
+    pub peer_id: PeerId,
+    /// The event; `None` for a periodic update.
+    pub event: Option<AnnounceEvent>,
+    /// How many peers the client wants (bittorrent-tracker ignores it and uses the offer count).
+    pub numwant: Option<u32>,
+    /// Bytes uploaded so far.
+    pub uploaded: Option<u64>,
+    /// Bytes downloaded so far.
+    pub downloaded: Option<u64>,
+    /// Bytes left; `None` means unknown (a leecher), `Some(0)` a seeder.
+    pub left: Option<u64>,
+    /// Offers, one per peer the client would like to connect to.
+    pub offers: Vec<Offer>,
+    /// The `trackerid` echoed back, if the tracker gave one.
+    pub tracker_id: Option<String>,
+    /// SwarmCDN extension.
+    pub ext: Option<PeerInfo>,
+}
+
+impl Announce {
+    /// An announce with only the swarm and the peer set.
+    pub fn new(info_hash: SwarmId, peer_id: PeerId) -> Self {
+        Self {
+            info_hash,
+            peer_id,
+            event: None,
+            numwant: None,
+            uploaded: None,
+            downloaded: None,
+            left: None,
+            offers: Vec::new(),
+            tracker_id: None,
+            ext: None,
+        }
+    }
+}
+
+/// One offer inside an announce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The offer's id, echoed by the answer.
+    #[serde(with = "binary_string")]
+    pub offer_id: OfferId,
+    /// The SDP offer (non-trickle: it holds every ICE candidate).
+    pub offer: SessionDescription,
+}
+
+/// An answer to a relayed offer, sent by the peer that received the offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The swarm.
+    pub info_hash: SwarmId,
+    /// The answering peer.
+    pub peer_id: PeerId,
+    /// The peer that made the offer.
+    pub to_peer_id: PeerId,
+    /// The offer answered.
+    pub offer_id: OfferId,
+    /// The SDP answer.
+    pub answer: SessionDescription,
+    /// SwarmCDN extension: the answerer's info.
+    pub ext: Option<PeerInfo>,
+}
+
+/// A scrape: swarm statistics. An empty list asks for every swarm.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scrape {
+    /// The swarms asked about.
+    pub info_hashes: Vec<SwarmId>,
+}
+
+/// A message from a client to the tracker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToTracker {
+    /// `action: "announce"` without an answer.
+    Announce(Announce),
+    /// `action: "announce"` with `answer`, `to_peer_id` and `offer_id`.
+    Answer(Answer),
+    /// `action: "scrape"`.
+    Scrape(Scrape),
+}
+
+/// The tracker's response to an announce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceResponse {
+    /// The swarm.
+    pub info_hash: SwarmId,
+    /// Seconds until the next periodic announce.
+    pub interval: Option<u32>,
+    /// Minimum seconds between announces.
+    pub min_interval: Option<u32>,
+    /// Seeders in the swarm.
+    pub complete: Option<u64>,
+    /// Leechers in the swarm.
+    pub incomplete: Option<u64>,
+    /// A tracker id to echo in later announces.
+    pub tracker_id: Option<String>,
+    /// A warning to log.
+    pub warning: Option<String>,
+}
+
+/// An offer relayed by the tracker to a chosen peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedOffer {
+    /// The swarm.
+    pub info_hash: SwarmId,
+    /// The offering peer.
+    pub peer_id: PeerId,
+    /// The offer's id, to echo in the answer.
+    pub offer_id: OfferId,
+    /// The SDP offer.
+    pub offer: SessionDescription,
+    /// SwarmCDN extension: the offerer's info.
+    pub ext: Option<PeerInfo>,
+}
+
+/// An answer relayed by the tracker back to the offerer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedAnswer {
+    /// The swarm.
+    pub info_hash: SwarmId,
+    /// The answering peer.
+    pub peer_id: PeerId,
+    /// The offer answered.
+    pub offer_id: OfferId,
+    /// The SDP answer.
+    pub answer: SessionDescription,
+    /// SwarmCDN extension: the answerer's info.
+    pub ext: Option<PeerInfo>,
+}
+
+/// Statistics of one swarm in a scrape response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrapeStats {
+    /// Seeders.
+    #[serde(default, deserialize_with = "de_count")]
+    pub complete: u64,
+    /// Leechers.
+    #[serde(default, deserialize_with = "de_count")]
+    pub incomplete: u64,
+    /// Completed downloads.
+    #[serde(default, deserialize_with = "de_count")]
+    pub downloaded: u64,
+}
+
+/// The tracker's response to a scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrapeResponse {
+    /// Statistics per swarm.
+    pub files: BTreeMap<SwarmId, ScrapeStats>,
+    /// `flags.min_request_interval`, in seconds.
+    pub min_request_interval: Option<u32>,
+}
+
+/// A failure reported by the tracker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    /// The `failure reason` text.
+    pub failure_reason: String,
+    /// The action that failed, if known (`"announce"` or `"scrape"`).
+    pub action: Option<String>,
+    /// The swarm, if known.
+    pub info_hash: Option<SwarmId>,
+}
+
+/// A message from the tracker to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromTracker {
+    /// Response to an announce.
+    AnnounceResponse(AnnounceResponse),
+    /// An offer from another peer.
+    Offer(RelayedOffer),
+    /// An answer to one of our offers.
+    Answer(RelayedAnswer),
+    /// Response to a scrape.
+    Scrape(ScrapeResponse),
+    /// A failure.
+    Error(ErrorResponse),
+}
+
+impl ToTracker {
+    /// Decodes a message, rejecting those larger than [`MAX_MESSAGE_LEN`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ProtoError> {
+        check_len(bytes)?;
+        let raw: RawMessage = serde_json::from_slice(bytes)?;
+        raw.into_to_tracker()
+    }
+
+    /// Encodes the message as JSON text.
+    pub fn to_json(&self) -> String {
+        let raw = match self {
+            Self::Announce(a) => RawMessage {
+                action: Some(Action::Announce),
+                info_hash: Some(InfoHashes::One(a.info_hash)),
+                peer_id: Some(a.peer_id),
+                numwant: a.numwant.map(u64::from),
+                uploaded: a.uploaded,
+                downloaded: a.downloaded,
+                left: a.left,
+                event: a.event,
+                offers: Some(a.offers.clone()),
+                trackerid: a.tracker_id.clone(),
+                swarmcdn: a.ext.clone(),
+                ..RawMessage::default()
+            },
+            Self::Answer(a) => RawMessage {
+                action: Some(Action::Announce),
+                info_hash: Some(InfoHashes::One(a.info_hash)),
+                peer_id: Some(a.peer_id),
+                to_peer_id: Some(a.to_peer_id),
+                offer_id: Some(a.offer_id),
+                answer: Some(a.answer.clone()),
+                swarmcdn: a.ext.clone(),
+                ..RawMessage::default()
+            },
+            Self::Scrape(s) => RawMessage {
+                action: Some(Action::Scrape),
+                info_hash: match s.info_hashes.as_slice() {
+                    [] => None,
+                    [one] => Some(InfoHashes::One(*one)),
+                    many => Some(InfoHashes::Many(many.to_vec())),
+                },
+                ..RawMessage::default()
+            },
+        };
+        serde_json::to_string(&raw).expect("serializing plain structs to a String cannot fail")
+    }
+}
+
+impl FromTracker {
+    /// Decodes a message, rejecting those larger than [`MAX_MESSAGE_LEN`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ProtoError> {
+        check_len(bytes)?;
+        let raw: RawMessage = serde_json::from_slice(bytes)?;
+        raw.into_from_tracker()
+    }
+
+    /// Encodes the message as JSON text.
+    pub fn to_json(&self) -> String {
+        let raw = match self {
+            Self::AnnounceResponse(r) => RawMessage {
+                action: Some(Action::Announce),
+                info_hash: Some(InfoHashes::One(r.info_hash)),
+                interval: r.interval,
+                min_interval: r.min_interval,
+                complete: r.complete,
+                incomplete: r.incomplete,
+                tracker_id: r.tracker_id.clone(),
+                warning_message: r.warning.clone(),
+                ..RawMessage::default()
+            },
+            Self::Offer(o) => RawMessage {
+                action: Some(Action::Announce),
+                info_hash: Some(InfoHashes::One(o.info_hash)),
+                peer_id: Some(o.peer_id),
+                offer_id: Some(o.offer_id),
+                offer: Some(o.offer.clone()),
+                swarmcdn: o.ext.clone(),
+                ..RawMessage::default()
+            },
+            Self::Answer(a) => RawMessage {
+                action: Some(Action::Announce),
+                info_hash: Some(InfoHashes::One(a.info_hash)),
+                peer_id: Some(a.peer_id),
+                offer_id: Some(a.offer_id),
+                answer: Some(a.answer.clone()),
+                swarmcdn: a.ext.clone(),
+                ..RawMessage::default()
+            },
+            Self::Scrape(s) => RawMessage {
+                action: Some(Action::Scrape),
+                files: Some(s.files.clone()),
+                flags: s.min_request_interval.map(|m| ScrapeFlags {
+                    min_request_interval: Some(m),
+                }),
+                ..RawMessage::default()
+            },
+            Self::Error(e) => RawMessage {
+                action: match e.action.as_deref() {
+                    Some("announce") => Some(Action::Announce),
+                    Some("scrape") => Some(Action::Scrape),
+                    _ => None,
+                },
+                info_hash: e.info_hash.map(InfoHashes::One),
+                failure_reason: Some(e.failure_reason.clone()),
+                ..RawMessage::default()
+            },
+        };
+        serde_json::to_string(&raw).expect("serializing plain structs to a String cannot fail")
+    }
+}
+
+fn check_len(bytes: &[u8]) -> Result<(), ProtoError> {
+    if bytes.len() > MAX_MESSAGE_LEN {
+        return Err(ProtoError::TooLarge {
+            len: bytes.len(),
+            max: MAX_MESSAGE_LEN,
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The flat wire form. Every message of either direction is one JSON object whose fields are a
+// subset of these; decoding reads it in one pass and then classifies it.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Action {
+    Announce,
+    Scrape,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InfoHashes {
+    One(SwarmId),
+    Many(Vec<SwarmId>),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct ScrapeFlags {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_request_interval: Option<u32>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RawMessage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    action: Option<Action>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    info_hash: Option<InfoHashes>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_binary_string"
+    )]
+    peer_id: Option<PeerId>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_lenient_u64"
+    )]
+    numwant: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_lenient_u64"
+    )]
+    uploaded: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_lenient_u64"
+    )]
+    downloaded: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_lenient_u64"
+    )]
+    left: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event: Option<AnnounceEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offers: Option<Vec<Offer>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offer: Option<SessionDescription>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    answer: Option<SessionDescription>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_binary_string"
+    )]
+    to_peer_id: Option<PeerId>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_binary_string"
+    )]
+    offer_id: Option<OfferId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trackerid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interval: Option<u32>,
+    #[serde(
+        default,
+        rename = "min interval",
+        skip_serializing_if = "Option::is_none"
+    )]
+    min_interval: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_lenient_u64"
+    )]
+    complete: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_lenient_u64"
+    )]
+    incomplete: Option<u64>,
+    #[serde(
+        default,
+        rename = "tracker id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    tracker_id: Option<String>,
+    #[serde(
+        default,
+        rename = "warning message",
+        skip_serializing_if = "Option::is_none"
+    )]
+    warning_message: Option<String>,
+    #[serde(
+        default,
+        rename = "failure reason",
+        skip_serializing_if = "Option::is_none"
+    )]
+    failure_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    files: Option<BTreeMap<SwarmId, ScrapeStats>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flags: Option<ScrapeFlags>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    swarmcdn: Option<PeerInfo>,
+}
+
+impl RawMessage {
+    fn single_info_hash(&mut self, kind: &'static str) -> Result<SwarmId, ProtoError> {
+        match self.info_hash.take() {
+            Some(InfoHashes::One(id)) => Ok(id),
+            Some(InfoHashes::Many(_)) => Err(ProtoError::Invalid {
+                kind,
+                reason: "info_hash must be a single binary string",
+            }),
+            None => Err(ProtoError::Invalid {
+                kind,
+                reason: "info_hash is missing",
+            }),
+        }
+    }
+
+    fn into_to_tracker(mut self) -> Result<ToTracker, ProtoError> {
+        match self.action {
+            None => Err(ProtoError::Invalid {
+                kind: "client",
+                reason: "action is missing",
+            }),
+            Some(Action::Scrape) => Ok(ToTracker::Scrape(Scrape {
+                info_hashes: match self.info_hash {
+                    None => Vec::new(),
+                    Some(InfoHashes::One(id)) => vec![id],
+                    Some(InfoHashes::Many(ids)) => ids,
+                },
+            })),
+            Some(Action::Announce) if self.answer.is_some() => {
+                const KIND: &str = "answer";
+                let info_hash = self.single_info_hash(KIND)?;
+                let missing = |reason| ProtoError::Invalid { kind: KIND, reason };
+                Ok(ToTracker::Answer(Answer {
+                    info_hash,
+                    peer_id: self.peer_id.ok_or(missing("peer_id is missing"))?,
+                    to_peer_id: self.to_peer_id.ok_or(missing("to_peer_id is missing"))?,
+                    offer_id: self.offer_id.ok_or(missing("offer_id is missing"))?,
+                    answer: self.answer.expect("checked by the match guard"),
+                    ext: self.swarmcdn,
+                }))
+            }
+            Some(Action::Announce) => {
+                const KIND: &str = "announce";
+                let info_hash = self.single_info_hash(KIND)?;
+                Ok(ToTracker::Announce(Announce {
+                    info_hash,
+                    peer_id: self.peer_id.ok_or(ProtoError::Invalid {
+                        kind: KIND,
+                        reason: "peer_id is missing",
+                    })?,
+                    event: self.event,
+                    numwant: self.numwant.map(saturate_u32),
+                    uploaded: self.uploaded,
+                    downloaded: self.downloaded,
+                    left: self.left,
+                    offers: self.offers.unwrap_or_default(),
+                    tracker_id: self.trackerid,
+                    ext: self.swarmcdn,
+                }))
+            }
+        }
+    }
+
+    fn into_from_tracker(mut self) -> Result<FromTracker, ProtoError> {
+        if let Some(failure_reason) = self.failure_reason {
+            return Ok(FromTracker::Error(ErrorResponse {
+                failure_reason,
+                action: self.action.map(|a| {
+                    match a {
+                        Action::Announce => "announce",
+                        Action::Scrape => "scrape",
+                    }
+                    .to_owned()
+                }),
+                info_hash: match self.info_hash {
+                    Some(InfoHashes::One(id)) => Some(id),
+                    _ => None,
+                },
+            }));
+        }
+        match self.action {
+            None => Err(ProtoError::Invalid {
+                kind: "tracker",
+                reason: "action is missing",
+            }),
+            Some(Action::Scrape) => Ok(FromTracker::Scrape(ScrapeResponse {
+                files: self.files.unwrap_or_default(),
+                min_request_interval: self.flags.and_then(|f| f.min_request_interval),
+            })),
+            Some(Action::Announce) if self.offer.is_some() => {
+                const KIND: &str = "relayed offer";
+                let info_hash = self.single_info_hash(KIND)?;
+                let missing = |reason| ProtoError::Invalid { kind: KIND, reason };
+                Ok(FromTracker::Offer(RelayedOffer {
+                    info_hash,
+                    peer_id: self.peer_id.ok_or(missing("peer_id is missing"))?,
+                    offer_id: self.offer_id.ok_or(missing("offer_id is missing"))?,
+                    offer: self.offer.expect("checked by the match guard"),
+                    ext: self.swarmcdn,
+                }))
+            }
+            Some(Action::Announce) if self.answer.is_some() => {
+                const KIND: &str = "relayed answer";
+                let info_hash = self.single_info_hash(KIND)?;
+                let missing = |reason| ProtoError::Invalid { kind: KIND, reason };
+                Ok(FromTracker::Answer(RelayedAnswer {
+                    info_hash,
+                    peer_id: self.peer_id.ok_or(missing("peer_id is missing"))?,
+                    offer_id: self.offer_id.ok_or(missing("offer_id is missing"))?,
+                    answer: self.answer.expect("checked by the match guard"),
+                    ext: self.swarmcdn,
+                }))
+            }
+            Some(Action::Announce) => {
+                let info_hash = self.single_info_hash("announce response")?;
+                Ok(FromTracker::AnnounceResponse(AnnounceResponse {
+                    info_hash,
+                    interval: self.interval,
+                    min_interval: self.min_interval,
+                    complete: self.complete,
+                    incomplete: self.incomplete,
+                    tracker_id: self.tracker_id,
+                    warning: self.warning_message,
+                }))
+            }
+        }
+    }
+}
+
+fn saturate_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary strings.
+
+/// Encodes 20 bytes as a latin1 binary string: one `char` per byte.
+pub fn encode_binary_string(bytes: &[u8; ID_LEN]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// Decodes a latin1 binary string of exactly 20 code points, each at most U+00FF.
+pub fn decode_binary_string(s: &str) -> Result<[u8; ID_LEN], &'static str> {
+    let mut out = [0u8; ID_LEN];
+    let mut n = 0;
+    for c in s.chars() {
+        if n == ID_LEN {
+            return Err("binary string longer than 20 characters");
+        }
+        out[n] =
+            u8::try_from(u32::from(c)).map_err(|_| "binary string has a character above U+00FF")?;
+        n += 1;
+    }
+    if n != ID_LEN {
+        return Err("binary string shorter than 20 characters");
+    }
+    Ok(out)
+}
+
+/// Serde for types that are 20 bytes and written as binary strings.
+trait BinaryId: Sized {
+    fn bytes(&self) -> &[u8; ID_LEN];
+    fn from_bytes(b: [u8; ID_LEN]) -> Self;
+}
+
+macro_rules! binary_id {
+    ($($t:ty),*) => {$(
+        impl BinaryId for $t {
+            fn bytes(&self) -> &[u8; ID_LEN] {
+                &self.0
+            }
+            fn from_bytes(b: [u8; ID_LEN]) -> Self {
+                Self(b)
+            }
+        }
+    )*};
+}
+binary_id!(SwarmId, PeerId, OfferId);
+
+struct BinaryStringVisitor<T>(std::marker::PhantomData<T>);
+
+impl<T: BinaryId> Visitor<'_> for BinaryStringVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a binary string of 20 characters in U+0000..=U+00FF")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        decode_binary_string(v)
+            .map(T::from_bytes)
+            .map_err(E::custom)
+    }
+}
+
+mod binary_string {
+    use super::*;
+
+    pub(super) fn serialize<T: BinaryId, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode_binary_string(v.bytes()))
+    }
+
+    pub(super) fn deserialize<'de, T: BinaryId, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        d.deserialize_str(BinaryStringVisitor(std::marker::PhantomData))
+    }
+}
+
+mod opt_binary_string {
+    use super::*;
+
+    pub(super) fn serialize<T: BinaryId, S: Serializer>(
+        v: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => binary_string::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, T: BinaryId, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        binary_string::deserialize(d).map(Some)
+    }
+}
+
+// Map keys of scrape responses and `info_hash` values use these impls.
+impl Serialize for SwarmId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        binary_string::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SwarmId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        binary_string::deserialize(d)
+    }
+}
+
+impl Serialize for InfoHashes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::One(id) => id.serialize(s),
+            Self::Many(ids) => ids.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InfoHashes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = InfoHashes;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a binary string or an array of binary strings")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<InfoHashes, E> {
+                BinaryStringVisitor::<SwarmId>(std::marker::PhantomData)
+                    .visit_str(v)
+                    .map(InfoHashes::One)
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<InfoHashes, A::Error> {
+                let mut ids = Vec::new();
+                while let Some(id) = seq.next_element::<SwarmId>()? {
+                    ids.push(id);
+                }
+                Ok(InfoHashes::Many(ids))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lenient numbers: JavaScript clients send counters as doubles (and `left` may be huge).
+
+fn de_lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Option<u64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a non-negative number or null")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom("negative number where a count was expected"))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v.is_finite() && v >= 0.0 {
+                // `as` saturates at u64::MAX, which is what a huge `left` means.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(Some(v as u64))
+            } else {
+                Err(E::custom("negative number where a count was expected"))
+            }
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn de_count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    de_lenient_u64(d).map(Option::unwrap_or_default)
+}
+
+fn de_locality<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    match s {
+        Some(s) if s.len() > MAX_LOCALITY_LEN => Err(de::Error::custom(format!(
+            "locality longer than {MAX_LOCALITY_LEN} bytes"
+        ))),
+        s => Ok(s),
+    }
+}
+
+mod opt_rendition_hex {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<RenditionId>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(r) => s.serialize_str(&r.to_hex()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<RenditionId>, D::Error> {
+        let s = Option::<std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.map(|s| s.parse().map_err(de::Error::custom)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_bytes_id(start: u8) -> [u8; 20] {
+        std::array::from_fn(|i| start.wrapping_add(i as u8))
+    }
+
+    #[test]
+    fn binary_strings_round_trip_every_byte_value() {
+        for start in (0..=255u8).step_by(20) {
+            let id = SwarmId(all_bytes_id(start));
+            let msg = ToTracker::Scrape(Scrape {
+                info_hashes: vec![id],
+            });
+            let json = msg.to_json();
+            assert_eq!(
+                ToTracker::from_json(json.as_bytes()).unwrap(),
+                msg,
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_and_high_bytes_on_the_wire() {
+        let mut id = [b'a'; 20];
+        id[0] = 0x00;
+        id[1] = 0x1f;
+        id[2] = 0x80;
+        id[3] = 0xff;
+        id[4] = b'"';
+        id[5] = b'\\';
+        let s = encode_binary_string(&id);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.starts_with(r#""\u0000\u001f"#), "{json}");
+        // U+0080 and U+00FF are two UTF-8 bytes each.
+        assert!(json.as_bytes().windows(2).any(|w| w == [0xc2, 0x80]));
+        assert!(json.as_bytes().windows(2).any(|w| w == [0xc3, 0xbf]));
+        assert_eq!(decode_binary_string(&s).unwrap(), id);
+    }
+
+    #[test]
+    fn wrong_binary_strings_are_rejected() {
+        let long = format!(r#"{{"action":"scrape","info_hash":"{}"}}"#, "a".repeat(21));
+        assert!(ToTracker::from_json(long.as_bytes()).is_err());
+        let short = r#"{"action":"scrape","info_hash":"abc"}"#;
+        assert!(ToTracker::from_json(short.as_bytes()).is_err());
+        let wide = format!(r#"{{"action":"scrape","info_hash":"{}Ā"}}"#, "a".repeat(19));
+        assert!(ToTracker::from_json(wide.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn decodes_a_bittorrent_tracker_client_announce() {
+        // As sent by the npm bittorrent-tracker client (websocket-tracker.js).
+        let json = r#"{"action":"announce","info_hash":"\u0012\u0034Vx\u009a¼Þð\u0012\u0034Vx\u009a¼Þð\u0012\u0034Vx","peer_id":"-WW0208-abcdefghijkl","numwant":5,"uploaded":0,"downloaded":0,"left":null,"event":"started","offers":[{"offer":{"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"},"offer_id":"ABCDEFGHIJKLMNOPQRST"}],"unknown_field":{"a":[1,2]}}"#;
+        let ToTracker::Announce(a) = ToTracker::from_json(json.as_bytes()).unwrap() else {
+            panic!("not an announce")
+        };
+        assert_eq!(a.info_hash.0[0], 0x12);
+        assert_eq!(a.info_hash.0[4], 0x9a);
+        assert_eq!(&a.peer_id.0, b"-WW0208-abcdefghijkl");
+        assert_eq!(a.event, Some(AnnounceEvent::Started));
+        assert_eq!(a.left, None);
+        assert_eq!(a.numwant, Some(5));
+        assert_eq!(a.offers.len(), 1);
+        assert_eq!(&a.offers[0].offer_id.0, b"ABCDEFGHIJKLMNOPQRST");
+        assert_eq!(a.offers[0].offer.kind, "offer");
+    }
+
+    #[test]
+    fn lenient_numbers() {
+        let base = r#""action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","peer_id":"bbbbbbbbbbbbbbbbbbbb""#;
+        let json = format!(r#"{{{base},"left":1e300,"uploaded":12.7,"downloaded":3}}"#);
+        let ToTracker::Announce(a) = ToTracker::from_json(json.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.left, Some(u64::MAX));
+        assert_eq!(a.uploaded, Some(12));
+        assert_eq!(a.downloaded, Some(3));
+        let neg = format!(r#"{{{base},"left":-1}}"#);
+        assert!(ToTracker::from_json(neg.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn answer_needs_its_fields() {
+        let json = r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","peer_id":"bbbbbbbbbbbbbbbbbbbb","offer_id":"cccccccccccccccccccc","answer":{"type":"answer","sdp":"x"}}"#;
+        let err = ToTracker::from_json(json.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("to_peer_id"), "{err}");
+    }
+
+    #[test]
+    fn unknown_action_and_event_are_errors() {
+        let json = r#"{"action":"dance","info_hash":"aaaaaaaaaaaaaaaaaaaa"}"#;
+        assert!(ToTracker::from_json(json.as_bytes()).is_err());
+        let json = r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","peer_id":"bbbbbbbbbbbbbbbbbbbb","event":"exploded"}"#;
+        assert!(ToTracker::from_json(json.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn extension_is_optional_and_forward_compatible() {
+        let json = r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","peer_id":"bbbbbbbbbbbbbbbbbbbb","swarmcdn":{"role":"archer","nat":"quantum","position":7,"future":true,"rendition":"0102030405060708"}}"#;
+        let ToTracker::Announce(a) = ToTracker::from_json(json.as_bytes()).unwrap() else {
+            panic!()
+        };
+        let ext = a.ext.unwrap();
+        assert_eq!(ext.role, Some(Role::Unknown));
+        assert_eq!(ext.nat, Some(NatType::Unknown));
+        assert_eq!(ext.position, Some(7));
+        assert_eq!(ext.rendition, Some(RenditionId([1, 2, 3, 4, 5, 6, 7, 8])));
+    }
+
+    #[test]
+    fn tracker_messages_classify() {
+        let id = SwarmId([b'i'; 20]);
+        let resp = FromTracker::AnnounceResponse(AnnounceResponse {
+            info_hash: id,
+            interval: Some(120),
+            min_interval: None,
+            complete: Some(1),
+            incomplete: Some(2),
+            tracker_id: None,
+            warning: None,
+        });
+        assert_eq!(
+            resp.to_json(),
+            r#"{"action":"announce","info_hash":"iiiiiiiiiiiiiiiiiiii","interval":120,"complete":1,"incomplete":2}"#
+        );
+        let err = r#"{"failure reason":"nope","action":"announce"}"#;
+        assert!(matches!(
+            FromTracker::from_json(err.as_bytes()).unwrap(),
+            FromTracker::Error(ErrorResponse { ref failure_reason, .. }) if failure_reason == "nope"
+        ));
+    }
+
+    #[test]
+    fn too_large_is_rejected_before_parsing() {
+        let big = vec![b' '; MAX_MESSAGE_LEN + 1];
+        assert!(matches!(
+            ToTracker::from_json(&big),
+            Err(ProtoError::TooLarge { .. })
+        ));
+    }
+}
