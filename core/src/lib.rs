@@ -9,6 +9,8 @@
 //! - [`tracker_proto`]: the WebTorrent WebSocket tracker protocol, with our extension fields.
 //! - [`wire`]: the peer protocol spoken over a WebRTC DataChannel.
 //! - [`integrity`]: signed segment digests, verified chunk by chunk.
+//! - [`registry`]: the tracker's swarm logic (membership, matching, offer relay), sync and buffer-out.
+//! - [`time`]: the time type the shells pass in.
 //! - [`varint`]: the LEB128 varints both binary formats use.
 //!
 //! The formats are specified in `docs/protocol.md`.
@@ -18,6 +20,8 @@
 
 pub mod ids;
 pub mod integrity;
+pub mod registry;
+pub mod time;
 pub mod tracker_proto;
 pub mod varint;
 pub mod wire;

@@ -1,0 +1,1389 @@
+//! The tracker's swarm logic: membership, peer matching, offer relay and expiry.
+//!
+//! Synchronous and buffer-out: the tracker shell (or the simulator) hands each decoded client
+//! message to [`Registry::handle_message`] with the current time and the connection it came
+//! from, and sends what the registry pushed into `out`. The registry never does IO and never
+//! reads a clock; [`Registry::poll_timeout`] says when [`Registry::handle_timeout`] is due.
+//!
+//! ```no_run
+//! # use swarmcdn_core::registry::{ConnId, Registry, RegistryConfig};
+//! # use swarmcdn_core::time::Time;
+//! # use swarmcdn_core::tracker_proto::{FromTracker, ToTracker};
+//! # fn now() -> Time { Time::ZERO }
+//! # fn recv() -> (ConnId, ToTracker) { unimplemented!() }
+//! # fn send(_: ConnId, _: FromTracker) {}
+//! let mut registry = Registry::new(RegistryConfig::default(), 42).unwrap();
+//! let mut out = Vec::new();
+//! loop {
+//!     let (conn, msg) = recv();
+//!     registry.handle_message(now(), conn, msg, &mut out);
+//!     for (to, reply) in out.drain(..) {
+//!         send(to, reply);
+//!     }
+//!     if registry.poll_timeout().is_some_and(|t| t <= now()) {
+//!         registry.handle_timeout(now());
+//!     }
+//! }
+//! ```
+//!
+//! # Matching
+//!
+//! An announce with `k` offers sends them to `k` other peers of the swarm (never the announcer,
+//! nor another peer on the same connection), chosen from a random sample of
+//! [`RegistryConfig::match_sample`] peers plus every seed, ranked in this order:
+//!
+//! 1. the same rendition as the announcer;
+//! 2. a close playback position (within [`RegistryConfig::position_window`] segments, then by
+//!    distance);
+//! 3. the same locality hint;
+//! 4. NAT compatibility (pairs that cannot connect without a relay rank last);
+//! 5. more free upload slots;
+//!
+//! with ties broken at random. In a thin swarm (at most [`RegistryConfig::thin_swarm_viewers`]
+//! viewers) a viewer's offers always include a seed when the swarm has one.
+//!
+//! # Offers and answers
+//!
+//! Each relayed offer is remembered as pending for [`RegistryConfig::offer_ttl`]. An answer is
+//! relayed only if it matches a pending offer that was sent to the answering peer; otherwise the
+//! answerer gets a `failure reason`. A peer has at most
+//! [`RegistryConfig::max_pending_offers_per_peer`] offers pending; offers beyond that are
+//! dropped.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use foldhash::fast::FixedState;
+use indexmap::IndexMap;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use crate::ids::{PeerId, SwarmId};
+use crate::time::Time;
+use crate::tracker_proto::{
+    Announce, AnnounceEvent, AnnounceResponse, Answer, ErrorResponse, FromTracker, NatType,
+    OfferId, PeerInfo, RelayedAnswer, RelayedOffer, Role, Scrape, ScrapeResponse, ScrapeStats,
+    ToTracker,
+};
+
+/// The shell's id for one client connection (one WebSocket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Limits and timings of the registry. Every limit is configurable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryConfig {
+    /// The announce interval told to clients. Default 120 s, as bittorrent-tracker and aquatic.
+    pub announce_interval: Duration,
+    /// A peer that has not announced for this long is removed. Default 300 s: two missed
+    /// announces and some slack.
+    pub peer_timeout: Duration,
+    /// An offer not answered within this time expires. Default 60 s: the bittorrent-tracker
+    /// client gives up on its own offers after 50 s.
+    pub offer_ttl: Duration,
+    /// Offers used per announce; further offers are ignored. Default 10, as aquatic.
+    pub max_offers_per_announce: usize,
+    /// Peers per swarm; announces of new peers beyond it are refused. Default 100 000.
+    pub max_peers_per_swarm: usize,
+    /// Swarms one connection may join. Default 64.
+    pub max_swarms_per_conn: usize,
+    /// Offers of one peer pending at once. Default 50.
+    pub max_pending_offers_per_peer: usize,
+    /// Swarm ids one scrape may ask about (and swarms listed when it names none). Default 64.
+    pub max_scrape_swarms: usize,
+    /// How many peers (besides seeds) are ranked per announce, sampled at random from large
+    /// swarms. Default 64: ranking is linear in it.
+    pub match_sample: usize,
+    /// A swarm with at most this many viewers is thin: its viewers are always offered a seed.
+    /// Default 16.
+    pub thin_swarm_viewers: usize,
+    /// Playback positions within this many segments count as close. Default 3.
+    pub position_window: u64,
+    /// How often expired peers are swept. Default 10 s.
+    pub sweep_interval: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            announce_interval: Duration::from_secs(120),
+            peer_timeout: Duration::from_secs(300),
+            offer_ttl: Duration::from_secs(60),
+            max_offers_per_announce: 10,
+            max_peers_per_swarm: 100_000,
+            max_swarms_per_conn: 64,
+            max_pending_offers_per_peer: 50,
+            max_scrape_swarms: 64,
+            match_sample: 64,
+            thin_swarm_viewers: 16,
+            position_window: 3,
+            sweep_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A limit or duration that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    /// The peer timeout is not longer than the announce interval: every peer would expire.
+    #[error("peer_timeout must be longer than announce_interval")]
+    PeerTimeoutTooShort,
+}
+
+/// Why a message was refused (also the `failure reason` sent back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The swarm has [`RegistryConfig::max_peers_per_swarm`] peers.
+    SwarmFull,
+    /// The connection is in [`RegistryConfig::max_swarms_per_conn`] swarms.
+    TooManySwarms,
+    /// The peer id is used in this swarm by another connection.
+    PeerIdInUse,
+    /// An answer from a peer that is not in the swarm on this connection.
+    NotInSwarm,
+    /// An answer to an offer that was not sent to the answerer, or has expired.
+    UnknownOffer,
+    /// A scrape naming more than [`RegistryConfig::max_scrape_swarms`] swarms.
+    ScrapeTooLarge,
+}
+
+impl Rejection {
+    /// Every rejection, for metrics.
+    pub const ALL: [Self; 6] = [
+        Self::SwarmFull,
+        Self::TooManySwarms,
+        Self::PeerIdInUse,
+        Self::NotInSwarm,
+        Self::UnknownOffer,
+        Self::ScrapeTooLarge,
+    ];
+
+    /// The `failure reason` text.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::SwarmFull => "swarm is full",
+            Self::TooManySwarms => "too many swarms on this connection",
+            Self::PeerIdInUse => "peer_id is in use in this swarm by another connection",
+            Self::NotInSwarm => "answer from a peer that has not announced in this swarm",
+            Self::UnknownOffer => {
+                "could not find the offer corresponding to your answer; it may have expired"
+            }
+            Self::ScrapeTooLarge => "scrape names too many swarms",
+        }
+    }
+
+    /// A short label, for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::SwarmFull => "swarm_full",
+            Self::TooManySwarms => "too_many_swarms",
+            Self::PeerIdInUse => "peer_id_in_use",
+            Self::NotInSwarm => "not_in_swarm",
+            Self::UnknownOffer => "unknown_offer",
+            Self::ScrapeTooLarge => "scrape_too_large",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|r| *r == self)
+            .expect("ALL lists every variant")
+    }
+}
+
+/// Counters and gauges of the registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// Swarms with at least one peer.
+    pub swarms: usize,
+    /// Peers, over all swarms.
+    pub peers: usize,
+    /// Seeds (role seed), over all swarms.
+    pub seeds: usize,
+    /// Offers pending an answer.
+    pub pending_offers: usize,
+    /// Announces handled (including answers' enclosing messages: no).
+    pub announces: u64,
+    /// Offers relayed to a peer.
+    pub offers_relayed: u64,
+    /// Answers relayed back to an offerer.
+    pub answers_relayed: u64,
+    /// Scrapes answered.
+    pub scrapes: u64,
+    /// Offers that expired unanswered.
+    pub offers_expired: u64,
+    /// Peers removed because they stopped announcing.
+    pub peers_expired: u64,
+    /// Rejections, indexed like [`Rejection::ALL`].
+    pub rejections: [u64; Rejection::ALL.len()],
+}
+
+impl RegistryStats {
+    /// The count of one kind of rejection.
+    pub fn rejected(&self, r: Rejection) -> u64 {
+        self.rejections[r.index()]
+    }
+}
+
+type Map<K, V> = HashMap<K, V, FixedState>;
+
+struct Peer {
+    conn: ConnId,
+    info: PeerInfo,
+    seeder: bool,
+    last_seen: Time,
+    pending_offers: usize,
+}
+
+impl Peer {
+    fn is_seed(&self) -> bool {
+        self.info.role == Some(Role::Seed)
+    }
+}
+
+#[derive(Default)]
+struct Swarm {
+    peers: IndexMap<PeerId, Peer, FixedState>,
+    /// The peers with role seed (few: the operator's).
+    seeds: Vec<PeerId>,
+    /// Peers with nothing left to download.
+    complete: usize,
+    /// `completed` events seen.
+    downloaded: u64,
+}
+
+impl Swarm {
+    fn viewers(&self) -> usize {
+        self.peers.len() - self.seeds.len()
+    }
+
+    fn remove(&mut self, id: &PeerId) -> Option<Peer> {
+        let peer = self.peers.swap_remove(id)?;
+        if peer.seeder {
+            self.complete -= 1;
+        }
+        if peer.is_seed() {
+            self.seeds.retain(|s| s != id);
+        }
+        Some(peer)
+    }
+}
+
+struct PendingOffer {
+    swarm: SwarmId,
+    to: PeerId,
+    expires: Time,
+}
+
+/// The swarms of one tracker instance.
+pub struct Registry {
+    config: RegistryConfig,
+    rng: Xoshiro256PlusPlus,
+    swarms: Map<SwarmId, Swarm>,
+    /// The (swarm, peer) pairs each connection announced.
+    conns: Map<ConnId, Vec<(SwarmId, PeerId)>>,
+    /// Offers relayed and not yet answered, by (offerer, offer id).
+    offers: Map<(PeerId, OfferId), PendingOffer>,
+    /// Expiry order of `offers` (the TTL is fixed, so it is FIFO).
+    offer_expiry: VecDeque<(Time, PeerId, OfferId)>,
+    next_sweep: Option<Time>,
+    stats: RegistryStats,
+    /// Scratch space for ranking, reused across announces.
+    scratch: Vec<(Score, PeerId)>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("swarms", &self.swarms.len())
+            .field("conns", &self.conns.len())
+            .field("pending_offers", &self.offers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Ranking key of a candidate: larger is better, compared field by field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Score {
+    same_rendition: bool,
+    close_position: bool,
+    /// Negated distance in segments (so that closer is larger).
+    neg_distance: i64,
+    same_locality: bool,
+    nat: u8,
+    upload_slots: u32,
+    random: u32,
+}
+
+impl Registry {
+    /// A registry. `rng_seed` seeds its random choices (and its hash maps' keys): the shell
+    /// passes a random seed, tests a fixed one.
+    pub fn new(config: RegistryConfig, rng_seed: u64) -> Result<Self, ConfigError> {
+        for (value, name) in [
+            (config.max_offers_per_announce, "max_offers_per_announce"),
+            (config.max_peers_per_swarm, "max_peers_per_swarm"),
+            (config.max_swarms_per_conn, "max_swarms_per_conn"),
+            (config.max_scrape_swarms, "max_scrape_swarms"),
+            (config.match_sample, "match_sample"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        for (value, name) in [
+            (config.announce_interval, "announce_interval"),
+            (config.offer_ttl, "offer_ttl"),
+            (config.sweep_interval, "sweep_interval"),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if config.peer_timeout <= config.announce_interval {
+            return Err(ConfigError::PeerTimeoutTooShort);
+        }
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed);
+        let hasher = FixedState::with_seed(rng.random());
+        Ok(Self {
+            config,
+            rng,
+            swarms: HashMap::with_hasher(hasher.clone()),
+            conns: HashMap::with_hasher(hasher.clone()),
+            offers: HashMap::with_hasher(hasher),
+            offer_expiry: VecDeque::new(),
+            next_sweep: None,
+            stats: RegistryStats::default(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> RegistryStats {
+        RegistryStats {
+            swarms: self.swarms.len(),
+            peers: self.swarms.values().map(|s| s.peers.len()).sum(),
+            seeds: self.swarms.values().map(|s| s.seeds.len()).sum(),
+            pending_offers: self.offers.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Number of peers in `swarm`.
+    pub fn swarm_len(&self, swarm: &SwarmId) -> usize {
+        self.swarms.get(swarm).map_or(0, |s| s.peers.len())
+    }
+
+    /// Handles one message from connection `conn`; replies and relayed messages go to `out`.
+    pub fn handle_message(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        msg: ToTracker,
+        out: &mut Vec<(ConnId, FromTracker)>,
+    ) {
+        match msg {
+            ToTracker::Announce(a) => self.handle_announce(now, conn, a, out),
+            ToTracker::Answer(a) => self.handle_answer(now, conn, a, out),
+            ToTracker::Scrape(s) => self.handle_scrape(conn, s, out),
+        }
+    }
+
+    /// Handles an announce: joins, refreshes or leaves the swarm, and relays its offers.
+    pub fn handle_announce(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        a: Announce,
+        out: &mut Vec<(ConnId, FromTracker)>,
+    ) {
+        self.stats.announces += 1;
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.config.sweep_interval);
+        }
+        let swarm_id = a.info_hash;
+
+        if a.event == Some(AnnounceEvent::Stopped) {
+            self.remove_peer(conn, swarm_id, a.peer_id);
+            let resp = self.announce_response(swarm_id);
+            out.push((conn, resp));
+            return;
+        }
+
+        if let Err(r) = self.upsert_peer(now, conn, &a) {
+            self.reject(conn, r, "announce", Some(swarm_id), out);
+            return;
+        }
+        let resp = self.announce_response(swarm_id);
+        out.push((conn, resp));
+
+        if !a.offers.is_empty() {
+            self.relay_offers(now, swarm_id, a, out);
+        }
+    }
+
+    fn upsert_peer(&mut self, now: Time, conn: ConnId, a: &Announce) -> Result<(), Rejection> {
+        let swarm_full = self
+            .swarms
+            .get(&a.info_hash)
+            .is_some_and(|s| s.peers.len() >= self.config.max_peers_per_swarm);
+        let conn_swarms = self.conns.get(&conn).map_or(0, Vec::len);
+        let info = a.ext.clone().unwrap_or_default();
+        let seeder = a.left == Some(0) || a.event == Some(AnnounceEvent::Completed);
+
+        let swarm = self.swarms.entry(a.info_hash).or_default();
+        match swarm.peers.get_mut(&a.peer_id) {
+            Some(peer) if peer.conn != conn => return Err(Rejection::PeerIdInUse),
+            Some(peer) => {
+                let was_seed = peer.is_seed();
+                if peer.seeder != seeder {
+                    if seeder {
+                        swarm.complete += 1;
+                    } else {
+                        swarm.complete -= 1;
+                    }
+                }
+                peer.seeder = seeder;
+                peer.last_seen = now;
+                // An update without the extension keeps what the peer said before.
+                if a.ext.is_some() {
+                    peer.info = info;
+                }
+                let is_seed = peer.is_seed();
+                if was_seed != is_seed {
+                    if is_seed {
+                        swarm.seeds.push(a.peer_id);
+                    } else {
+                        swarm.seeds.retain(|s| *s != a.peer_id);
+                    }
+                }
+            }
+            None => {
+                let err = if swarm_full {
+                    Some(Rejection::SwarmFull)
+                } else if conn_swarms >= self.config.max_swarms_per_conn {
+                    Some(Rejection::TooManySwarms)
+                } else {
+                    None
+                };
+                if let Some(err) = err {
+                    if swarm.peers.is_empty() {
+                        self.swarms.remove(&a.info_hash);
+                    }
+                    return Err(err);
+                }
+                let peer = Peer {
+                    conn,
+                    info,
+                    seeder,
+                    last_seen: now,
+                    pending_offers: 0,
+                };
+                if peer.is_seed() {
+                    swarm.seeds.push(a.peer_id);
+                }
+                if seeder {
+                    swarm.complete += 1;
+                }
+                swarm.peers.insert(a.peer_id, peer);
+                self.conns
+                    .entry(conn)
+                    .or_default()
+                    .push((a.info_hash, a.peer_id));
+            }
+        }
+        if a.event == Some(AnnounceEvent::Completed) {
+            swarm.downloaded += 1;
+        }
+        Ok(())
+    }
+
+    fn announce_response(&self, swarm_id: SwarmId) -> FromTracker {
+        let (complete, total) = self
+            .swarms
+            .get(&swarm_id)
+            .map_or((0, 0), |s| (s.complete, s.peers.len()));
+        FromTracker::AnnounceResponse(AnnounceResponse {
+            info_hash: swarm_id,
+            interval: Some(
+                u32::try_from(self.config.announce_interval.as_secs()).unwrap_or(u32::MAX),
+            ),
+            min_interval: None,
+            complete: Some(complete as u64),
+            incomplete: Some((total - complete) as u64),
+            tracker_id: None,
+            warning: None,
+        })
+    }
+
+    fn relay_offers(
+        &mut self,
+        now: Time,
+        swarm_id: SwarmId,
+        mut a: Announce,
+        out: &mut Vec<(ConnId, FromTracker)>,
+    ) {
+        a.offers.truncate(self.config.max_offers_per_announce);
+        let Some(swarm) = self.swarms.get_mut(&swarm_id) else {
+            return;
+        };
+        let Some(me) = swarm.peers.get(&a.peer_id) else {
+            return;
+        };
+        let room = self
+            .config
+            .max_pending_offers_per_peer
+            .saturating_sub(me.pending_offers);
+        let wanted = a.offers.len().min(room);
+        if wanted == 0 {
+            return;
+        }
+        let me_conn = me.conn;
+        let me_info = me.info.clone();
+        let me_is_viewer = !me.is_seed();
+
+        let mut ranked = std::mem::take(&mut self.scratch);
+        ranked.clear();
+        rank_candidates(
+            &self.config,
+            &mut self.rng,
+            swarm,
+            a.peer_id,
+            me_conn,
+            &me_info,
+            &mut ranked,
+        );
+        let mut chosen: Vec<PeerId> = ranked.iter().take(wanted).map(|(_, id)| *id).collect();
+
+        // Thin swarms: a viewer always gets a seed among its offers.
+        let thin = swarm.viewers() <= self.config.thin_swarm_viewers;
+        if me_is_viewer && thin && !chosen.is_empty() {
+            let has_seed = chosen.iter().any(|id| swarm.seeds.contains(id));
+            let best_seed = ranked
+                .iter()
+                .find(|(_, id)| swarm.seeds.contains(id))
+                .map(|(_, id)| *id);
+            if let (false, Some(seed)) = (has_seed, best_seed) {
+                let last = chosen.len() - 1;
+                chosen[last] = seed;
+            }
+        }
+        self.scratch = ranked;
+
+        let expires = now + self.config.offer_ttl;
+        let mut sent = 0;
+        for (offer, to) in a.offers.into_iter().zip(chosen) {
+            let key = (a.peer_id, offer.offer_id);
+            if self.offers.contains_key(&key) {
+                // A reused offer id: the first one stays pending.
+                continue;
+            }
+            let target = &swarm.peers[&to];
+            out.push((
+                target.conn,
+                FromTracker::Offer(RelayedOffer {
+                    info_hash: swarm_id,
+                    peer_id: a.peer_id,
+                    offer_id: offer.offer_id,
+                    offer: offer.offer,
+                    ext: Some(me_info.clone()),
+                }),
+            ));
+            self.offers.insert(
+                key,
+                PendingOffer {
+                    swarm: swarm_id,
+                    to,
+                    expires,
+                },
+            );
+            self.offer_expiry
+                .push_back((expires, a.peer_id, offer.offer_id));
+            sent += 1;
+        }
+        self.stats.offers_relayed += sent as u64;
+        if let Some(me) = swarm.peers.get_mut(&a.peer_id) {
+            me.pending_offers += sent;
+        }
+    }
+
+    /// Handles an answer: relays it to the offerer if it answers an offer sent to this peer.
+    pub fn handle_answer(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        a: Answer,
+        out: &mut Vec<(ConnId, FromTracker)>,
+    ) {
+        let Some(swarm) = self.swarms.get_mut(&a.info_hash) else {
+            self.reject(
+                conn,
+                Rejection::NotInSwarm,
+                "announce",
+                Some(a.info_hash),
+                out,
+            );
+            return;
+        };
+        let answerer_info = match swarm.peers.get_mut(&a.peer_id) {
+            Some(p) if p.conn == conn => {
+                p.last_seen = now;
+                a.ext.clone().unwrap_or_else(|| p.info.clone())
+            }
+            _ => {
+                self.reject(
+                    conn,
+                    Rejection::NotInSwarm,
+                    "announce",
+                    Some(a.info_hash),
+                    out,
+                );
+                return;
+            }
+        };
+        let key = (a.to_peer_id, a.offer_id);
+        let valid = self
+            .offers
+            .get(&key)
+            .is_some_and(|o| o.swarm == a.info_hash && o.to == a.peer_id && o.expires > now);
+        if !valid {
+            self.reject(
+                conn,
+                Rejection::UnknownOffer,
+                "announce",
+                Some(a.info_hash),
+                out,
+            );
+            return;
+        }
+        self.offers.remove(&key);
+        let Some(offerer) = swarm.peers.get_mut(&a.to_peer_id) else {
+            // The offerer left: nobody to relay to, and nothing the answerer can do.
+            return;
+        };
+        offerer.pending_offers = offerer.pending_offers.saturating_sub(1);
+        out.push((
+            offerer.conn,
+            FromTracker::Answer(RelayedAnswer {
+                info_hash: a.info_hash,
+                peer_id: a.peer_id,
+                offer_id: a.offer_id,
+                answer: a.answer,
+                ext: Some(answerer_info),
+            }),
+        ));
+        self.stats.answers_relayed += 1;
+    }
+
+    /// Handles a scrape.
+    pub fn handle_scrape(&mut self, conn: ConnId, s: Scrape, out: &mut Vec<(ConnId, FromTracker)>) {
+        if s.info_hashes.len() > self.config.max_scrape_swarms {
+            self.reject(conn, Rejection::ScrapeTooLarge, "scrape", None, out);
+            return;
+        }
+        let stats = |sw: &Swarm| ScrapeStats {
+            complete: sw.complete as u64,
+            incomplete: (sw.peers.len() - sw.complete) as u64,
+            downloaded: sw.downloaded,
+        };
+        let files = if s.info_hashes.is_empty() {
+            self.swarms
+                .iter()
+                .take(self.config.max_scrape_swarms)
+                .map(|(id, sw)| (*id, stats(sw)))
+                .collect()
+        } else {
+            s.info_hashes
+                .iter()
+                .map(|id| (*id, self.swarms.get(id).map(stats).unwrap_or_default()))
+                .collect()
+        };
+        self.stats.scrapes += 1;
+        out.push((
+            conn,
+            FromTracker::Scrape(ScrapeResponse {
+                files,
+                min_request_interval: None,
+            }),
+        ));
+    }
+
+    /// The connection closed: its peers leave every swarm (as `stopped` would).
+    pub fn handle_disconnect(&mut self, conn: ConnId) {
+        let Some(entries) = self.conns.remove(&conn) else {
+            return;
+        };
+        for (swarm_id, peer_id) in entries {
+            if let Some(swarm) = self.swarms.get_mut(&swarm_id) {
+                if swarm.peers.get(&peer_id).is_some_and(|p| p.conn == conn) {
+                    swarm.remove(&peer_id);
+                }
+                if swarm.peers.is_empty() {
+                    self.swarms.remove(&swarm_id);
+                }
+            }
+        }
+    }
+
+    /// When [`Registry::handle_timeout`] is next due, if anything is pending.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let offer = self.offer_expiry.front().map(|(t, ..)| *t);
+        match (offer, self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Expires offers and peers that are due.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some(&(expires, offerer, offer_id)) = self.offer_expiry.front() {
+            if expires > now {
+                break;
+            }
+            self.offer_expiry.pop_front();
+            let key = (offerer, offer_id);
+            if self.offers.get(&key).is_some_and(|o| o.expires == expires) {
+                let o = self.offers.remove(&key).expect("checked just above");
+                self.stats.offers_expired += 1;
+                if let Some(p) = self
+                    .swarms
+                    .get_mut(&o.swarm)
+                    .and_then(|s| s.peers.get_mut(&offerer))
+                {
+                    p.pending_offers = p.pending_offers.saturating_sub(1);
+                }
+            }
+        }
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            self.sweep_peers(now);
+            self.next_sweep = if self.swarms.is_empty() {
+                None
+            } else {
+                Some(now + self.config.sweep_interval)
+            };
+        }
+    }
+
+    fn sweep_peers(&mut self, now: Time) {
+        let timeout = self.config.peer_timeout;
+        let mut expired = Vec::new();
+        self.swarms.retain(|swarm_id, swarm| {
+            let before = swarm.peers.len();
+            let stale: Vec<PeerId> = swarm
+                .peers
+                .iter()
+                .filter(|(_, p)| now.saturating_since(p.last_seen) >= timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in stale {
+                if let Some(p) = swarm.remove(&id) {
+                    expired.push((p.conn, *swarm_id, id));
+                }
+            }
+            debug_assert!(swarm.peers.len() <= before);
+            !swarm.peers.is_empty()
+        });
+        self.stats.peers_expired += expired.len() as u64;
+        for (conn, swarm_id, peer_id) in expired {
+            if let Some(entries) = self.conns.get_mut(&conn) {
+                entries.retain(|e| *e != (swarm_id, peer_id));
+                if entries.is_empty() {
+                    self.conns.remove(&conn);
+                }
+            }
+        }
+    }
+
+    fn remove_peer(&mut self, conn: ConnId, swarm_id: SwarmId, peer_id: PeerId) {
+        let Some(swarm) = self.swarms.get_mut(&swarm_id) else {
+            return;
+        };
+        if swarm.peers.get(&peer_id).is_none_or(|p| p.conn != conn) {
+            return;
+        }
+        swarm.remove(&peer_id);
+        if swarm.peers.is_empty() {
+            self.swarms.remove(&swarm_id);
+        }
+        if let Some(entries) = self.conns.get_mut(&conn) {
+            entries.retain(|e| *e != (swarm_id, peer_id));
+            if entries.is_empty() {
+                self.conns.remove(&conn);
+            }
+        }
+    }
+
+    fn reject(
+        &mut self,
+        conn: ConnId,
+        r: Rejection,
+        action: &str,
+        info_hash: Option<SwarmId>,
+        out: &mut Vec<(ConnId, FromTracker)>,
+    ) {
+        self.stats.rejections[r.index()] += 1;
+        out.push((
+            conn,
+            FromTracker::Error(ErrorResponse {
+                failure_reason: r.reason().to_owned(),
+                action: Some(action.to_owned()),
+                info_hash,
+            }),
+        ));
+    }
+}
+
+/// Whether two peers can connect directly, as a rank: 2 surely, 1 unknown, 0 surely not.
+fn nat_rank(a: Option<NatType>, b: Option<NatType>) -> u8 {
+    use NatType::*;
+    match (a.unwrap_or(Unknown), b.unwrap_or(Unknown)) {
+        (Unknown, _) | (_, Unknown) => 1,
+        (Symmetric, Symmetric) | (Symmetric, PortRestricted) | (PortRestricted, Symmetric) => 0,
+        _ => 2,
+    }
+}
+
+/// Ranks a sample of the swarm's peers (plus all seeds) for `me`, best first, into `out`.
+fn rank_candidates(
+    config: &RegistryConfig,
+    rng: &mut Xoshiro256PlusPlus,
+    swarm: &Swarm,
+    me: PeerId,
+    me_conn: ConnId,
+    me_info: &PeerInfo,
+    out: &mut Vec<(Score, PeerId)>,
+) {
+    let n = swarm.peers.len();
+    // A random window of the peer map (its order is shuffled over time by swap_remove) of up
+    // to `match_sample` candidates, then every seed.
+    let start = if n > config.match_sample {
+        rng.random_range(0..n)
+    } else {
+        0
+    };
+    let mut score = |peer: &Peer| {
+        let (close, distance) = match (me_info.position, peer.info.position) {
+            (Some(a), Some(b)) => {
+                let d = a.abs_diff(b);
+                (d <= config.position_window, d)
+            }
+            _ => (false, u64::MAX),
+        };
+        Score {
+            same_rendition: me_info.rendition.is_some() && me_info.rendition == peer.info.rendition,
+            close_position: close,
+            neg_distance: -(i64::try_from(distance).unwrap_or(i64::MAX)),
+            same_locality: me_info.locality.is_some() && me_info.locality == peer.info.locality,
+            nat: nat_rank(me_info.nat, peer.info.nat),
+            upload_slots: peer.info.upload_slots.unwrap_or(1),
+            random: rng.random(),
+        }
+    };
+    let eligible = |id: &PeerId, peer: &Peer| *id != me && peer.conn != me_conn;
+    for i in 0..n {
+        if out.len() == config.match_sample {
+            break;
+        }
+        let (id, peer) = swarm
+            .peers
+            .get_index((start + i) % n)
+            .expect("index below the map's length");
+        if eligible(id, peer) {
+            out.push((score(peer), *id));
+        }
+    }
+    for id in &swarm.seeds {
+        let peer = &swarm.peers[id];
+        if eligible(id, peer) && !out.iter().any(|(_, o)| o == id) {
+            out.push((score(peer), *id));
+        }
+    }
+    out.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::RenditionId;
+    use crate::tracker_proto::{Offer, SessionDescription};
+
+    fn pid(n: u8) -> PeerId {
+        PeerId([n; 20])
+    }
+
+    fn oid(n: u8, k: u8) -> OfferId {
+        let mut id = [n; 20];
+        id[19] = k;
+        OfferId(id)
+    }
+
+    const SWARM: SwarmId = SwarmId([0x55; 20]);
+
+    fn announce(peer: u8, offers: u8, ext: Option<PeerInfo>) -> Announce {
+        Announce {
+            offers: (0..offers)
+                .map(|k| Offer {
+                    offer_id: oid(peer, k),
+                    offer: SessionDescription::offer(format!("sdp {peer}/{k}")),
+                })
+                .collect(),
+            ext,
+            event: Some(AnnounceEvent::Started),
+            ..Announce::new(SWARM, pid(peer))
+        }
+    }
+
+    fn viewer(rendition: u8, position: u64) -> Option<PeerInfo> {
+        Some(PeerInfo {
+            role: Some(Role::Viewer),
+            rendition: Some(RenditionId([rendition; 8])),
+            position: Some(position),
+            ..PeerInfo::default()
+        })
+    }
+
+    fn offers_to(out: &[(ConnId, FromTracker)]) -> Vec<ConnId> {
+        out.iter()
+            .filter(|(_, m)| matches!(m, FromTracker::Offer(_)))
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
+    fn registry(config: RegistryConfig) -> Registry {
+        Registry::new(config, 7).unwrap()
+    }
+
+    #[test]
+    fn offers_are_relayed_and_answers_come_back_once() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(2), announce(2, 3, None), &mut out);
+        // The response, then one offer to the only other peer (3 offers, 1 candidate).
+        assert!(matches!(
+            out[0],
+            (ConnId(2), FromTracker::AnnounceResponse(_))
+        ));
+        assert_eq!(offers_to(&out), [ConnId(1)]);
+        let FromTracker::Offer(o) = &out[1].1 else {
+            panic!()
+        };
+        assert_eq!(o.peer_id, pid(2));
+
+        let answer = Answer {
+            info_hash: SWARM,
+            peer_id: pid(1),
+            to_peer_id: pid(2),
+            offer_id: o.offer_id,
+            answer: SessionDescription::answer("a"),
+            ext: None,
+        };
+        out.clear();
+        r.handle_answer(Time::from_secs(1), ConnId(1), answer.clone(), &mut out);
+        assert!(matches!(&out[..], [(ConnId(2), FromTracker::Answer(_))]));
+        // A second answer to the same offer is refused.
+        out.clear();
+        r.handle_answer(Time::from_secs(1), ConnId(1), answer, &mut out);
+        assert!(matches!(&out[..], [(ConnId(1), FromTracker::Error(_))]));
+        assert_eq!(r.stats().rejected(Rejection::UnknownOffer), 1);
+        assert_eq!(r.stats().answers_relayed, 1);
+    }
+
+    #[test]
+    fn answers_only_from_the_peer_the_offer_was_sent_to() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        r.handle_announce(Time::ZERO, ConnId(3), announce(3, 0, None), &mut out);
+        out.clear();
+        let mut a = announce(2, 1, None);
+        a.offers.truncate(1);
+        r.handle_announce(Time::ZERO, ConnId(2), a, &mut out);
+        let (target, offer_id) = match &out[1] {
+            (c, FromTracker::Offer(o)) => (*c, o.offer_id),
+            _ => panic!(),
+        };
+        let other = if target == ConnId(1) { 3 } else { 1 };
+        out.clear();
+        r.handle_answer(
+            Time::ZERO,
+            ConnId(u64::from(other)),
+            Answer {
+                info_hash: SWARM,
+                peer_id: pid(other),
+                to_peer_id: pid(2),
+                offer_id,
+                answer: SessionDescription::answer("x"),
+                ext: None,
+            },
+            &mut out,
+        );
+        assert!(matches!(&out[..], [(_, FromTracker::Error(_))]));
+    }
+
+    #[test]
+    fn offers_expire() {
+        let config = RegistryConfig::default();
+        let ttl = config.offer_ttl;
+        let mut r = registry(config);
+        let mut out = Vec::new();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(2), announce(2, 1, None), &mut out);
+        let FromTracker::Offer(o) = &out[1].1 else {
+            panic!()
+        };
+        let offer_id = o.offer_id;
+        assert_eq!(r.stats().pending_offers, 1);
+        let due = r.poll_timeout().unwrap();
+        assert!(due <= Time::ZERO + ttl);
+        r.handle_timeout(Time::ZERO + ttl);
+        assert_eq!(r.stats().pending_offers, 0);
+        assert_eq!(r.stats().offers_expired, 1);
+        out.clear();
+        r.handle_answer(
+            Time::ZERO + ttl,
+            ConnId(1),
+            Answer {
+                info_hash: SWARM,
+                peer_id: pid(1),
+                to_peer_id: pid(2),
+                offer_id,
+                answer: SessionDescription::answer("late"),
+                ext: None,
+            },
+            &mut out,
+        );
+        assert!(matches!(&out[..], [(ConnId(1), FromTracker::Error(_))]));
+    }
+
+    #[test]
+    fn matching_prefers_rendition_then_position_then_locality() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        // Peer 10: other rendition, same position. Peer 11: same rendition, far position.
+        // Peer 12: same rendition, close position. Peer 13: same as 12 plus same locality.
+        let mut with_locality = viewer(1, 101).unwrap();
+        with_locality.locality = Some("eu-west".into());
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(10),
+            announce(10, 0, viewer(2, 100)),
+            &mut out,
+        );
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(11),
+            announce(11, 0, viewer(1, 50)),
+            &mut out,
+        );
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(12),
+            announce(12, 0, viewer(1, 102)),
+            &mut out,
+        );
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(13),
+            announce(13, 0, Some(with_locality)),
+            &mut out,
+        );
+        let mut me = viewer(1, 100).unwrap();
+        me.locality = Some("eu-west".into());
+        for (k, expected) in [
+            (1, vec![ConnId(13)]),
+            (2, vec![ConnId(13), ConnId(12)]),
+            (3, vec![ConnId(13), ConnId(12), ConnId(11)]),
+        ] {
+            out.clear();
+            let mut a = announce(1, k, Some(me.clone()));
+            // Fresh offer ids per round.
+            for o in &mut a.offers {
+                o.offer_id.0[0] = 100 + k;
+            }
+            r.handle_announce(Time::ZERO, ConnId(1), a, &mut out);
+            assert_eq!(offers_to(&out), expected, "{k} offers");
+        }
+    }
+
+    #[test]
+    fn nat_incompatible_peers_rank_last() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        let nat = |n| {
+            Some(PeerInfo {
+                nat: Some(n),
+                ..PeerInfo::default()
+            })
+        };
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(10),
+            announce(10, 0, nat(NatType::Symmetric)),
+            &mut out,
+        );
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(11),
+            announce(11, 0, nat(NatType::Open)),
+            &mut out,
+        );
+        out.clear();
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(1),
+            announce(1, 1, nat(NatType::Symmetric)),
+            &mut out,
+        );
+        assert_eq!(offers_to(&out), [ConnId(11)]);
+    }
+
+    #[test]
+    fn thin_swarms_always_get_a_seed() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        let seed = Some(PeerInfo {
+            role: Some(Role::Seed),
+            upload_slots: Some(0),
+            ..PeerInfo::default()
+        });
+        r.handle_announce(Time::ZERO, ConnId(99), announce(99, 0, seed), &mut out);
+        for p in 10..15 {
+            r.handle_announce(
+                Time::ZERO,
+                ConnId(u64::from(p)),
+                announce(p, 0, viewer(1, 100)),
+                &mut out,
+            );
+        }
+        out.clear();
+        // Same rendition and position as the viewers: the seed (no rendition, no slots) ranks
+        // last, yet one of the two offers goes to it.
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(1),
+            announce(1, 2, viewer(1, 100)),
+            &mut out,
+        );
+        let to = offers_to(&out);
+        assert_eq!(to.len(), 2);
+        assert!(to.contains(&ConnId(99)), "{to:?}");
+    }
+
+    #[test]
+    fn never_offers_to_self_or_own_connection() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(2, 5, None), &mut out);
+        assert!(offers_to(&out).is_empty());
+    }
+
+    #[test]
+    fn limits_hold() {
+        let config = RegistryConfig {
+            max_peers_per_swarm: 2,
+            max_swarms_per_conn: 1,
+            max_offers_per_announce: 2,
+            max_pending_offers_per_peer: 3,
+            max_scrape_swarms: 2,
+            ..RegistryConfig::default()
+        };
+        let mut r = registry(config);
+        let mut out = Vec::new();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        r.handle_announce(Time::ZERO, ConnId(2), announce(2, 0, None), &mut out);
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(3), announce(3, 0, None), &mut out);
+        assert!(matches!(&out[..], [(ConnId(3), FromTracker::Error(_))]));
+        assert_eq!(r.stats().rejected(Rejection::SwarmFull), 1);
+
+        // A second swarm on connection 1.
+        out.clear();
+        let mut other = announce(1, 0, None);
+        other.info_hash = SwarmId([1; 20]);
+        r.handle_announce(Time::ZERO, ConnId(1), other, &mut out);
+        assert_eq!(r.stats().rejected(Rejection::TooManySwarms), 1);
+        assert_eq!(r.stats().swarms, 1, "the refused swarm is not kept");
+
+        // Offers per announce: 5 offered, 1 candidate; pending offers per peer: 3.
+        let mut sent = 0;
+        for round in 0..4u8 {
+            out.clear();
+            let mut a = announce(2, 5, None);
+            for o in &mut a.offers {
+                o.offer_id.0[0] = round;
+            }
+            r.handle_announce(Time::ZERO, ConnId(2), a, &mut out);
+            sent += offers_to(&out).len();
+        }
+        assert_eq!(sent, 3);
+
+        out.clear();
+        r.handle_scrape(
+            ConnId(9),
+            Scrape {
+                info_hashes: vec![SwarmId([1; 20]), SwarmId([2; 20]), SwarmId([3; 20])],
+            },
+            &mut out,
+        );
+        assert_eq!(r.stats().rejected(Rejection::ScrapeTooLarge), 1);
+    }
+
+    #[test]
+    fn peer_id_cannot_be_taken_over() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(2), announce(1, 0, None), &mut out);
+        assert!(matches!(&out[..], [(ConnId(2), FromTracker::Error(_))]));
+        // Nor removed by another connection's stop.
+        let mut stop = announce(1, 0, None);
+        stop.event = Some(AnnounceEvent::Stopped);
+        r.handle_announce(Time::ZERO, ConnId(2), stop, &mut out);
+        assert_eq!(r.swarm_len(&SWARM), 1);
+    }
+
+    #[test]
+    fn stop_disconnect_and_expiry_remove_peers() {
+        let config = RegistryConfig::default();
+        let timeout = config.peer_timeout;
+        let mut r = registry(config);
+        let mut out = Vec::new();
+        for p in 1..=3 {
+            r.handle_announce(
+                Time::ZERO,
+                ConnId(u64::from(p)),
+                announce(p, 0, None),
+                &mut out,
+            );
+        }
+        let mut stop = announce(1, 0, None);
+        stop.event = Some(AnnounceEvent::Stopped);
+        r.handle_announce(Time::ZERO, ConnId(1), stop, &mut out);
+        assert_eq!(r.swarm_len(&SWARM), 2);
+        r.handle_disconnect(ConnId(2));
+        assert_eq!(r.swarm_len(&SWARM), 1);
+        // Peer 3 stops announcing and expires; nothing is left.
+        let mut now = Time::ZERO;
+        while let Some(t) = r.poll_timeout() {
+            assert!(t >= now);
+            now = t;
+            r.handle_timeout(now);
+            if now > Time::ZERO + timeout * 2 {
+                break;
+            }
+        }
+        assert_eq!(r.stats().swarms, 0);
+        assert_eq!(r.stats().peers_expired, 1);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn scrape_counts() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        let mut done = announce(2, 0, None);
+        done.event = Some(AnnounceEvent::Completed);
+        done.left = Some(0);
+        r.handle_announce(Time::ZERO, ConnId(2), done, &mut out);
+        out.clear();
+        r.handle_scrape(
+            ConnId(3),
+            Scrape {
+                info_hashes: vec![SWARM],
+            },
+            &mut out,
+        );
+        let FromTracker::Scrape(s) = &out[0].1 else {
+            panic!()
+        };
+        assert_eq!(
+            s.files[&SWARM],
+            ScrapeStats {
+                complete: 1,
+                incomplete: 1,
+                downloaded: 1
+            }
+        );
+    }
+
+    #[test]
+    fn large_swarms_rank_a_bounded_sample() {
+        let config = RegistryConfig {
+            match_sample: 8,
+            ..RegistryConfig::default()
+        };
+        let mut r = registry(config);
+        let mut out = Vec::new();
+        for p in 0..200u32 {
+            let mut a = announce(0, 0, None);
+            a.peer_id = PeerId([
+                (p % 256) as u8,
+                (p / 256) as u8,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+            ]);
+            r.handle_announce(Time::ZERO, ConnId(u64::from(p)), a, &mut out);
+        }
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(1000), announce(9, 10, None), &mut out);
+        assert_eq!(offers_to(&out).len(), 8);
+        assert!(r.scratch.len() <= 8);
+    }
+
+    #[test]
+    fn config_is_validated() {
+        assert!(matches!(
+            Registry::new(
+                RegistryConfig {
+                    match_sample: 0,
+                    ..RegistryConfig::default()
+                },
+                1
+            ),
+            Err(ConfigError::Zero("match_sample"))
+        ));
+        assert!(matches!(
+            Registry::new(
+                RegistryConfig {
+                    peer_timeout: Duration::from_secs(10),
+                    ..RegistryConfig::default()
+                },
+                1
+            ),
+            Err(ConfigError::PeerTimeoutTooShort)
+        ));
+    }
+}
