@@ -9,6 +9,7 @@
 //! - [`tracker_proto`]: the WebTorrent WebSocket tracker protocol, with our extension fields.
 //! - [`wire`]: the peer protocol spoken over a WebRTC DataChannel.
 //! - [`integrity`]: signed segment digests, verified chunk by chunk.
+//! - [`node`]: the peer state machine and its scheduler.
 //! - [`registry`]: the tracker's swarm logic (membership, matching, offer relay), sync and buffer-out.
 //! - [`time`]: the time type the shells pass in.
 //! - [`varint`]: the LEB128 varints both binary formats use.
@@ -20,6 +21,7 @@
 
 pub mod ids;
 pub mod integrity;
+pub mod node;
 pub mod registry;
 pub mod time;
 pub mod tracker_proto;

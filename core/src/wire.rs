@@ -92,6 +92,8 @@ pub mod kind {
     pub const DIGEST: u8 = 0x09;
     /// [`super::Frame::Goodbye`].
     pub const GOODBYE: u8 = 0x0a;
+    /// [`super::Frame::Fetching`].
+    pub const FETCHING: u8 = 0x0b;
 }
 
 /// Errors from decoding a message.
@@ -425,6 +427,12 @@ pub enum Frame {
         /// A human-readable reason, at most [`MAX_REASON_LEN`] bytes.
         reason: String,
     },
+    /// The sender is fetching a segment from the origin now and will announce it when it has
+    /// it: receivers hold back their own origin fetch of that segment for a while.
+    Fetching {
+        /// The segment.
+        segment: SegmentRef,
+    },
     /// An extension frame this version does not know (kind >= [`FIRST_EXTENSION_KIND`]),
     /// skipped.
     Unknown {
@@ -447,6 +455,7 @@ impl Frame {
             Self::Busy { .. } => kind::BUSY,
             Self::Digest(_) => kind::DIGEST,
             Self::Goodbye { .. } => kind::GOODBYE,
+            Self::Fetching { .. } => kind::FETCHING,
             Self::Unknown { kind } => *kind,
         }
     }
@@ -529,6 +538,7 @@ impl Frame {
                 varint::put(b, reason.len() as u64);
                 b.extend_from_slice(reason.as_bytes());
             }
+            Self::Fetching { segment } => put_segment(b, segment),
             Self::Unknown { kind } => panic!("cannot encode unknown frame kind {kind:#04x}"),
         }
     }
@@ -679,6 +689,9 @@ fn decode_frame(frame: Bytes) -> Result<Frame, DecodeError> {
                 .to_owned();
             Frame::Goodbye { code, reason }
         }
+        kind::FETCHING => Frame::Fetching {
+            segment: r.segment()?,
+        },
         k if k >= FIRST_EXTENSION_KIND => {
             r.buf = &[];
             Frame::Unknown { kind: k }
@@ -706,6 +719,7 @@ fn kind_name(kind: u8) -> &'static str {
         kind::BUSY => "busy",
         kind::DIGEST => "digest",
         kind::GOODBYE => "goodbye",
+        kind::FETCHING => "fetching",
         _ => "unknown",
     }
 }

@@ -294,8 +294,9 @@ fn frame() -> impl Strategy<Value = Frame> {
     let digest = signed_digest().prop_map(|d| Frame::Digest(Box::new(d)));
     let goodbye =
         (any::<u8>(), "\\PC{0,60}").prop_map(|(code, reason)| Frame::Goodbye { code, reason });
+    let fetching = segment_ref().prop_map(|segment| Frame::Fetching { segment });
     prop_oneof![
-        handshake, have, delta, request, data, cancel, absent, busy, digest, goodbye
+        handshake, have, delta, request, data, cancel, absent, busy, digest, goodbye, fetching
     ]
 }
 

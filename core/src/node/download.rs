@@ -1,0 +1,280 @@
+//! One segment being assembled from peers and HTTP, chunk by chunk.
+//!
+//! Chunks are the integrity chunks of the segment's digest. Each chunk has at most one owner at
+//! a time (a peer request or the HTTP fetch) and fills in order from its start; a chunk is done
+//! when it is full and, if it came from a peer, verified against the digest.
+
+use std::ops::Range;
+
+use crate::ids::PeerId;
+use crate::integrity::VerifiedDigest;
+use crate::time::Time;
+use crate::wire::RequestId;
+
+use super::FetchId;
+
+/// Who is filling a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Nobody,
+    Peer(PeerId, RequestId),
+    Http(FetchId),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chunk {
+    /// Bytes filled from the chunk's start.
+    pub(crate) filled: u64,
+    pub(crate) owner: Owner,
+    pub(crate) done: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct HttpFetch {
+    pub(crate) id: FetchId,
+    pub(crate) started: Time,
+    pub(crate) received: u64,
+}
+
+/// What writing bytes into a download did.
+#[derive(Debug, Default)]
+pub(crate) struct WriteOutcome {
+    /// Chunks that became full (to verify, when they came from a peer).
+    pub(crate) full: Vec<usize>,
+    /// Bytes accepted.
+    pub(crate) accepted: u64,
+    /// The bytes were not where the owner's request said they would be.
+    pub(crate) out_of_order: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Download {
+    pub(crate) digest: Option<VerifiedDigest>,
+    /// Segment length, once known (from the digest, or when an unranged HTTP fetch ends).
+    pub(crate) length: Option<u64>,
+    pub(crate) chunk_size: u64,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) chunks: Vec<Chunk>,
+    pub(crate) http: Option<HttpFetch>,
+    /// A request to learn the segment's geometry (first bytes with the digest) from a peer.
+    pub(crate) probe: Option<(PeerId, RequestId)>,
+    pub(crate) http_bytes: u64,
+    pub(crate) p2p_bytes: u64,
+    /// When this node will fetch it from the origin if no neighbour has it by then.
+    pub(crate) scout_at: Option<Time>,
+    /// Set when an HTTP fetch was forced by the deadline rather than scouting.
+    pub(crate) deadline_fallback: bool,
+}
+
+impl Download {
+    pub(crate) fn new() -> Self {
+        Self {
+            digest: None,
+            length: None,
+            chunk_size: 0,
+            buf: Vec::new(),
+            chunks: Vec::new(),
+            http: None,
+            probe: None,
+            http_bytes: 0,
+            p2p_bytes: 0,
+            scout_at: None,
+            deadline_fallback: false,
+        }
+    }
+
+    pub(crate) fn has_geometry(&self) -> bool {
+        self.length.is_some() && !self.chunks.is_empty() || self.length == Some(0)
+    }
+
+    /// Sets the digest (and so the geometry). Bytes already received by an unranged HTTP fetch
+    /// fill the chunks they cover.
+    pub(crate) fn set_digest(&mut self, digest: VerifiedDigest) {
+        let d = digest.digest();
+        if self.length.is_some_and(|l| l != d.length()) {
+            // An HTTP fetch finished with another length: the origin is authoritative, the
+            // digest is for other bytes. Keep the data, drop the digest.
+            return;
+        }
+        let length = d.length();
+        let chunk_size = u64::from(d.chunk_size());
+        let count = d.chunk_count();
+        self.digest = Some(digest);
+        if !self.chunks.is_empty() {
+            return;
+        }
+        self.length = Some(length);
+        self.chunk_size = chunk_size;
+        let have = self.buf.len() as u64;
+        let http_owner = self.http.as_ref().map(|h| Owner::Http(h.id));
+        self.buf.resize(length as usize, 0);
+        self.chunks = (0..count)
+            .map(|i| {
+                let start = i as u64 * chunk_size;
+                let len = chunk_size.min(length - start);
+                let filled = have.saturating_sub(start).min(len);
+                Chunk {
+                    filled,
+                    owner: if filled < len {
+                        http_owner.unwrap_or(Owner::Nobody)
+                    } else {
+                        Owner::Nobody
+                    },
+                    // Bytes from HTTP need no verification.
+                    done: filled == len,
+                }
+            })
+            .collect();
+    }
+
+    pub(crate) fn chunk_range(&self, i: usize) -> Range<u64> {
+        let start = i as u64 * self.chunk_size;
+        let end = (start + self.chunk_size).min(self.length.unwrap_or(0));
+        start..end
+    }
+
+    pub(crate) fn is_complete(&self) -> bool {
+        match self.length {
+            Some(len) if self.chunks.is_empty() => self.buf.len() as u64 == len,
+            Some(_) => self.chunks.iter().all(|c| c.done),
+            None => false,
+        }
+    }
+
+    /// Bytes still missing (the whole segment when the length is unknown, guessed).
+    pub(crate) fn missing_bytes(&self, guess: u64) -> u64 {
+        match self.length {
+            None => guess,
+            Some(len) if self.chunks.is_empty() => len.saturating_sub(self.buf.len() as u64),
+            Some(_) => self
+                .chunks
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.done)
+                .map(|(i, c)| {
+                    let r = self.chunk_range(i);
+                    (r.end - r.start) - c.filled
+                })
+                .sum(),
+        }
+    }
+
+    /// Contiguous runs of chunks that nobody is filling and that are not done, each at most
+    /// `max` chunks, in order.
+    pub(crate) fn free_runs(&self, max: usize) -> Vec<Range<usize>> {
+        let mut runs = Vec::new();
+        let mut i = 0;
+        while i < self.chunks.len() {
+            let free = |c: &Chunk| !c.done && c.owner == Owner::Nobody;
+            if free(&self.chunks[i]) {
+                let start = i;
+                while i < self.chunks.len() && free(&self.chunks[i]) && i - start < max {
+                    i += 1;
+                }
+                runs.push(start..i);
+            } else {
+                i += 1;
+            }
+        }
+        runs
+    }
+
+    /// Assigns chunks to an owner and returns the byte range to request (from the first
+    /// chunk's filled prefix to the last chunk's end).
+    pub(crate) fn assign(&mut self, chunks: Range<usize>, owner: Owner) -> Range<u64> {
+        let first = chunks.start;
+        let last = chunks.end - 1;
+        for c in &mut self.chunks[chunks] {
+            c.owner = owner;
+        }
+        let start = self.chunk_range(first).start + self.chunks[first].filled;
+        start..self.chunk_range(last).end
+    }
+
+    /// Releases every chunk `owner` holds that is not done. Returns how many.
+    pub(crate) fn release(&mut self, owner: Owner) -> usize {
+        let mut n = 0;
+        for c in &mut self.chunks {
+            if c.owner == owner && !c.done {
+                c.owner = Owner::Nobody;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Writes bytes that `owner` sent for `offset..`. Only bytes that continue a chunk the
+    /// owner holds, exactly where its fill stands, are accepted.
+    pub(crate) fn write(&mut self, owner: Owner, offset: u64, data: &[u8]) -> WriteOutcome {
+        let mut out = WriteOutcome::default();
+        if self.chunks.is_empty() {
+            // No geometry: only an unranged HTTP fetch appends.
+            if matches!(owner, Owner::Http(_)) && offset == self.buf.len() as u64 {
+                self.buf.extend_from_slice(data);
+                out.accepted = data.len() as u64;
+            } else {
+                out.out_of_order = true;
+            }
+            return out;
+        }
+        let mut pos = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.chunk_size == 0 {
+                out.out_of_order = true;
+                break;
+            }
+            let i = (pos / self.chunk_size) as usize;
+            if i >= self.chunks.len() {
+                out.out_of_order = true;
+                break;
+            }
+            let range = self.chunk_range(i);
+            let chunk = self.chunks[i];
+            let len = range.end - range.start;
+            let take = (range.end - pos).min(rest.len() as u64) as usize;
+            if chunk.done || chunk.owner != owner {
+                // Superseded (done already, or taken over by another source): skip these bytes.
+            } else if pos != range.start + chunk.filled {
+                out.out_of_order = true;
+                break;
+            } else {
+                let at = pos as usize;
+                self.buf[at..at + take].copy_from_slice(&rest[..take]);
+                let c = &mut self.chunks[i];
+                c.filled += take as u64;
+                out.accepted += take as u64;
+                if c.filled == len {
+                    c.owner = Owner::Nobody;
+                    if matches!(owner, Owner::Http(_)) {
+                        c.done = true;
+                    } else {
+                        out.full.push(i);
+                    }
+                }
+            }
+            pos += take as u64;
+            rest = &rest[take..];
+        }
+        out
+    }
+
+    /// Marks a full chunk verified (done), or resets it after a failed verification.
+    pub(crate) fn settle(&mut self, i: usize, ok: bool) {
+        let c = &mut self.chunks[i];
+        if ok {
+            c.done = true;
+        } else {
+            c.filled = 0;
+            c.owner = Owner::Nobody;
+        }
+    }
+
+    /// Verifies a full chunk against the digest.
+    pub(crate) fn verify(&self, i: usize) -> bool {
+        let Some(d) = &self.digest else { return false };
+        let r = self.chunk_range(i);
+        d.verify_chunk(i, &self.buf[r.start as usize..r.end as usize])
+            .is_ok()
+    }
+}

@@ -1,0 +1,2278 @@
+//! The peer state machine and its scheduler: one peer (seed, browser viewer, headless viewer or
+//! simulated viewer) in one swarm.
+//!
+//! Sans-IO: inputs are `handle_*` calls given `now`; outputs are drained with
+//! [`Node::poll_transmit`] (to the tracker, peers and the origin), [`Node::poll_event`] (to the
+//! player and the application) and [`Node::poll_timeout`] (when to call
+//! [`Node::handle_timeout`]).
+//!
+//! # Caller contract
+//!
+//! After every input, drain `poll_transmit` and `poll_event` until they return `None`, then
+//! wait until `poll_timeout` (or the next input):
+//!
+//! ```no_run
+//! # use swarmcdn_core::node::*;
+//! # use swarmcdn_core::time::Time;
+//! # fn now() -> Time { Time::ZERO }
+//! # fn config() -> NodeConfig { unimplemented!() }
+//! # fn send(_: Transmit) {}
+//! # fn deliver(_: Event) {}
+//! # fn wait_for_input_until(_: Option<Time>) -> Option<Input> { None }
+//! # enum Input { Peer(swarmcdn_core::ids::PeerId, PeerEvent) }
+//! let mut node = Node::new(config(), now(), 1).unwrap();
+//! loop {
+//!     while let Some(t) = node.poll_transmit() {
+//!         send(t);
+//!     }
+//!     while let Some(e) = node.poll_event() {
+//!         deliver(e);
+//!     }
+//!     match wait_for_input_until(node.poll_timeout()) {
+//!         Some(Input::Peer(peer, ev)) => node.handle_peer_event(now(), peer, ev),
+//!         None => node.handle_timeout(now()),
+//!     }
+//! }
+//! ```
+//!
+//! # The scheduler
+//!
+//! For each segment the player will need (the one it asked for and those within
+//! [`NodeConfig::prefetch_window`] of media after it), in deadline order:
+//!
+//! 1. When the deadline is near (now >= deadline - HTTP time estimate of the missing bytes -
+//!    [`NodeConfig::http_margin`]), what is missing is fetched over HTTP with one byte range;
+//!    chunks already received from peers are kept.
+//! 2. Otherwise, if neighbours have it, its chunks are requested from them, in blocks of
+//!    [`NodeConfig::request_chunks`] chunks, from several at once, each block to a neighbour
+//!    drawn at random weighted by measured throughput (unproven neighbours weigh as much as the
+//!    best proven one, so they get a chance).
+//! 3. Otherwise, if a neighbour said it is fetching it from the origin
+//!    ([`crate::wire::Frame::Fetching`]), the node waits for it.
+//! 4. Otherwise the segment is new to the neighbourhood: seeds fetch it from the origin at
+//!    once; a viewer waits a random delay (within [`NodeConfig::scout_spread`], longer when a
+//!    seed is a neighbour or when it was not drawn as one of the neighbourhood's scouts), then,
+//!    if still nobody has it, fetches it from the origin and tells its neighbours
+//!    ([`crate::wire::Frame::Fetching`]). So each segment leaves the origin about once per
+//!    neighbourhood.
+//!
+//! Every chunk from a peer is verified against the segment's signed digest before it is
+//! delivered or relayed; a peer that sends a bad chunk is dropped and banned, and the chunk is
+//! fetched again elsewhere.
+
+mod cache;
+mod download;
+mod rate;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use crate::ids::{PeerId, RenditionId, SwarmId};
+use crate::integrity::{DigestSigner, SegmentDigest, SignedDigest, TrustedKeys, VerifiedDigest};
+use crate::time::Time;
+use crate::tracker_proto::{
+    Announce, AnnounceEvent, FromTracker, OfferId, PeerInfo, RelayedAnswer, RelayedOffer, Role,
+};
+use crate::wire::{
+    self, Availability, Capabilities, Frame, Handshake, RequestId, SegmentRef, Session,
+};
+
+use cache::{Cache, Stored};
+use download::{Download, Owner};
+use rate::{Throughput, TokenBucket};
+
+/// What kind of peer this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// An operator's seed: first to fetch every segment, signs digests, serves many viewers.
+    Seed,
+    /// A viewer's player (browser, headless or simulated).
+    Viewer,
+}
+
+/// How a node checks the data it receives from peers.
+#[derive(Debug, Clone)]
+pub enum IntegrityMode {
+    /// The node signs the digest of every segment it fetches from the origin with this
+    /// ed25519 secret key (seed nodes), and trusts digests signed by `trusted` as well.
+    Sign {
+        /// The operator's secret key.
+        secret: [u8; 32],
+        /// Other trusted keys (the node's own public key is always trusted).
+        trusted: TrustedKeys,
+    },
+    /// Only digests signed by one of these keys are accepted.
+    Verify(TrustedKeys),
+    /// No trusted key: digests are accepted whoever signed them (each chunk is still checked
+    /// against them, which catches corruption but not a lying peer). Chosen explicitly, never
+    /// by default; the node signs the digests of its own origin fetches with a throwaway key.
+    Unverified,
+}
+
+/// Upload limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadConfig {
+    /// Whether this node serves data to peers at all.
+    pub enabled: bool,
+    /// Neighbours served at once; others get `Busy`.
+    pub slots: usize,
+    /// Upload rate cap in bytes per second, over all neighbours.
+    pub rate: Option<u64>,
+    /// Total bytes this node uploads before it stops serving.
+    pub volume_budget: Option<u64>,
+    /// Requests queued per neighbour before it gets `Busy`.
+    pub queue_per_peer: usize,
+}
+
+/// Configuration of a [`Node`]. `Default` is a viewer with sensible values; each field says
+/// its default and why.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This peer's id.
+    pub peer_id: PeerId,
+    /// The swarm (stream) it is in.
+    pub swarm: SwarmId,
+    /// Seed or viewer. Default viewer.
+    pub role: NodeRole,
+    /// Integrity mode. No default: the caller must choose (see [`NodeConfig::new`]).
+    pub integrity: IntegrityMode,
+    /// Neighbours at most. Default 20 for viewers (enough for multi-source downloads, few
+    /// enough for browsers), 200 for seeds.
+    pub max_peers: usize,
+    /// Offers per announce while below `max_peers`. Default 5, as WebTorrent clients.
+    pub offers_per_announce: usize,
+    /// Announce interval until the tracker gives one. Default 30 s, as WebTorrent clients.
+    pub announce_interval: Duration,
+    /// A connection that does not open within this time is given up. Default 15 s.
+    pub connect_timeout: Duration,
+    /// Upload limits. Default: on, 4 slots for viewers (64 for seeds), no rate cap, no volume
+    /// budget, 4 queued requests per neighbour.
+    pub upload: UploadConfig,
+    /// Bytes of segments kept. Default 256 MiB for viewers, 1 GiB for seeds.
+    pub cache_bytes: u64,
+    /// Safety margin added to the HTTP time estimate before a deadline. Default 1 s: one
+    /// round trip of retries on a slow origin.
+    pub http_margin: Duration,
+    /// HTTP time to first byte assumed until measured. Default 300 ms.
+    pub http_initial_ttfb: Duration,
+    /// HTTP throughput assumed until measured, bytes/s. Default 1 MB/s (a modest connection).
+    pub http_initial_rate: u64,
+    /// Segment size assumed for estimates before the real size is known. Default 1 MB.
+    pub segment_size_guess: u64,
+    /// Throughput assumed for a neighbour until measured, bytes/s. Default 2 MB/s.
+    pub p2p_initial_rate: u64,
+    /// Chunks per request to a neighbour. Default 4 (256 KiB with the default chunk size):
+    /// big enough to amortize a round trip, small enough to spread a segment over several
+    /// neighbours.
+    pub request_chunks: usize,
+    /// Requests in flight per neighbour. Default 2: keeps the channel busy across round trips.
+    pub requests_per_peer: usize,
+    /// A request that receives nothing for this long is cancelled and re-issued elsewhere.
+    /// Default 1.5 s.
+    pub request_stall_timeout: Duration,
+    /// How much media ahead of the player's next segment is fetched from peers. Default 30 s.
+    pub prefetch_window: Duration,
+    /// Viewers spread their origin fetches of new segments over this time. Default 1 s.
+    pub scout_spread: Duration,
+    /// A viewer is one of its neighbourhood's first scouts with probability
+    /// `min(1, scouts / (neighbours + 1))`. Default 1.
+    pub scouts: f64,
+    /// How long a neighbour's `Fetching` holds this node back. Default 3 s.
+    pub fetching_hold: Duration,
+    /// Whether to offer 256 KiB DataChannel messages. Default true.
+    pub large_messages: bool,
+    /// Bytes handed to a DataChannel and not yet sent above which the node stops queueing
+    /// more for that neighbour. Default 1 MiB.
+    pub send_buffer_high: u64,
+    /// How long a banned peer stays banned. Default 10 min.
+    pub ban_duration: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults for `role`.
+    pub fn new(peer_id: PeerId, swarm: SwarmId, role: NodeRole, integrity: IntegrityMode) -> Self {
+        let seed = role == NodeRole::Seed;
+        Self {
+            peer_id,
+            swarm,
+            role,
+            integrity,
+            max_peers: if seed { 200 } else { 20 },
+            offers_per_announce: 5,
+            announce_interval: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(15),
+            upload: UploadConfig {
+                enabled: true,
+                slots: if seed { 64 } else { 4 },
+                rate: None,
+                volume_budget: None,
+                queue_per_peer: 4,
+            },
+            cache_bytes: if seed { 1 << 30 } else { 256 << 20 },
+            http_margin: Duration::from_secs(1),
+            http_initial_ttfb: Duration::from_millis(300),
+            http_initial_rate: 1_000_000,
+            segment_size_guess: 1_000_000,
+            p2p_initial_rate: 2_000_000,
+            request_chunks: 4,
+            requests_per_peer: 2,
+            request_stall_timeout: Duration::from_millis(1500),
+            prefetch_window: Duration::from_secs(30),
+            scout_spread: Duration::from_secs(1),
+            scouts: 1.0,
+            fetching_hold: Duration::from_secs(3),
+            large_messages: true,
+            send_buffer_high: 1 << 20,
+            ban_duration: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    /// The integrity mode trusts no key and is not explicitly unverified.
+    #[error("integrity: Verify needs at least one trusted key (or choose Unverified explicitly)")]
+    NoTrustedKey,
+}
+
+/// The id of an HTTP fetch, chosen by the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FetchId(pub u64);
+
+/// The id of a player request, chosen by the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PlayerRequestId(pub u64);
+
+/// What an HTTP fetch is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpTarget {
+    /// Bytes of a media segment (the shell knows its URL and any playlist byte range, which
+    /// `range` is relative to).
+    Segment(SegmentRef),
+}
+
+/// An HTTP request for the shell to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// Echo it in [`Node::handle_http_data`] and [`Node::handle_http_done`].
+    pub id: FetchId,
+    /// What to fetch.
+    pub target: HttpTarget,
+    /// Byte range within the segment (end exclusive); `None` for the whole segment.
+    pub range: Option<std::ops::Range<u64>>,
+}
+
+/// How an HTTP fetch failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// An HTTP status other than 200/206.
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// The connection failed or timed out.
+    #[error("network error: {0}")]
+    Network(String),
+    /// The body did not match the request (wrong range, wrong length).
+    #[error("bad response: {0}")]
+    BadResponse(String),
+}
+
+/// Something for the shell to send or do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transmit {
+    /// Send this announce to the tracker, after creating `offers` WebRTC offers (non-trickle)
+    /// and putting them in `announce.offers`.
+    Announce {
+        /// The announce, without offers.
+        announce: Announce,
+        /// How many offers to create.
+        offers: usize,
+    },
+    /// Answer this relayed offer: create the WebRTC answer and send it to the tracker.
+    AcceptOffer(RelayedOffer),
+    /// Apply this relayed answer to the pending offer with its offer id.
+    CompleteOffer(RelayedAnswer),
+    /// Forget the pending offer (it was answered by a peer this node will not connect to).
+    DropOffer(OfferId),
+    /// Send one DataChannel message to a neighbour.
+    Peer {
+        /// The neighbour.
+        peer: PeerId,
+        /// The message (one or more wire frames).
+        data: Bytes,
+    },
+    /// Close the connection to a neighbour.
+    ClosePeer(PeerId),
+    /// Make an HTTP request.
+    Http(HttpRequest),
+    /// Abort an HTTP request; no more calls for it are expected.
+    CancelHttp(FetchId),
+}
+
+/// Why a neighbour was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// It closed the connection (or the connection failed).
+    Closed,
+    /// The connection did not open in time.
+    ConnectTimeout,
+    /// It broke the wire protocol.
+    Protocol(String),
+    /// It sent data that failed verification; it is banned.
+    Integrity,
+    /// Its handshake does not match ours.
+    Handshake(String),
+}
+
+/// Where a segment's bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SourceBytes {
+    /// From the origin over HTTP.
+    pub http: u64,
+    /// From neighbours.
+    pub p2p: u64,
+}
+
+/// Something that happened, for the player and the application.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A segment the player asked for is ready.
+    SegmentReady {
+        /// The request.
+        request: PlayerRequestId,
+        /// The segment.
+        segment: SegmentRef,
+        /// Its bytes.
+        data: Bytes,
+        /// Where they came from.
+        sources: SourceBytes,
+    },
+    /// A segment the player asked for could not be had (the origin failed).
+    SegmentFailed {
+        /// The request.
+        request: PlayerRequestId,
+        /// The segment.
+        segment: SegmentRef,
+        /// Why.
+        error: FetchError,
+    },
+    /// A neighbour's DataChannel opened and its handshake agreed.
+    PeerConnected {
+        /// The neighbour.
+        peer: PeerId,
+        /// Whether it is a seed.
+        seed: bool,
+    },
+    /// A neighbour is gone.
+    PeerDropped {
+        /// The neighbour.
+        peer: PeerId,
+        /// Why.
+        reason: DropReason,
+    },
+    /// A neighbour sent a chunk that failed verification.
+    IntegrityFailure {
+        /// The neighbour.
+        peer: PeerId,
+        /// The segment.
+        segment: SegmentRef,
+    },
+}
+
+/// A segment as listed in the playlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentMeta {
+    /// Media sequence number.
+    pub sequence: u64,
+    /// Media duration.
+    pub duration: Duration,
+}
+
+/// A media playlist as the player or puller loaded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Playlist {
+    /// The rendition.
+    pub rendition: RenditionId,
+    /// Live (sliding window) or VOD.
+    pub live: bool,
+    /// The segments listed, in order.
+    pub segments: Vec<SegmentMeta>,
+}
+
+/// The player's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayerState {
+    /// The rendition playing.
+    pub rendition: RenditionId,
+    /// Sequence number of the segment under the playhead.
+    pub playhead: u64,
+    /// Media buffered ahead of the playhead.
+    pub buffer_ahead: Duration,
+}
+
+/// Counters of a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Segment bytes received from the origin.
+    pub http_bytes: u64,
+    /// HTTP requests made for segment data.
+    pub http_requests: u64,
+    /// Verified segment bytes received from neighbours.
+    pub p2p_bytes_down: u64,
+    /// Segment bytes sent to neighbours.
+    pub p2p_bytes_up: u64,
+    /// Bytes of segments delivered to the player.
+    pub delivered_bytes: u64,
+    /// Segments delivered to the player.
+    pub segments_delivered: u64,
+    /// Of those, delivered after a deadline that was still ahead when the player asked.
+    pub late_segments: u64,
+    /// HTTP fetches forced by a near deadline.
+    pub deadline_fallbacks: u64,
+    /// Chunks from neighbours that failed verification.
+    pub integrity_failures: u64,
+    /// Neighbours now connected.
+    pub peers: usize,
+    /// Bytes in the cache.
+    pub cache_bytes: u64,
+    /// Segments in the cache.
+    pub cached_segments: usize,
+    /// Bytes of received chunks thrown away (cancelled or failed).
+    pub aborted_p2p_bytes: u64,
+}
+
+#[derive(Debug)]
+enum Conn {
+    /// Signaling under way; the DataChannel is not open yet.
+    Connecting { since: Time },
+    /// Open; `session` is set once both handshakes are in.
+    Open { session: Option<Session> },
+}
+
+#[derive(Debug)]
+struct Inflight {
+    seg: SegmentRef,
+    /// Next offset expected.
+    next: u64,
+    end: u64,
+    last_data: Time,
+    started: Time,
+    received: u64,
+}
+
+#[derive(Debug)]
+struct UploadJob {
+    id: RequestId,
+    seg: SegmentRef,
+    next: u64,
+    end: u64,
+}
+
+#[derive(Debug)]
+struct Peer {
+    conn: Conn,
+    seed: bool,
+    caps: Capabilities,
+    have: HashMap<RenditionId, BTreeSet<u64>>,
+    fetching: BTreeMap<SegmentRef, Time>,
+    busy_until: Time,
+    /// Digests of segments we have sent to this peer.
+    digests_sent: HashSet<SegmentRef>,
+    inflight: HashMap<RequestId, Inflight>,
+    throughput: Throughput,
+    uploads: VecDeque<UploadJob>,
+    send_buffered: u64,
+}
+
+impl Peer {
+    fn new(conn: Conn, seed: bool, initial_rate: f64) -> Self {
+        Self {
+            conn,
+            seed,
+            caps: Capabilities::default(),
+            have: HashMap::new(),
+            fetching: BTreeMap::new(),
+            busy_until: Time::ZERO,
+            digests_sent: HashSet::new(),
+            inflight: HashMap::new(),
+            throughput: Throughput::new(initial_rate),
+            uploads: VecDeque::new(),
+            send_buffered: 0,
+        }
+    }
+
+    fn session(&self) -> Option<&Session> {
+        match &self.conn {
+            Conn::Open { session } => session.as_ref(),
+            Conn::Connecting { .. } => None,
+        }
+    }
+
+    fn has(&self, seg: &SegmentRef) -> bool {
+        self.have
+            .get(&seg.rendition)
+            .is_some_and(|s| s.contains(&seg.sequence))
+    }
+}
+
+#[derive(Debug)]
+struct PlayerWait {
+    id: PlayerRequestId,
+    seg: SegmentRef,
+    deadline: Time,
+    /// The deadline had passed when the player asked (an empty buffer: startup or a stall).
+    urgent: bool,
+}
+
+/// One peer in one swarm. See the [module docs](self).
+pub struct Node {
+    config: NodeConfig,
+    rng: Xoshiro256PlusPlus,
+    signer: Option<DigestSigner>,
+    trusted: TrustedKeys,
+    unverified: bool,
+    handshake: Handshake,
+
+    // Tracker.
+    tracker_connected: bool,
+    next_announce: Option<Time>,
+    announce_interval: Duration,
+    swarm_size: u64,
+
+    // Peers.
+    peers: BTreeMap<PeerId, Peer>,
+    banned: BTreeMap<PeerId, Time>,
+    next_request_id: u32,
+
+    // Media.
+    playlists: HashMap<RenditionId, Playlist>,
+    /// When each segment was first listed (live edge detection).
+    first_listed: HashMap<SegmentRef, Time>,
+    player: Option<(PlayerState, Time)>,
+    waits: Vec<PlayerWait>,
+    next_player_request: u64,
+    downloads: BTreeMap<SegmentRef, Download>,
+    digests: BTreeMap<SegmentRef, VerifiedDigest>,
+    cache: Cache,
+    http_ttfb: Duration,
+    http_rate: Throughput,
+    next_fetch: u64,
+    fetches: HashMap<FetchId, SegmentRef>,
+
+    // Upload.
+    upload_bucket: Option<TokenBucket>,
+    upload_cursor: Option<PeerId>,
+    upload_wake: Option<Time>,
+
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    wake: Option<Time>,
+    stats: NodeStats,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("peer_id", &self.config.peer_id)
+            .field("role", &self.config.role)
+            .field("peers", &self.peers.len())
+            .field("downloads", &self.downloads.len())
+            .field("cached", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often the scheduler re-examines pending downloads while any is waiting on peers.
+const MIN_RECHECK: Duration = Duration::from_millis(50);
+
+impl Node {
+    /// A node. `rng_seed` seeds its random choices: shells pass a random seed, tests a fixed
+    /// one.
+    pub fn new(config: NodeConfig, now: Time, rng_seed: u64) -> Result<Self, ConfigError> {
+        for (v, name) in [
+            (config.max_peers, "max_peers"),
+            (config.request_chunks, "request_chunks"),
+            (config.requests_per_peer, "requests_per_peer"),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if config.upload.enabled && config.upload.slots == 0 {
+            return Err(ConfigError::Zero("upload.slots"));
+        }
+        if config.upload.rate == Some(0) {
+            return Err(ConfigError::Zero("upload.rate"));
+        }
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(rng_seed);
+        let (signer, trusted, unverified) = match &config.integrity {
+            IntegrityMode::Sign { secret, trusted } => {
+                let signer = DigestSigner::from_secret(*secret);
+                let mut keys: Vec<_> = trusted_keys(trusted);
+                keys.push(signer.public_key());
+                (Some(signer), TrustedKeys::new(keys), false)
+            }
+            IntegrityMode::Verify(keys) => {
+                if keys.is_empty() {
+                    return Err(ConfigError::NoTrustedKey);
+                }
+                (None, keys.clone(), false)
+            }
+            IntegrityMode::Unverified => {
+                let secret: [u8; 32] = rng.random();
+                (
+                    Some(DigestSigner::from_secret(secret)),
+                    TrustedKeys::default(),
+                    true,
+                )
+            }
+        };
+        let mut caps = Capabilities::DIGESTS;
+        if config.large_messages {
+            caps = caps.with(Capabilities::LARGE_MESSAGES);
+        }
+        if config.upload.enabled {
+            caps = caps.with(Capabilities::UPLOAD);
+        }
+        if config.role == NodeRole::Seed {
+            caps = caps.with(Capabilities::SEED);
+        }
+        let handshake = Handshake::new(config.swarm, caps);
+        let upload_bucket = config
+            .upload
+            .rate
+            .map(|r| TokenBucket::new(r, (r / 4).max(wire::LARGE_MAX_MESSAGE as u64), now));
+        let http_rate = Throughput::new(config.http_initial_rate as f64);
+        Ok(Self {
+            http_ttfb: config.http_initial_ttfb,
+            cache: Cache::new(config.cache_bytes),
+            announce_interval: config.announce_interval,
+            config,
+            rng,
+            signer,
+            trusted,
+            unverified,
+            handshake,
+            tracker_connected: false,
+            next_announce: None,
+            swarm_size: 0,
+            peers: BTreeMap::new(),
+            banned: BTreeMap::new(),
+            next_request_id: 0,
+            playlists: HashMap::new(),
+            first_listed: HashMap::new(),
+            player: None,
+            waits: Vec::new(),
+            next_player_request: 0,
+            downloads: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            http_rate,
+            next_fetch: 0,
+            fetches: HashMap::new(),
+            upload_bucket,
+            upload_cursor: None,
+            upload_wake: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            wake: None,
+            stats: NodeStats::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            peers: self
+                .peers
+                .values()
+                .filter(|p| p.session().is_some())
+                .count(),
+            cache_bytes: self.cache.used(),
+            cached_segments: self.cache.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Whether the node holds `seg` (verified, or fetched from the origin).
+    pub fn has_segment(&self, seg: &SegmentRef) -> bool {
+        self.cache.contains(seg)
+    }
+
+    /// Neighbours whose handshake is complete.
+    pub fn connected_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.session().is_some())
+            .map(|(id, _)| *id)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Outputs.
+
+    /// The next thing to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        [self.next_announce, self.wake, self.upload_wake]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Inputs: tracker.
+
+    /// The tracker connection is up (first time or again): announce.
+    pub fn handle_tracker_connected(&mut self, now: Time) {
+        self.tracker_connected = true;
+        self.announce(now, Some(AnnounceEvent::Started));
+    }
+
+    /// The tracker connection is down. Playback goes on with HTTP and the neighbours the node
+    /// already has; the shell reconnects and calls [`Node::handle_tracker_connected`].
+    pub fn handle_tracker_disconnected(&mut self, _now: Time) {
+        self.tracker_connected = false;
+        self.next_announce = None;
+    }
+
+    /// Leaving: tell the tracker and close every neighbour.
+    pub fn shutdown(&mut self, now: Time) {
+        if self.tracker_connected {
+            self.announce(now, Some(AnnounceEvent::Stopped));
+        }
+        self.next_announce = None;
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.send_frames(
+                id,
+                &[Frame::Goodbye {
+                    code: 0,
+                    reason: "shutting down".into(),
+                }],
+            );
+            self.transmits.push_back(Transmit::ClosePeer(id));
+        }
+        self.peers.clear();
+    }
+
+    /// A message from the tracker.
+    pub fn handle_tracker_msg(&mut self, now: Time, msg: FromTracker) {
+        match msg {
+            FromTracker::AnnounceResponse(r) if r.info_hash == self.config.swarm => {
+                if let Some(i) = r.interval {
+                    self.announce_interval = Duration::from_secs(u64::from(i).clamp(10, 600));
+                    self.next_announce = Some(now + self.announce_interval);
+                }
+                self.swarm_size = r.complete.unwrap_or(0) + r.incomplete.unwrap_or(0);
+            }
+            FromTracker::Offer(o)
+                if o.info_hash == self.config.swarm && self.may_connect(now, &o.peer_id) =>
+            {
+                let seed = o.ext.as_ref().and_then(|e| e.role) == Some(Role::Seed);
+                self.peers.insert(
+                    o.peer_id,
+                    Peer::new(
+                        Conn::Connecting { since: now },
+                        seed,
+                        self.config.p2p_initial_rate as f64,
+                    ),
+                );
+                self.transmits.push_back(Transmit::AcceptOffer(o));
+                self.set_wake(now + self.config.connect_timeout);
+            }
+            FromTracker::Answer(a) if a.info_hash == self.config.swarm => {
+                if self.may_connect(now, &a.peer_id) {
+                    let seed = a.ext.as_ref().and_then(|e| e.role) == Some(Role::Seed);
+                    self.peers.insert(
+                        a.peer_id,
+                        Peer::new(
+                            Conn::Connecting { since: now },
+                            seed,
+                            self.config.p2p_initial_rate as f64,
+                        ),
+                    );
+                    self.transmits.push_back(Transmit::CompleteOffer(a));
+                    self.set_wake(now + self.config.connect_timeout);
+                } else {
+                    self.transmits.push_back(Transmit::DropOffer(a.offer_id));
+                }
+            }
+            // Other swarms on a shared socket, scrapes and failures: nothing to do here (the
+            // shell logs failures).
+            _ => {}
+        }
+    }
+
+    fn may_connect(&mut self, now: Time, peer: &PeerId) -> bool {
+        if *peer == self.config.peer_id || self.peers.contains_key(peer) {
+            return false;
+        }
+        if self.banned.get(peer).is_some_and(|until| *until > now) {
+            return false;
+        }
+        self.peers.len() < self.config.max_peers
+    }
+
+    fn announce(&mut self, now: Time, event: Option<AnnounceEvent>) {
+        let stopped = event == Some(AnnounceEvent::Stopped);
+        let offers = if stopped {
+            0
+        } else {
+            self.config
+                .offers_per_announce
+                .min(self.config.max_peers.saturating_sub(self.peers.len()))
+        };
+        let position = self.player.map(|(p, _)| p.playhead).or_else(|| {
+            self.playlists
+                .values()
+                .filter_map(|p| p.segments.last().map(|s| s.sequence))
+                .max()
+        });
+        let free_slots = if self.config.upload.enabled {
+            let busy = self
+                .peers
+                .values()
+                .filter(|p| !p.uploads.is_empty())
+                .count();
+            Some(u32::try_from(self.config.upload.slots.saturating_sub(busy)).unwrap_or(u32::MAX))
+        } else {
+            Some(0)
+        };
+        let announce = Announce {
+            event,
+            numwant: Some(u32::try_from(offers).unwrap_or(u32::MAX)),
+            uploaded: Some(self.stats.p2p_bytes_up),
+            downloaded: Some(self.stats.p2p_bytes_down + self.stats.http_bytes),
+            left: if self.config.role == NodeRole::Seed {
+                Some(0)
+            } else {
+                None
+            },
+            ext: Some(PeerInfo {
+                role: Some(match self.config.role {
+                    NodeRole::Seed => Role::Seed,
+                    NodeRole::Viewer => Role::Viewer,
+                }),
+                rendition: self.player.map(|(p, _)| p.rendition),
+                position,
+                locality: None,
+                nat: None,
+                upload_slots: free_slots,
+            }),
+            ..Announce::new(self.config.swarm, self.config.peer_id)
+        };
+        self.transmits
+            .push_back(Transmit::Announce { announce, offers });
+        self.next_announce = if stopped {
+            None
+        } else {
+            Some(now + self.announce_interval)
+        };
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Inputs: peers.
+
+    /// An event on a neighbour's connection.
+    pub fn handle_peer_event(&mut self, now: Time, peer: PeerId, ev: PeerEvent) {
+        match ev {
+            PeerEvent::Opened => self.on_open(now, peer),
+            PeerEvent::Message(data) => self.on_message(now, peer, data),
+            PeerEvent::Closed => {
+                if self.peers.contains_key(&peer) {
+                    self.drop_peer(now, peer, DropReason::Closed, false);
+                }
+            }
+            PeerEvent::Drained { buffered } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.send_buffered = buffered;
+                }
+                self.pump_uploads(now);
+            }
+        }
+        self.schedule(now);
+    }
+
+    fn on_open(&mut self, now: Time, peer: PeerId) {
+        if self.banned.get(&peer).is_some_and(|u| *u > now) {
+            self.transmits.push_back(Transmit::ClosePeer(peer));
+            return;
+        }
+        let initial = self.config.p2p_initial_rate as f64;
+        let p = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(Conn::Connecting { since: now }, false, initial));
+        if matches!(p.conn, Conn::Open { .. }) {
+            return;
+        }
+        p.conn = Conn::Open { session: None };
+        let hs = Frame::Handshake(self.handshake);
+        self.send_frames(peer, &[hs]);
+    }
+
+    fn on_message(&mut self, now: Time, peer: PeerId, data: Bytes) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let max = p
+            .session()
+            .map_or(wire::DEFAULT_MAX_MESSAGE, |s| s.max_message)
+            .max(wire::DEFAULT_MAX_MESSAGE);
+        // Accept large messages as soon as we offered them: the remote may switch before our
+        // handshake reached it.
+        let limit = if self.config.large_messages {
+            wire::LARGE_MAX_MESSAGE
+        } else {
+            max
+        };
+        let frames = match wire::decode_message(&data, limit) {
+            Ok(f) => f,
+            Err(e) => {
+                self.drop_peer(now, peer, DropReason::Protocol(e.to_string()), false);
+                return;
+            }
+        };
+        for frame in frames {
+            if !self.peers.contains_key(&peer) {
+                return;
+            }
+            if let Err(reason) = self.on_frame(now, peer, frame) {
+                self.drop_peer(now, peer, reason, false);
+                return;
+            }
+        }
+    }
+
+    fn on_frame(&mut self, now: Time, peer: PeerId, frame: Frame) -> Result<(), DropReason> {
+        let p = self.peers.get_mut(&peer).expect("checked by the caller");
+        if p.session().is_none() {
+            let Frame::Handshake(theirs) = frame else {
+                return Err(DropReason::Protocol(
+                    "first frame is not a handshake".into(),
+                ));
+            };
+            let session = self
+                .handshake
+                .negotiate(&theirs)
+                .map_err(|e| DropReason::Handshake(e.to_string()))?;
+            p.caps = session.remote;
+            p.seed |= session.remote.contains(Capabilities::SEED);
+            p.conn = Conn::Open {
+                session: Some(session),
+            };
+            let seed = p.seed;
+            self.events.push_back(Event::PeerConnected { peer, seed });
+            self.send_availability(peer);
+            return Ok(());
+        }
+        match frame {
+            Frame::Handshake(_) => {
+                return Err(DropReason::Protocol("second handshake".into()));
+            }
+            Frame::Have(a) => {
+                let set: BTreeSet<u64> = a.iter().collect();
+                for s in &set {
+                    p.fetching.remove(&SegmentRef {
+                        rendition: a.rendition,
+                        sequence: *s,
+                    });
+                }
+                p.have.insert(a.rendition, set);
+            }
+            Frame::HaveDelta {
+                rendition,
+                added,
+                removed,
+            } => {
+                let set = p.have.entry(rendition).or_default();
+                for s in removed {
+                    set.remove(&s);
+                }
+                for s in added {
+                    set.insert(s);
+                    p.fetching.remove(&SegmentRef {
+                        rendition,
+                        sequence: s,
+                    });
+                }
+                // Bound what a peer can make us remember.
+                while set.len() > 8 * wire::MAX_BITMAP_BYTES {
+                    set.pop_first();
+                }
+            }
+            Frame::Fetching { segment } => {
+                if p.fetching.len() < 256 {
+                    p.fetching.insert(segment, now);
+                }
+            }
+            Frame::Digest(d) => self.on_digest(now, Some(peer), *d)?,
+            Frame::Request {
+                id,
+                segment,
+                offset,
+                length,
+            } => self.on_request(now, peer, id, segment, offset, length),
+            Frame::Cancel { id } => {
+                p.uploads.retain(|j| j.id != id);
+            }
+            Frame::Data {
+                id,
+                segment,
+                offset,
+                payload,
+            } => self.on_data(now, peer, id, segment, offset, payload)?,
+            Frame::Absent { id, segment } => {
+                if let Some(set) = p.have.get_mut(&segment.rendition) {
+                    set.remove(&segment.sequence);
+                }
+                self.end_request(peer, id, false);
+            }
+            Frame::Busy { id, retry_after_ms } => {
+                p.busy_until = now + Duration::from_millis(u64::from(retry_after_ms.min(60_000)));
+                self.end_request(peer, id, false);
+            }
+            Frame::Goodbye { .. } => {
+                self.drop_peer(now, peer, DropReason::Closed, false);
+            }
+            Frame::Unknown { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn on_digest(
+        &mut self,
+        now: Time,
+        from: Option<PeerId>,
+        d: SignedDigest,
+    ) -> Result<(), DropReason> {
+        let seg = SegmentRef {
+            rendition: d.digest().segment().rendition,
+            sequence: d.digest().segment().sequence,
+        };
+        if d.digest().segment().swarm != self.config.swarm {
+            return Err(DropReason::Protocol("digest for another swarm".into()));
+        }
+        if self.digests.contains_key(&seg) {
+            return Ok(());
+        }
+        let verified = if self.unverified {
+            d.accept_unverified()
+        } else {
+            match d.verify(&self.trusted) {
+                Ok(v) => v,
+                Err(_) => {
+                    self.stats.integrity_failures += 1;
+                    if let Some(peer) = from {
+                        self.events
+                            .push_back(Event::IntegrityFailure { peer, segment: seg });
+                    }
+                    return Err(DropReason::Integrity);
+                }
+            }
+        };
+        if let Some(dl) = self.downloads.get_mut(&seg) {
+            dl.set_digest(verified.clone());
+            self.on_geometry(seg);
+        }
+        // A segment fetched from the origin before its digest arrived can now be served, if it
+        // matches.
+        if let Some(stored) = self.cache.get_mut(&seg)
+            && stored.digest.is_none()
+            && verified.verify_segment(&stored.data).is_ok()
+        {
+            stored.digest = Some(d.clone());
+            self.announce_have(seg);
+        }
+        self.digests.insert(seg, verified);
+        self.prune_digests();
+        let _ = now;
+        Ok(())
+    }
+
+    fn on_request(
+        &mut self,
+        now: Time,
+        peer: PeerId,
+        id: RequestId,
+        seg: SegmentRef,
+        offset: u64,
+        length: u64,
+    ) {
+        let Some(stored) = self.cache.get(&seg).filter(|s| s.digest.is_some()) else {
+            self.send_frames(peer, &[Frame::Absent { id, segment: seg }]);
+            return;
+        };
+        let len = stored.data.len() as u64;
+        let end = if length == 0 {
+            len
+        } else {
+            offset.saturating_add(length).min(len)
+        };
+        let serving = self
+            .peers
+            .values()
+            .filter(|p| !p.uploads.is_empty())
+            .count();
+        let p = self.peers.get_mut(&peer).expect("checked by the caller");
+        let budget_left = self
+            .config
+            .upload
+            .volume_budget
+            .is_none_or(|b| self.stats.p2p_bytes_up < b);
+        let slot_free = !p.uploads.is_empty() || serving < self.config.upload.slots;
+        if !self.config.upload.enabled
+            || !budget_left
+            || !slot_free
+            || p.uploads.len() >= self.config.upload.queue_per_peer
+        {
+            let retry_after_ms = if budget_left && self.config.upload.enabled {
+                500
+            } else {
+                60_000
+            };
+            self.send_frames(peer, &[Frame::Busy { id, retry_after_ms }]);
+            return;
+        }
+        if offset > len {
+            self.send_frames(peer, &[Frame::Absent { id, segment: seg }]);
+            return;
+        }
+        p.uploads.push_back(UploadJob {
+            id,
+            seg,
+            next: offset,
+            end,
+        });
+        self.pump_uploads(now);
+    }
+
+    fn on_data(
+        &mut self,
+        now: Time,
+        peer: PeerId,
+        id: RequestId,
+        seg: SegmentRef,
+        offset: u64,
+        payload: Bytes,
+    ) -> Result<(), DropReason> {
+        let p = self.peers.get_mut(&peer).expect("checked by the caller");
+        let Some(req) = p.inflight.get_mut(&id) else {
+            // A reply to a request we cancelled: ignore.
+            return Ok(());
+        };
+        if req.seg != seg || offset != req.next || offset + payload.len() as u64 > req.end {
+            return Err(DropReason::Protocol(format!(
+                "data for request {} at {offset} does not match it",
+                id.0
+            )));
+        }
+        req.next += payload.len() as u64;
+        req.last_data = now;
+        req.received += payload.len() as u64;
+        let done = req.next == req.end;
+        let Some(dl) = self.downloads.get_mut(&seg) else {
+            return Ok(());
+        };
+        if !dl.has_geometry() {
+            return Err(DropReason::Protocol(
+                "data before the segment's digest".into(),
+            ));
+        }
+        let outcome = dl.write(Owner::Peer(peer, id), offset, &payload);
+        if outcome.out_of_order {
+            return Err(DropReason::Protocol("data out of order".into()));
+        }
+        for i in outcome.full {
+            let ok = dl.verify(i);
+            dl.settle(i, ok);
+            let r = dl.chunk_range(i);
+            if ok {
+                dl.p2p_bytes += r.end - r.start;
+                self.stats.p2p_bytes_down += r.end - r.start;
+            } else {
+                self.stats.integrity_failures += 1;
+                self.stats.aborted_p2p_bytes += r.end - r.start;
+                self.events
+                    .push_back(Event::IntegrityFailure { peer, segment: seg });
+                return Err(DropReason::Integrity);
+            }
+        }
+        if done {
+            self.end_request(peer, id, true);
+        }
+        if self.downloads.get(&seg).is_some_and(Download::is_complete) {
+            self.complete(now, seg);
+        }
+        Ok(())
+    }
+
+    /// The segment's geometry became known: requests in flight for it are clipped to its
+    /// length, and the probe request takes the chunks it covers.
+    fn on_geometry(&mut self, seg: SegmentRef) {
+        let Some(dl) = self.downloads.get_mut(&seg) else {
+            return;
+        };
+        let Some(len) = dl.length else { return };
+        let probe = dl.probe;
+        for (pid, p) in &mut self.peers {
+            for (rid, req) in &mut p.inflight {
+                if req.seg != seg {
+                    continue;
+                }
+                req.end = req.end.min(len);
+                if probe == Some((*pid, *rid)) && dl.chunk_size > 0 {
+                    let first = (req.next / dl.chunk_size) as usize;
+                    let last = (req.end.div_ceil(dl.chunk_size) as usize).min(dl.chunks.len());
+                    for c in dl.chunks.iter_mut().take(last).skip(first) {
+                        if !c.done && c.owner == Owner::Nobody {
+                            c.owner = Owner::Peer(*pid, *rid);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a request from our side (finished, refused, or cancelled): releases its chunks and
+    /// records the neighbour's throughput.
+    fn end_request(&mut self, peer: PeerId, id: RequestId, finished: bool) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Some(req) = p.inflight.remove(&id) else {
+            return;
+        };
+        if finished {
+            p.throughput
+                .sample(req.received, req.last_data.saturating_since(req.started));
+        }
+        if let Some(dl) = self.downloads.get_mut(&req.seg) {
+            dl.release(Owner::Peer(peer, id));
+            if dl.probe == Some((peer, id)) {
+                dl.probe = None;
+            }
+        }
+    }
+
+    fn drop_peer(&mut self, now: Time, peer: PeerId, reason: DropReason, _quiet: bool) {
+        let Some(p) = self.peers.remove(&peer) else {
+            return;
+        };
+        for (id, req) in p.inflight {
+            self.stats.aborted_p2p_bytes += req.received % (64 * 1024);
+            if let Some(dl) = self.downloads.get_mut(&req.seg) {
+                dl.release(Owner::Peer(peer, id));
+                if dl.probe == Some((peer, id)) {
+                    dl.probe = None;
+                }
+            }
+        }
+        if reason == DropReason::Integrity {
+            self.banned.insert(peer, now + self.config.ban_duration);
+            if self.banned.len() > 4096 {
+                self.banned.retain(|_, until| *until > now);
+            }
+        }
+        if !matches!(reason, DropReason::Closed)
+            && let Some(msg) = goodbye(&reason)
+        {
+            self.send_frames(peer, &[msg]);
+        }
+        self.transmits.push_back(Transmit::ClosePeer(peer));
+        self.events.push_back(Event::PeerDropped { peer, reason });
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Inputs: origin.
+
+    /// Bytes of an HTTP response body, at `offset` within the segment (for a ranged request,
+    /// the range's start for the first bytes). `total` is the segment's full length if the
+    /// response said (Content-Length of a 200, or the size in Content-Range).
+    pub fn handle_http_data(
+        &mut self,
+        now: Time,
+        id: FetchId,
+        offset: u64,
+        total: Option<u64>,
+        data: Bytes,
+    ) {
+        let Some(&seg) = self.fetches.get(&id) else {
+            return;
+        };
+        let Some(dl) = self.downloads.get_mut(&seg) else {
+            return;
+        };
+        if let Some(t) = total
+            && dl.length.is_none()
+            && dl.chunks.is_empty()
+        {
+            dl.length = Some(t);
+        }
+        if let Some(h) = &mut dl.http {
+            if h.received == 0 {
+                let ttfb = now.saturating_since(h.started);
+                self.http_ttfb = (self.http_ttfb * 7 + ttfb * 3) / 10;
+            }
+            h.received += data.len() as u64;
+        }
+        let outcome = dl.write(Owner::Http(id), offset, &data);
+        dl.http_bytes += outcome.accepted;
+        self.stats.http_bytes += data.len() as u64;
+        if dl.is_complete() {
+            self.finish_http(now, id, seg);
+            self.complete(now, seg);
+        }
+        self.schedule(now);
+    }
+
+    /// The HTTP response ended: `Ok` when the whole body was delivered.
+    pub fn handle_http_done(&mut self, now: Time, id: FetchId, result: Result<(), FetchError>) {
+        let Some(seg) = self.fetches.remove(&id) else {
+            return;
+        };
+        let Some(dl) = self.downloads.get_mut(&seg) else {
+            return;
+        };
+        if let Some(h) = dl.http.take()
+            && result.is_ok()
+            && h.received > 0
+        {
+            let elapsed = now
+                .saturating_since(h.started)
+                .saturating_sub(self.http_ttfb);
+            self.http_rate.sample(h.received, elapsed);
+        }
+        dl.release(Owner::Http(id));
+        match result {
+            Ok(()) => {
+                if dl.chunks.is_empty() && dl.length.is_none() {
+                    dl.length = Some(dl.buf.len() as u64);
+                }
+                if dl.is_complete() {
+                    self.complete(now, seg);
+                }
+            }
+            Err(error) => {
+                // Tell the player only when nothing can save the deadline; otherwise the
+                // scheduler retries (another HTTP fetch or peers).
+                let waits: Vec<PlayerRequestId> = self
+                    .waits
+                    .iter()
+                    .filter(|w| w.seg == seg && w.deadline <= now)
+                    .map(|w| w.id)
+                    .collect();
+                if !waits.is_empty() {
+                    self.waits.retain(|w| !waits.contains(&w.id));
+                    for request in waits {
+                        self.events.push_back(Event::SegmentFailed {
+                            request,
+                            segment: seg,
+                            error: error.clone(),
+                        });
+                    }
+                }
+                self.http_rate.penalize();
+            }
+        }
+        self.schedule(now);
+    }
+
+    fn finish_http(&mut self, _now: Time, id: FetchId, seg: SegmentRef) {
+        self.fetches.remove(&id);
+        if let Some(dl) = self.downloads.get_mut(&seg)
+            && let Some(h) = dl.http.take()
+        {
+            let elapsed = _now
+                .saturating_since(h.started)
+                .saturating_sub(self.http_ttfb);
+            self.http_rate.sample(h.received, elapsed);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Inputs: the player.
+
+    /// The current media playlist of a rendition.
+    pub fn handle_playlist(&mut self, now: Time, playlist: Playlist) {
+        for s in &playlist.segments {
+            self.first_listed
+                .entry(SegmentRef {
+                    rendition: playlist.rendition,
+                    sequence: s.sequence,
+                })
+                .or_insert(now);
+        }
+        if let Some(first) = playlist.segments.first() {
+            let r = playlist.rendition;
+            let oldest = first.sequence;
+            self.first_listed
+                .retain(|k, _| k.rendition != r || k.sequence + 64 >= oldest);
+        }
+        self.playlists.insert(playlist.rendition, playlist);
+        self.schedule(now);
+    }
+
+    /// The player's position and buffer.
+    pub fn handle_player(&mut self, now: Time, state: PlayerState) {
+        self.player = Some((state, now));
+        self.schedule(now);
+    }
+
+    /// The player needs a segment. [`Event::SegmentReady`] (or `SegmentFailed`) follows.
+    pub fn request_segment(&mut self, now: Time, seg: SegmentRef) -> PlayerRequestId {
+        let id = PlayerRequestId(self.next_player_request);
+        self.next_player_request += 1;
+        if let Some(stored) = self.cache.get(&seg) {
+            let data = stored.data.clone();
+            self.stats.segments_delivered += 1;
+            self.stats.delivered_bytes += data.len() as u64;
+            self.events.push_back(Event::SegmentReady {
+                request: id,
+                segment: seg,
+                data,
+                sources: SourceBytes::default(),
+            });
+            return id;
+        }
+        let deadline = self.deadline_of(now, seg).unwrap_or(now);
+        self.waits.push(PlayerWait {
+            id,
+            seg,
+            deadline,
+            urgent: deadline <= now,
+        });
+        self.schedule(now);
+        id
+    }
+
+    /// The player no longer needs a request.
+    pub fn cancel_request(&mut self, now: Time, id: PlayerRequestId) {
+        self.waits.retain(|w| w.id != id);
+        self.schedule(now);
+    }
+
+    /// Timers are due.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.next_announce.is_some_and(|t| t <= now) && self.tracker_connected {
+            self.announce(now, None);
+        }
+        if self.upload_wake.is_some_and(|t| t <= now) {
+            self.upload_wake = None;
+            self.pump_uploads(now);
+        }
+        // Connections that never opened.
+        let stale: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| match p.conn {
+                Conn::Connecting { since } => {
+                    now.saturating_since(since) >= self.config.connect_timeout
+                }
+                Conn::Open { session: None } => false,
+                Conn::Open { .. } => false,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.drop_peer(now, id, DropReason::ConnectTimeout, false);
+        }
+        // Stalled requests.
+        let mut stalled = Vec::new();
+        for (pid, p) in &mut self.peers {
+            for (rid, req) in &p.inflight {
+                if now.saturating_since(req.last_data) >= self.config.request_stall_timeout {
+                    stalled.push((*pid, *rid));
+                }
+            }
+        }
+        for (pid, rid) in stalled {
+            if let Some(p) = self.peers.get_mut(&pid) {
+                p.throughput.penalize();
+            }
+            self.cancel_peer_request(pid, rid);
+        }
+        self.schedule(now);
+    }
+
+    /// A digest obtained by the shell (for example published by the origin beside the
+    /// segment).
+    pub fn handle_digest(&mut self, now: Time, digest: SignedDigest) {
+        let _ = self.on_digest(now, None, digest);
+        self.schedule(now);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The scheduler.
+
+    fn deadline_of(&self, now: Time, seg: SegmentRef) -> Option<Time> {
+        let (state, at) = self.player?;
+        let playlist = self.playlists.get(&seg.rendition)?;
+        // Media between the playhead's segment end... approximated: buffer_ahead covers the
+        // segments already delivered after the playhead.
+        let elapsed = now.saturating_since(at);
+        let buffer = state.buffer_ahead.saturating_sub(elapsed);
+        let first_missing = self.first_undelivered(state.playhead, seg.rendition);
+        if seg.sequence < first_missing {
+            return Some(now);
+        }
+        let mut t = now + buffer;
+        for s in &playlist.segments {
+            if s.sequence >= first_missing && s.sequence < seg.sequence {
+                t += s.duration;
+            }
+        }
+        Some(t)
+    }
+
+    /// The first segment at or after the playhead the player does not have yet (per what this
+    /// node delivered or holds).
+    fn first_undelivered(&self, playhead: u64, rendition: RenditionId) -> u64 {
+        let mut s = playhead;
+        while self.cache.contains(&SegmentRef {
+            rendition,
+            sequence: s,
+        }) && !self
+            .waits
+            .iter()
+            .any(|w| w.seg.sequence == s && w.seg.rendition == rendition)
+        {
+            s += 1;
+            if s > playhead + 10_000 {
+                break;
+            }
+        }
+        s
+    }
+
+    /// The segments wanted now, with their deadlines (None: no deadline, prefetch only).
+    fn wanted(&self, now: Time) -> Vec<(SegmentRef, Option<Time>)> {
+        let mut out: Vec<(SegmentRef, Option<Time>)> = Vec::new();
+        for w in &self.waits {
+            if !out.iter().any(|(s, _)| *s == w.seg) {
+                out.push((w.seg, Some(w.deadline)));
+            }
+        }
+        match self.config.role {
+            NodeRole::Seed => {
+                // Seeds want every listed live segment (newest first is what viewers need).
+                for pl in self.playlists.values() {
+                    if !pl.live {
+                        continue;
+                    }
+                    for s in pl.segments.iter().rev().take(8) {
+                        let seg = SegmentRef {
+                            rendition: pl.rendition,
+                            sequence: s.sequence,
+                        };
+                        if !self.cache.contains(&seg) && !out.iter().any(|(x, _)| *x == seg) {
+                            out.push((seg, None));
+                        }
+                    }
+                }
+            }
+            NodeRole::Viewer => {
+                if let Some((state, _)) = self.player
+                    && let Some(pl) = self.playlists.get(&state.rendition)
+                {
+                    let start = self.first_undelivered(state.playhead, state.rendition);
+                    let mut media = Duration::ZERO;
+                    for s in pl.segments.iter().filter(|s| s.sequence >= start) {
+                        if media > self.config.prefetch_window {
+                            break;
+                        }
+                        media += s.duration;
+                        let seg = SegmentRef {
+                            rendition: pl.rendition,
+                            sequence: s.sequence,
+                        };
+                        if !self.cache.contains(&seg) && !out.iter().any(|(x, _)| *x == seg) {
+                            out.push((seg, self.deadline_of(now, seg)));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|(s, d)| (d.is_none(), *d, s.sequence));
+        out
+    }
+
+    fn schedule(&mut self, now: Time) {
+        let wanted = self.wanted(now);
+        // Forget downloads nobody wants any more (cancel their fetches).
+        let keep: HashSet<SegmentRef> = wanted.iter().map(|(s, _)| *s).collect();
+        let stale: Vec<SegmentRef> = self
+            .downloads
+            .keys()
+            .filter(|s| !keep.contains(s))
+            .copied()
+            .collect();
+        for seg in stale {
+            self.abandon(seg);
+        }
+
+        let mut wake: Option<Time> = None;
+        let mut note = |t: Time| {
+            let t = t.max(now + Duration::from_millis(1));
+            wake = Some(wake.map_or(t, |w: Time| w.min(t)));
+        };
+        let neighbours = self
+            .peers
+            .values()
+            .filter(|p| p.session().is_some())
+            .count();
+        let seed_neighbour = self.peers.values().any(|p| p.seed && p.session().is_some());
+
+        for (seg, deadline) in wanted {
+            if !self.downloads.contains_key(&seg) {
+                let mut dl = Download::new();
+                if let Some(d) = self.digests.get(&seg) {
+                    dl.set_digest(d.clone());
+                }
+                self.downloads.insert(seg, dl);
+            }
+            let dl = &self.downloads[&seg];
+            if dl.is_complete() {
+                continue;
+            }
+            if dl.http.is_some() {
+                continue;
+            }
+            let missing = dl.missing_bytes(self.config.segment_size_guess);
+            if let Some(deadline) = deadline {
+                let switch = deadline - (self.http_estimate(missing) + self.config.http_margin);
+                if now >= switch {
+                    self.start_http(now, seg, true);
+                    continue;
+                }
+                note(switch);
+            }
+            let holders = self.holders(now, &seg);
+            if !holders.is_empty() {
+                self.request_from_peers(now, seg, &holders);
+                note(now + self.config.request_stall_timeout);
+                continue;
+            }
+            if self.config.role == NodeRole::Seed {
+                self.start_http(now, seg, false);
+                continue;
+            }
+            let held_back = self.peers.values().any(|p| {
+                p.fetching
+                    .get(&seg)
+                    .is_some_and(|t| now.saturating_since(*t) < self.config.fetching_hold)
+            });
+            if held_back {
+                note(now + MIN_RECHECK.max(self.config.fetching_hold / 4));
+                continue;
+            }
+            // Nobody has it: scout after a random delay.
+            let scout_at = match self.downloads[&seg].scout_at {
+                Some(t) => t,
+                None => {
+                    let spread = self.config.scout_spread.as_micros() as u64;
+                    let p_first = (self.config.scouts / (neighbours as f64 + 1.0)).min(1.0);
+                    let first = neighbours == 0 || self.rng.random::<f64>() < p_first;
+                    let mut delay = if spread == 0 {
+                        0
+                    } else {
+                        self.rng.random_range(0..spread)
+                    };
+                    if !first {
+                        delay += spread;
+                    }
+                    if seed_neighbour {
+                        delay += spread;
+                    }
+                    let t = self.listed_at(&seg).unwrap_or(now) + Duration::from_micros(delay);
+                    self.downloads
+                        .get_mut(&seg)
+                        .expect("inserted above")
+                        .scout_at = Some(t);
+                    t
+                }
+            };
+            if now >= scout_at {
+                self.start_http(now, seg, false);
+                self.broadcast(&[Frame::Fetching { segment: seg }]);
+            } else {
+                note(scout_at);
+            }
+        }
+        // Stall checks for requests in flight.
+        for p in self.peers.values() {
+            for req in p.inflight.values() {
+                note(req.last_data + self.config.request_stall_timeout);
+            }
+            if let Conn::Connecting { since } = p.conn {
+                note(since + self.config.connect_timeout);
+            }
+        }
+        self.wake = wake;
+    }
+
+    fn listed_at(&self, seg: &SegmentRef) -> Option<Time> {
+        self.first_listed.get(seg).copied()
+    }
+
+    fn http_estimate(&self, bytes: u64) -> Duration {
+        let rate = self.http_rate.get().max(1.0);
+        self.http_ttfb + Duration::from_secs_f64(bytes as f64 / rate)
+    }
+
+    /// Neighbours that have `seg`, are not busy, and have a free request slot.
+    fn holders(&self, now: Time, seg: &SegmentRef) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| {
+                p.session().is_some()
+                    && p.caps.contains(Capabilities::UPLOAD)
+                    && p.has(seg)
+                    && p.busy_until <= now
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn request_from_peers(&mut self, now: Time, seg: SegmentRef, holders: &[PeerId]) {
+        let cap = self.config.requests_per_peer;
+        let dl = self.downloads.get(&seg).expect("caller inserted it");
+        if !dl.has_geometry() {
+            if dl.probe.is_some() {
+                return;
+            }
+            // Learn the geometry: ask one neighbour for the first block; its digest comes first.
+            let free: Vec<PeerId> = holders
+                .iter()
+                .filter(|id| self.peers[*id].inflight.len() < cap)
+                .copied()
+                .collect();
+            let Some(peer) = self.pick_peer(&free) else {
+                return;
+            };
+            let len =
+                self.config.request_chunks as u64 * u64::from(crate::integrity::DEFAULT_CHUNK_SIZE);
+            let id = self.send_request(now, peer, seg, 0, len);
+            self.downloads.get_mut(&seg).expect("exists").probe = Some((peer, id));
+            return;
+        }
+        let runs = dl.free_runs(self.config.request_chunks);
+        for run in runs {
+            let free: Vec<PeerId> = holders
+                .iter()
+                .filter(|id| self.peers[*id].inflight.len() < cap)
+                .copied()
+                .collect();
+            let Some(peer) = self.pick_peer(&free) else {
+                break;
+            };
+            let id = RequestId(self.next_request_id);
+            let dl = self.downloads.get_mut(&seg).expect("exists");
+            let range = dl.assign(run, Owner::Peer(peer, id));
+            let sent = self.send_request(now, peer, seg, range.start, range.end - range.start);
+            debug_assert_eq!(sent, id);
+        }
+    }
+
+    fn pick_peer(&mut self, candidates: &[PeerId]) -> Option<PeerId> {
+        if candidates.is_empty() {
+            return None;
+        }
+        let best = candidates
+            .iter()
+            .map(|id| &self.peers[id].throughput)
+            .filter(|t| t.is_proven())
+            .map(Throughput::get)
+            .fold(self.config.p2p_initial_rate as f64, f64::max);
+        let weight = |id: &PeerId| {
+            let t = &self.peers[id].throughput;
+            if t.is_proven() {
+                t.get().max(best * 0.05)
+            } else {
+                best
+            }
+        };
+        let total: f64 = candidates.iter().map(weight).sum();
+        let mut x = self.rng.random::<f64>() * total;
+        for id in candidates {
+            x -= weight(id);
+            if x <= 0.0 {
+                return Some(*id);
+            }
+        }
+        candidates.last().copied()
+    }
+
+    fn send_request(
+        &mut self,
+        now: Time,
+        peer: PeerId,
+        seg: SegmentRef,
+        offset: u64,
+        length: u64,
+    ) -> RequestId {
+        let id = RequestId(self.next_request_id);
+        self.next_request_id = self.next_request_id.wrapping_add(1);
+        let p = self.peers.get_mut(&peer).expect("holder exists");
+        p.inflight.insert(
+            id,
+            Inflight {
+                seg,
+                next: offset,
+                end: offset + length,
+                last_data: now,
+                started: now,
+                received: 0,
+            },
+        );
+        self.send_frames(
+            peer,
+            &[Frame::Request {
+                id,
+                segment: seg,
+                offset,
+                length,
+            }],
+        );
+        id
+    }
+
+    fn cancel_peer_request(&mut self, peer: PeerId, id: RequestId) {
+        let had = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.inflight.contains_key(&id));
+        if had {
+            self.end_request(peer, id, false);
+            self.send_frames(peer, &[Frame::Cancel { id }]);
+        }
+    }
+
+    fn start_http(&mut self, now: Time, seg: SegmentRef, deadline: bool) {
+        // Cancel every request of this segment to peers: HTTP takes over what is missing.
+        let reqs: Vec<(PeerId, RequestId)> = self
+            .peers
+            .iter()
+            .flat_map(|(pid, p)| {
+                p.inflight
+                    .iter()
+                    .filter(|(_, r)| r.seg == seg)
+                    .map(move |(rid, _)| (*pid, *rid))
+            })
+            .collect();
+        for (pid, rid) in reqs {
+            self.cancel_peer_request(pid, rid);
+        }
+        let id = FetchId(self.next_fetch);
+        self.next_fetch += 1;
+        let dl = self.downloads.get_mut(&seg).expect("caller inserted it");
+        let range = if dl.has_geometry() && !dl.chunks.is_empty() {
+            let first = dl.chunks.iter().position(|c| !c.done);
+            let last = dl.chunks.iter().rposition(|c| !c.done);
+            match (first, last) {
+                (Some(f), Some(l)) => {
+                    // The partly filled chunks restart from their start.
+                    for c in &mut dl.chunks[f..=l] {
+                        if !c.done {
+                            c.filled = 0;
+                        }
+                    }
+                    let r = dl.assign(f..l + 1, Owner::Http(id));
+                    // Chunks inside the range that were already done stay done; HTTP bytes for
+                    // them are skipped.
+                    Some(r)
+                }
+                _ => return,
+            }
+        } else {
+            dl.buf.clear();
+            None
+        };
+        let full = range
+            .as_ref()
+            .is_some_and(|r| r.start == 0 && Some(r.end) == dl.length);
+        dl.http = Some(download::HttpFetch {
+            id,
+            started: now,
+            received: 0,
+        });
+        dl.deadline_fallback = deadline;
+        self.fetches.insert(id, seg);
+        self.stats.http_requests += 1;
+        if deadline {
+            self.stats.deadline_fallbacks += 1;
+        }
+        self.transmits.push_back(Transmit::Http(HttpRequest {
+            id,
+            target: HttpTarget::Segment(seg),
+            range: if full { None } else { range },
+        }));
+    }
+
+    fn abandon(&mut self, seg: SegmentRef) {
+        let Some(dl) = self.downloads.remove(&seg) else {
+            return;
+        };
+        if let Some(h) = dl.http {
+            self.fetches.remove(&h.id);
+            self.transmits.push_back(Transmit::CancelHttp(h.id));
+        }
+        let reqs: Vec<(PeerId, RequestId)> = self
+            .peers
+            .iter()
+            .flat_map(|(pid, p)| {
+                p.inflight
+                    .iter()
+                    .filter(|(_, r)| r.seg == seg)
+                    .map(move |(rid, _)| (*pid, *rid))
+            })
+            .collect();
+        for (pid, rid) in reqs {
+            self.cancel_peer_request(pid, rid);
+        }
+    }
+
+    fn complete(&mut self, now: Time, seg: SegmentRef) {
+        let Some(dl) = self.downloads.remove(&seg) else {
+            return;
+        };
+        if let Some(h) = &dl.http {
+            self.fetches.remove(&h.id);
+            self.transmits.push_back(Transmit::CancelHttp(h.id));
+        }
+        let data = Bytes::from(dl.buf);
+        // The digest to relay: the verified one, or our own signature over origin bytes.
+        let digest = match &dl.digest {
+            Some(d) if d.verify_segment(&data).is_ok() => Some(d.signed().clone()),
+            _ => self.signer.as_ref().map(|s| {
+                s.sign(SegmentDigest::compute(
+                    seg.in_swarm(self.config.swarm),
+                    &data,
+                    crate::integrity::DEFAULT_CHUNK_SIZE,
+                ))
+            }),
+        };
+        if let Some(d) = &digest {
+            self.digests
+                .entry(seg)
+                .or_insert_with(|| d.accept_unverified());
+        }
+        let sources = SourceBytes {
+            http: dl.http_bytes,
+            p2p: dl.p2p_bytes,
+        };
+        let playhead = self.player.map(|(p, _)| p.playhead);
+        let evicted = self.cache.insert(
+            seg,
+            Stored {
+                data: data.clone(),
+                digest: digest.clone(),
+            },
+            playhead,
+        );
+        // Deliver to the player.
+        let mut delivered = false;
+        let waits: Vec<PlayerWait> = {
+            let (hit, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waits)
+                .into_iter()
+                .partition(|w| w.seg == seg);
+            self.waits = rest;
+            hit
+        };
+        for w in waits {
+            delivered = true;
+            self.stats.segments_delivered += 1;
+            self.stats.delivered_bytes += data.len() as u64;
+            if now > w.deadline && !w.urgent {
+                self.stats.late_segments += 1;
+            }
+            self.events.push_back(Event::SegmentReady {
+                request: w.id,
+                segment: seg,
+                data: data.clone(),
+                sources,
+            });
+        }
+        let _ = delivered;
+        if digest.is_some() {
+            self.announce_have(seg);
+        }
+        if !evicted.is_empty() {
+            for e in &evicted {
+                self.digests.remove(e);
+            }
+            let by_rendition = group(&evicted);
+            for (rendition, removed) in by_rendition {
+                self.broadcast(&[Frame::HaveDelta {
+                    rendition,
+                    added: Vec::new(),
+                    removed,
+                }]);
+            }
+        }
+    }
+
+    fn announce_have(&mut self, seg: SegmentRef) {
+        let Some(stored) = self.cache.get(&seg) else {
+            return;
+        };
+        let Some(digest) = stored.digest.clone() else {
+            return;
+        };
+        if !self.config.upload.enabled {
+            return;
+        }
+        let ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.session().is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let p = self.peers.get_mut(&id).expect("listed above");
+            let mut frames = Vec::with_capacity(2);
+            if p.digests_sent.insert(seg) {
+                frames.push(Frame::Digest(Box::new(digest.clone())));
+            }
+            frames.push(Frame::HaveDelta {
+                rendition: seg.rendition,
+                added: vec![seg.sequence],
+                removed: Vec::new(),
+            });
+            self.send_frames(id, &frames);
+        }
+    }
+
+    fn send_availability(&mut self, peer: PeerId) {
+        if !self.config.upload.enabled {
+            return;
+        }
+        let mut by_rendition: BTreeMap<RenditionId, Vec<u64>> = BTreeMap::new();
+        for (seg, stored) in self.cache.iter() {
+            if stored.digest.is_some() {
+                by_rendition
+                    .entry(seg.rendition)
+                    .or_default()
+                    .push(seg.sequence);
+            }
+        }
+        let mut frames = Vec::new();
+        for (rendition, seqs) in by_rendition {
+            frames.push(Frame::Have(Availability::from_sequences(rendition, seqs)));
+        }
+        if !frames.is_empty() {
+            self.send_frames(peer, &frames);
+        }
+    }
+
+    fn broadcast(&mut self, frames: &[Frame]) {
+        let ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.session().is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.send_frames(id, frames);
+        }
+    }
+
+    fn send_frames(&mut self, peer: PeerId, frames: &[Frame]) {
+        let data = Bytes::from(wire::encode_frames(frames));
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.send_buffered += data.len() as u64;
+        }
+        self.transmits.push_back(Transmit::Peer { peer, data });
+    }
+
+    fn set_wake(&mut self, t: Time) {
+        self.wake = Some(self.wake.map_or(t, |w| w.min(t)));
+    }
+
+    fn prune_digests(&mut self) {
+        // Keep digests of cached segments, of downloads, and a bounded number of others.
+        const MAX_LOOSE: usize = 512;
+        if self.digests.len() <= MAX_LOOSE + self.cache.len() + self.downloads.len() {
+            return;
+        }
+        let cache = &self.cache;
+        let downloads = &self.downloads;
+        let mut loose: Vec<SegmentRef> = self
+            .digests
+            .keys()
+            .filter(|s| !cache.contains(s) && !downloads.contains_key(s))
+            .copied()
+            .collect();
+        loose.sort_by_key(|s| s.sequence);
+        let excess = loose.len().saturating_sub(MAX_LOOSE);
+        for s in loose.into_iter().take(excess) {
+            self.digests.remove(&s);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Upload.
+
+    /// Sends data for queued uploads, round-robin between neighbours, one message at a time,
+    /// within the send-buffer limit, the rate cap and the volume budget.
+    fn pump_uploads(&mut self, now: Time) {
+        let ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.uploads.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        // Start after the neighbour served last, for fairness.
+        let start = self
+            .upload_cursor
+            .and_then(|c| ids.iter().position(|id| *id > c))
+            .unwrap_or(0);
+        let order: Vec<PeerId> = ids[start..].iter().chain(&ids[..start]).copied().collect();
+        let mut progress = true;
+        while progress {
+            progress = false;
+            for &id in &order {
+                if let Some(budget) = self.config.upload.volume_budget
+                    && self.stats.p2p_bytes_up >= budget
+                {
+                    return;
+                }
+                let Some(p) = self.peers.get(&id) else {
+                    continue;
+                };
+                let Some(job) = p.uploads.front() else {
+                    continue;
+                };
+                if p.send_buffered >= self.config.send_buffer_high {
+                    continue;
+                }
+                let max_message = p
+                    .session()
+                    .map_or(wire::DEFAULT_MAX_MESSAGE, |s| s.max_message);
+                let Some(stored) = self.cache.get(&job.seg) else {
+                    // Evicted since: tell the requester.
+                    let (jid, seg) = (job.id, job.seg);
+                    self.peers.get_mut(&id).expect("exists").uploads.pop_front();
+                    self.send_frames(
+                        id,
+                        &[Frame::Absent {
+                            id: jid,
+                            segment: seg,
+                        }],
+                    );
+                    progress = true;
+                    continue;
+                };
+                let mut frames = Vec::with_capacity(2);
+                let send_digest = !p.digests_sent.contains(&job.seg);
+                let mut room = max_message - wire::DATA_OVERHEAD;
+                if send_digest && let Some(d) = &stored.digest {
+                    room = room.saturating_sub(d.encoded_len() + 4);
+                    frames.push(Frame::Digest(Box::new(d.clone())));
+                }
+                let n = (job.end - job.next).min(room as u64);
+                if let Some(bucket) = &mut self.upload_bucket {
+                    if bucket.available(now) < n {
+                        let at = bucket.ready_at(now, n);
+                        self.upload_wake = Some(self.upload_wake.map_or(at, |w| w.min(at)));
+                        return;
+                    }
+                    bucket.take(n);
+                }
+                let payload = stored
+                    .data
+                    .slice(job.next as usize..(job.next + n) as usize);
+                frames.push(Frame::Data {
+                    id: job.id,
+                    segment: job.seg,
+                    offset: job.next,
+                    payload,
+                });
+                let (seg, jid) = (job.seg, job.id);
+                let p = self.peers.get_mut(&id).expect("exists");
+                if send_digest {
+                    p.digests_sent.insert(seg);
+                }
+                let job = p.uploads.front_mut().expect("checked above");
+                job.next += n;
+                if job.next >= job.end {
+                    p.uploads.pop_front();
+                }
+                let _ = jid;
+                self.stats.p2p_bytes_up += n;
+                self.send_frames(id, &frames);
+                self.upload_cursor = Some(id);
+                progress = true;
+            }
+        }
+    }
+}
+
+/// An event on a neighbour's connection, reported by the shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The DataChannel opened.
+    Opened,
+    /// A DataChannel message arrived.
+    Message(Bytes),
+    /// The connection closed or failed.
+    Closed,
+    /// The DataChannel's send buffer drained below the low-water mark; `buffered` is what is
+    /// still queued.
+    Drained {
+        /// Bytes still queued in the DataChannel.
+        buffered: u64,
+    },
+}
+
+fn goodbye(reason: &DropReason) -> Option<Frame> {
+    let (code, text) = match reason {
+        DropReason::Closed | DropReason::ConnectTimeout => return None,
+        DropReason::Protocol(t) => (1, t.clone()),
+        DropReason::Integrity => (2, "integrity failure".into()),
+        DropReason::Handshake(t) => (4, t.clone()),
+    };
+    Some(Frame::Goodbye { code, reason: text })
+}
+
+fn group(segs: &[SegmentRef]) -> BTreeMap<RenditionId, Vec<u64>> {
+    let mut m: BTreeMap<RenditionId, Vec<u64>> = BTreeMap::new();
+    for s in segs {
+        m.entry(s.rendition).or_default().push(s.sequence);
+    }
+    m
+}
+
+fn trusted_keys(t: &TrustedKeys) -> Vec<crate::integrity::PublicKey> {
+    t.keys().collect()
+}
