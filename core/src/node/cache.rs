@@ -19,6 +19,9 @@ pub(crate) struct Stored {
     /// The signed digest to relay with it; `None` while no digest is known (such a segment is
     /// played but not served).
     pub(crate) digest: Option<SignedDigest>,
+    /// Where its bytes came from.
+    pub(crate) http_bytes: u64,
+    pub(crate) p2p_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +128,8 @@ mod tests {
         Stored {
             data: Bytes::from(vec![0; len]),
             digest: None,
+            http_bytes: len as u64,
+            p2p_bytes: 0,
         }
     }
 

@@ -191,16 +191,18 @@ impl Download {
         start..self.chunk_range(last).end
     }
 
-    /// Releases every chunk `owner` holds that is not done. Returns how many.
-    pub(crate) fn release(&mut self, owner: Owner) -> usize {
-        let mut n = 0;
+    /// Releases every chunk `owner` holds that is not done, discarding their partial (and so
+    /// unverified) bytes. Returns the bytes discarded.
+    pub(crate) fn release(&mut self, owner: Owner) -> u64 {
+        let mut discarded = 0;
         for c in &mut self.chunks {
             if c.owner == owner && !c.done {
                 c.owner = Owner::Nobody;
-                n += 1;
+                discarded += c.filled;
+                c.filled = 0;
             }
         }
-        n
+        discarded
     }
 
     /// Writes bytes that `owner` sent for `offset..`. Only bytes that continue a chunk the
@@ -245,10 +247,13 @@ impl Download {
                 c.filled += take as u64;
                 out.accepted += take as u64;
                 if c.filled == len {
-                    c.owner = Owner::Nobody;
                     if matches!(owner, Owner::Http(_)) {
+                        // Bytes from the origin need no verification.
+                        c.owner = Owner::Nobody;
                         c.done = true;
                     } else {
+                        // The owner keeps it until `settle`: if the peer is dropped first,
+                        // `release` discards the unverified bytes.
                         out.full.push(i);
                     }
                 }
@@ -262,6 +267,7 @@ impl Download {
     /// Marks a full chunk verified (done), or resets it after a failed verification.
     pub(crate) fn settle(&mut self, i: usize, ok: bool) {
         let c = &mut self.chunks[i];
+        c.owner = Owner::Nobody;
         if ok {
             c.done = true;
         } else {

@@ -181,13 +181,20 @@ pub struct NodeConfig {
     /// A viewer is one of its neighbourhood's first scouts with probability
     /// `min(1, scouts / (neighbours + 1))`. Default 1.
     pub scouts: f64,
+    /// After joining, a node waits this long for neighbours before it fetches from the origin
+    /// segments that are not yet due (due ones are always fetched). Default 3 s: a tracker
+    /// round trip, an offer and ICE.
+    pub join_grace: Duration,
     /// How long a neighbour's `Fetching` holds this node back. Default 3 s.
     pub fetching_hold: Duration,
     /// Whether to offer 256 KiB DataChannel messages. Default true.
     pub large_messages: bool,
-    /// Bytes handed to a DataChannel and not yet sent above which the node stops queueing
-    /// more for that neighbour. Default 1 MiB.
+    /// Bytes handed to the DataChannels and not yet sent (over all neighbours: they share one
+    /// uplink) above which the node stops queueing more. Default 1 MiB.
     pub send_buffer_high: u64,
+    /// The low-water mark the shell reports drains at (see [`PeerEvent::Drained`]). Default
+    /// 256 KiB.
+    pub send_buffer_low: u64,
     /// How long a banned peer stays banned. Default 10 min.
     pub ban_duration: Duration,
 }
@@ -224,9 +231,11 @@ impl NodeConfig {
             prefetch_window: Duration::from_secs(30),
             scout_spread: Duration::from_secs(1),
             scouts: 1.0,
+            join_grace: Duration::from_secs(3),
             fetching_hold: Duration::from_secs(3),
             large_messages: true,
             send_buffer_high: 1 << 20,
+            send_buffer_low: 256 << 10,
             ban_duration: Duration::from_secs(600),
         }
     }
@@ -450,6 +459,10 @@ pub struct NodeStats {
     pub cached_segments: usize,
     /// Bytes of received chunks thrown away (cancelled or failed).
     pub aborted_p2p_bytes: u64,
+    /// Requests to neighbours in flight.
+    pub requests_in_flight: usize,
+    /// Uploads queued or under way.
+    pub uploads_queued: usize,
 }
 
 #[derive(Debug)]
@@ -546,6 +559,7 @@ pub struct Node {
 
     // Tracker.
     tracker_connected: bool,
+    started: Time,
     next_announce: Option<Time>,
     announce_interval: Duration,
     swarm_size: u64,
@@ -665,6 +679,7 @@ impl Node {
             unverified,
             handshake,
             tracker_connected: false,
+            started: now,
             next_announce: None,
             swarm_size: 0,
             peers: BTreeMap::new(),
@@ -705,6 +720,8 @@ impl Node {
                 .count(),
             cache_bytes: self.cache.used(),
             cached_segments: self.cache.len(),
+            requests_in_flight: self.peers.values().map(|p| p.inflight.len()).sum(),
+            uploads_queued: self.peers.values().map(|p| p.uploads.len()).sum(),
             ..self.stats.clone()
         }
     }
@@ -1136,10 +1153,13 @@ impl Node {
         } else {
             offset.saturating_add(length).min(len)
         };
+        // A neighbour occupies a slot while it has uploads queued or data still in its
+        // DataChannel's buffer.
+        let low = self.config.send_buffer_low;
         let serving = self
             .peers
-            .values()
-            .filter(|p| !p.uploads.is_empty())
+            .iter()
+            .filter(|(id, p)| **id != peer && (!p.uploads.is_empty() || p.send_buffered > low))
             .count();
         let p = self.peers.get_mut(&peer).expect("checked by the caller");
         let budget_left = self
@@ -1147,7 +1167,7 @@ impl Node {
             .upload
             .volume_budget
             .is_none_or(|b| self.stats.p2p_bytes_up < b);
-        let slot_free = !p.uploads.is_empty() || serving < self.config.upload.slots;
+        let slot_free = serving < self.config.upload.slots;
         if !self.config.upload.enabled
             || !budget_left
             || !slot_free
@@ -1275,7 +1295,7 @@ impl Node {
                 .sample(req.received, req.last_data.saturating_since(req.started));
         }
         if let Some(dl) = self.downloads.get_mut(&req.seg) {
-            dl.release(Owner::Peer(peer, id));
+            self.stats.aborted_p2p_bytes += dl.release(Owner::Peer(peer, id));
             if dl.probe == Some((peer, id)) {
                 dl.probe = None;
             }
@@ -1287,9 +1307,8 @@ impl Node {
             return;
         };
         for (id, req) in p.inflight {
-            self.stats.aborted_p2p_bytes += req.received % (64 * 1024);
             if let Some(dl) = self.downloads.get_mut(&req.seg) {
-                dl.release(Owner::Peer(peer, id));
+                self.stats.aborted_p2p_bytes += dl.release(Owner::Peer(peer, id));
                 if dl.probe == Some((peer, id)) {
                     dl.probe = None;
                 }
@@ -1452,13 +1471,17 @@ impl Node {
         self.next_player_request += 1;
         if let Some(stored) = self.cache.get(&seg) {
             let data = stored.data.clone();
+            let sources = SourceBytes {
+                http: stored.http_bytes,
+                p2p: stored.p2p_bytes,
+            };
             self.stats.segments_delivered += 1;
             self.stats.delivered_bytes += data.len() as u64;
             self.events.push_back(Event::SegmentReady {
                 request: id,
                 segment: seg,
                 data,
-                sources: SourceBytes::default(),
+                sources,
             });
             return id;
         }
@@ -1680,6 +1703,20 @@ impl Node {
                 note(now + self.config.request_stall_timeout);
                 continue;
             }
+            // Neighbours that have it but are busy: wait for them rather than fetch from the
+            // origin (the deadline still rules).
+            let busy_until = self
+                .peers
+                .values()
+                .filter(|p| {
+                    p.session().is_some() && p.caps.contains(Capabilities::UPLOAD) && p.has(&seg)
+                })
+                .map(|p| p.busy_until)
+                .min();
+            if let Some(t) = busy_until {
+                note(t);
+                continue;
+            }
             if self.config.role == NodeRole::Seed {
                 self.start_http(now, seg, false);
                 continue;
@@ -1711,7 +1748,11 @@ impl Node {
                     if seed_neighbour {
                         delay += spread;
                     }
-                    let t = self.listed_at(&seg).unwrap_or(now) + Duration::from_micros(delay);
+                    let from = self
+                        .listed_at(&seg)
+                        .unwrap_or(now)
+                        .max(self.started + self.config.join_grace);
+                    let t = from + Duration::from_micros(delay);
                     self.downloads
                         .get_mut(&seg)
                         .expect("inserted above")
@@ -1994,6 +2035,8 @@ impl Node {
             Stored {
                 data: data.clone(),
                 digest: digest.clone(),
+                http_bytes: sources.http,
+                p2p_bytes: sources.p2p,
             },
             playhead,
         );
@@ -2158,10 +2201,16 @@ impl Node {
             .and_then(|c| ids.iter().position(|id| *id > c))
             .unwrap_or(0);
         let order: Vec<PeerId> = ids[start..].iter().chain(&ids[..start]).copied().collect();
+        // All neighbours share one uplink: bound the bytes queued in all DataChannels together,
+        // or a request from one neighbour waits behind seconds of data for the others.
+        let mut total_buffered: u64 = self.peers.values().map(|p| p.send_buffered).sum();
         let mut progress = true;
         while progress {
             progress = false;
             for &id in &order {
+                if total_buffered >= self.config.send_buffer_high {
+                    return;
+                }
                 if let Some(budget) = self.config.upload.volume_budget
                     && self.stats.p2p_bytes_up >= budget
                 {
@@ -2200,7 +2249,12 @@ impl Node {
                     room = room.saturating_sub(d.encoded_len() + 4);
                     frames.push(Frame::Digest(Box::new(d.clone())));
                 }
-                let n = (job.end - job.next).min(room as u64);
+                let mut n = (job.end - job.next).min(room as u64);
+                if let Some(rate) = self.config.upload.rate {
+                    // Under a rate cap, smaller messages keep every neighbour's data flowing
+                    // (round-robin) instead of starving each for seconds.
+                    n = n.min((rate / 16).max(16 * 1024));
+                }
                 if let Some(bucket) = &mut self.upload_bucket {
                     if bucket.available(now) < n {
                         let at = bucket.ready_at(now, n);
@@ -2230,7 +2284,9 @@ impl Node {
                 }
                 let _ = jid;
                 self.stats.p2p_bytes_up += n;
+                let before = self.peers[&id].send_buffered;
                 self.send_frames(id, &frames);
+                total_buffered += self.peers[&id].send_buffered - before;
                 self.upload_cursor = Some(id);
                 progress = true;
             }
@@ -2247,8 +2303,11 @@ pub enum PeerEvent {
     Message(Bytes),
     /// The connection closed or failed.
     Closed,
-    /// The DataChannel's send buffer drained below the low-water mark; `buffered` is what is
-    /// still queued.
+    /// The DataChannel's send buffer drained: shells report it when the buffered amount falls
+    /// from above [`NodeConfig::send_buffer_low`] to at or below it (the browser's
+    /// `bufferedamountlow` with that threshold), and when it falls to zero. `buffered` is what
+    /// is still queued. The node stops writing to a neighbour while its estimate of the
+    /// buffered amount is at or above [`NodeConfig::send_buffer_high`].
     Drained {
         /// Bytes still queued in the DataChannel.
         buffered: u64,

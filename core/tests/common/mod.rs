@@ -218,13 +218,19 @@ pub struct Player {
     pub stalls: u32,
     pub stalled_time: Duration,
     pub stalled: bool,
+    /// When each stall began, and at which sequence.
+    pub stall_log: Vec<(Time, u64)>,
     pub target_buffer: Duration,
     pub startup_segments: usize,
     pub bad_bytes: u64,
     pub http_bytes: u64,
     pub p2p_bytes: u64,
     pub delivered: Vec<u64>,
+    /// Segments whose bytes came partly from peers and partly from the origin.
+    pub mixed: u32,
     pub played_until: Option<u64>,
+    /// One past the last sequence (VOD); `u64::MAX` for live.
+    pub end: u64,
 }
 
 impl Player {
@@ -370,13 +376,20 @@ impl Harness {
                 stalls: 0,
                 stalled_time: Duration::ZERO,
                 stalled: false,
+                stall_log: Vec::new(),
                 target_buffer: secs(30),
                 startup_segments: 1,
                 bad_bytes: 0,
                 http_bytes: 0,
                 p2p_bytes: 0,
                 delivered: Vec::new(),
+                mixed: 0,
                 played_until: None,
+                end: if self.origin.spec.live {
+                    u64::MAX
+                } else {
+                    self.origin.spec.window
+                },
             }
         });
         self.nodes.push(SimNode {
@@ -553,7 +566,11 @@ impl Harness {
                 let before = *q;
                 *q = q.saturating_sub(size);
                 let after = *q;
-                if self.nodes[n].alive && before > LOW && after <= LOW {
+                // Shells report a drain below the low-water mark and an empty buffer (see
+                // `PeerEvent::Drained`).
+                let crossed = before > LOW && after <= LOW;
+                let emptied = before > 0 && after == 0;
+                if self.nodes[n].alive && (crossed || emptied) {
                     self.nodes[n].node.handle_peer_event(
                         now,
                         peer,
@@ -765,6 +782,9 @@ impl Harness {
                 player.http_bytes += sources.http;
                 player.p2p_bytes += sources.p2p;
                 player.delivered.push(segment.sequence);
+                if sources.http > 0 && sources.p2p > 0 {
+                    player.mixed += 1;
+                }
                 player
                     .buffer
                     .push((segment.sequence, self.origin.spec.segment_duration));
@@ -798,9 +818,14 @@ impl Harness {
         }
         while dt > Duration::ZERO {
             let Some(&(seq, dur)) = p.buffer.first() else {
+                if p.played_until.is_some_and(|s| s + 1 >= p.end) {
+                    // The end of a VOD stream: ended, not stalled.
+                    return;
+                }
                 if !p.stalled {
                     p.stalled = true;
                     p.stalls += 1;
+                    p.stall_log.push((now, p.playhead));
                 }
                 p.stalled_time += dt;
                 return;
@@ -935,8 +960,9 @@ impl Harness {
             ));
             if let Some(pl) = &n.player {
                 s.push_str(&format!(
-                    " | stalls={} delivered={} playhead={}",
+                    " | stalls={} {:?} delivered={} playhead={}",
                     pl.stalls,
+                    pl.stall_log,
                     pl.delivered.len(),
                     pl.playhead
                 ));
