@@ -295,6 +295,8 @@ pub struct Harness {
     wakes: HashMap<usize, Time>,
     pub ice_delay: Duration,
     pub tracker_latency: Duration,
+    /// Inputs handed to nodes (every `handle_*` call), for benchmarks.
+    pub node_inputs: u64,
 }
 
 impl Harness {
@@ -329,6 +331,7 @@ impl Harness {
             wakes: HashMap::new(),
             ice_delay: ms(300),
             tracker_latency: ms(30),
+            node_inputs: 0,
         }
     }
 
@@ -488,6 +491,9 @@ impl Harness {
 
     fn dispatch(&mut self, ev: Ev) {
         let now = self.now;
+        if !matches!(ev, Ev::ToRegistry(..)) {
+            self.node_inputs += 1;
+        }
         match ev {
             Ev::ToRegistry(n, msg) => {
                 if !self.tracker_up || !self.nodes[n].alive {
