@@ -1,0 +1,121 @@
+//! `cargo xtask demo`: starts the demo processes and prints the page to open.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::setup::{self, Needs};
+use crate::util::{self, cargo};
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port of the origin (which also serves the demo page).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+}
+
+/// The demo's child processes; killed when dropped.
+#[derive(Default)]
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (name, child) in &mut self.0 {
+            if matches!(child.try_wait(), Ok(None)) {
+                // SIGTERM first, for a clean shutdown; SIGKILL if it lingers.
+                let _ = Command::new("kill").arg(child.id().to_string()).status();
+                for _ in 0..20 {
+                    if matches!(child.try_wait(), Ok(Some(_))) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                println!("    stopped {name}");
+            }
+        }
+    }
+}
+
+/// Starts a process that prints `listening on <url>` and returns its URL.
+fn start(children: &mut Children, name: &str, cmd: &mut Command) -> anyhow::Result<String> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let stdout = child.stdout.take().expect("piped above");
+    children.0.push((name.to_owned(), child));
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(url) => Ok(url),
+        Err(_) => bail!("{name} did not start (see its log above)"),
+    }
+}
+
+pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    setup::all(Needs {
+        wasm: false,
+        browser: false,
+        ffmpeg: false,
+        npm: true,
+    })?;
+    util::run(
+        "build the demo",
+        cargo().args(["build", "-p", "swarmcdn-tests", "--bin", "swarmcdn-origin"]),
+    )?;
+    let (stop_tx, stop_rx) = mpsc::sync_channel::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let mut children = Children::default();
+    let origin = start(
+        &mut children,
+        "origin",
+        Command::new("target/debug/swarmcdn-origin").args([
+            "--listen",
+            &format!("{}:{}", args.host, args.port),
+            "--static",
+            "tests/browser",
+        ]),
+    )?;
+    println!();
+    println!("  SwarmCDN demo is running.");
+    println!();
+    println!("  Open this page:      {origin}/pages/live.html");
+    println!("  Live playlist:       {origin}/live/master.m3u8");
+    println!("  VOD playlist:        {origin}/vod/master.m3u8");
+    println!("  Origin counters:     {origin}/stats");
+    println!();
+    println!("  Press Ctrl-C to stop.");
+    // Wait for Ctrl-C / SIGTERM, or for a child to die.
+    loop {
+        if stop_rx.recv_timeout(Duration::from_millis(500)).is_ok() {
+            break;
+        }
+        for (name, child) in &mut children.0 {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("{name} exited ({status})");
+            }
+        }
+    }
+    println!("\n  stopping...");
+    drop(children);
+    Ok(())
+}

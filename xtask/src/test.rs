@@ -1,0 +1,278 @@
+//! `cargo xtask test`: every check CI runs.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, bail, ensure};
+use clap::Args;
+
+use crate::setup::{self, Needs};
+use crate::util::{self, Steps, cargo};
+
+#[derive(Debug, Args)]
+pub(crate) struct TestArgs {
+    /// Skip the browser tests (and their set-up).
+    #[arg(long)]
+    no_browser: bool,
+    /// Skip clippy.
+    #[arg(long)]
+    no_clippy: bool,
+    /// Skip the set-up (assume everything is installed).
+    #[arg(long)]
+    skip_setup: bool,
+}
+
+pub(crate) fn run(args: &TestArgs) -> anyhow::Result<()> {
+    let mut steps = Steps::default();
+    if !args.skip_setup {
+        steps.step("set-up", || {
+            setup::all(Needs {
+                wasm: true,
+                browser: !args.no_browser,
+                ffmpeg: true,
+                npm: !args.no_browser,
+            })
+        })?;
+    }
+    steps.step("cargo fmt --check", || {
+        util::run(
+            "cargo fmt --check",
+            cargo().args(["fmt", "--all", "--check"]),
+        )
+    })?;
+    if !args.no_clippy {
+        steps.step("cargo clippy", || {
+            util::run(
+                "cargo clippy",
+                cargo().args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--locked",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+            )
+        })?;
+    }
+    steps.step("cargo test", || {
+        util::run(
+            "cargo test",
+            cargo().args(["test", "--workspace", "--locked"]),
+        )
+    })?;
+    steps.step("wasm32 build + wasm-bindgen", wasm)?;
+    steps.step("fuzz targets build", fuzz_build)?;
+    if !args.no_browser {
+        steps.step("browser tests", browser)?;
+    }
+    steps.print();
+    Ok(())
+}
+
+fn wasm() -> anyhow::Result<()> {
+    util::run(
+        "cargo build --target wasm32-unknown-unknown",
+        cargo().args([
+            "build",
+            "--locked",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "swarmcdn-core",
+            "-p",
+            "swarmcdn-wasm",
+        ]),
+    )?;
+    let out = Path::new("target/wasm-pkg");
+    util::run(
+        "wasm-bindgen",
+        Command::new("wasm-bindgen").args([
+            "--target",
+            "web",
+            "--out-dir",
+            "target/wasm-pkg",
+            "target/wasm32-unknown-unknown/release/swarmcdn_wasm.wasm",
+        ]),
+    )?;
+    let wasm = out.join("swarmcdn_wasm_bg.wasm");
+    ensure!(
+        out.join("swarmcdn_wasm.js").is_file(),
+        "wasm-bindgen wrote no JS"
+    );
+    let bytes = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    let modules = wasm_import_modules(&bytes)?;
+    if modules.iter().any(|m| m == "env") {
+        bail!(
+            "{} imports from \"env\" (an unresolved native symbol): {modules:?}",
+            wasm.display()
+        );
+    }
+    println!(
+        "    {}: {} bytes, imports only from {modules:?}",
+        wasm.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+fn fuzz_build() -> anyhow::Result<()> {
+    if !Path::new("fuzz/Cargo.toml").is_file() {
+        return Ok(());
+    }
+    util::run(
+        "cargo build (fuzz targets)",
+        cargo()
+            .args([
+                "build",
+                "--locked",
+                "--manifest-path",
+                "fuzz/Cargo.toml",
+                "--bins",
+            ])
+            .env("CARGO_TARGET_DIR", "target/fuzz-build"),
+    )
+}
+
+fn browser() -> anyhow::Result<()> {
+    util::run(
+        "build the binaries the browser tests start",
+        cargo().args([
+            "build",
+            "--locked",
+            "-p",
+            "swarmcdn-tests",
+            "--bin",
+            "swarmcdn-origin",
+        ]),
+    )?;
+    let root = std::env::current_dir()?;
+    util::run(
+        "browser tests",
+        Command::new("node")
+            .current_dir("tests/browser")
+            .args(["--test", "--test-concurrency=1"])
+            .env("ORIGIN_BIN", root.join("target/debug/swarmcdn-origin"))
+            .env("CHROMIUM", setup::chromium()),
+    )
+}
+
+/// The module names of a wasm binary's imports.
+fn wasm_import_modules(b: &[u8]) -> anyhow::Result<Vec<String>> {
+    ensure!(b.len() >= 8 && &b[..4] == b"\0asm", "not a wasm module");
+    let mut r = Reader { b, pos: 8 };
+    let mut modules = Vec::new();
+    while r.pos < b.len() {
+        let id = r.byte()?;
+        let size = r.leb()? as usize;
+        let end = r.pos + size;
+        ensure!(end <= b.len(), "section runs past the end");
+        if id == 2 {
+            let count = r.leb()?;
+            for _ in 0..count {
+                let module = r.name()?;
+                let _field = r.name()?;
+                match r.byte()? {
+                    0 => {
+                        r.leb()?;
+                    }
+                    1 => {
+                        r.byte()?;
+                        r.limits()?;
+                    }
+                    2 => r.limits()?,
+                    3 => {
+                        r.byte()?;
+                        r.byte()?;
+                    }
+                    4 => {
+                        r.byte()?;
+                        r.leb()?;
+                    }
+                    k => bail!("unknown import kind {k}"),
+                }
+                if !modules.contains(&module) {
+                    modules.push(module);
+                }
+            }
+        }
+        r.pos = end;
+    }
+    Ok(modules)
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> anyhow::Result<u8> {
+        let v = *self.b.get(self.pos).context("truncated wasm")?;
+        self.pos += 1;
+        Ok(v)
+    }
+
+    fn leb(&mut self) -> anyhow::Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        bail!("bad LEB128 in wasm")
+    }
+
+    fn name(&mut self) -> anyhow::Result<String> {
+        let len = self.leb()? as usize;
+        let s = self
+            .b
+            .get(self.pos..self.pos + len)
+            .context("truncated name")?;
+        self.pos += len;
+        Ok(String::from_utf8_lossy(s).into_owned())
+    }
+
+    fn limits(&mut self) -> anyhow::Result<()> {
+        let flags = self.byte()?;
+        self.leb()?;
+        if flags & 1 != 0 {
+            self.leb()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_import_modules() {
+        // (module (import "env" "f" (func)) (import "wbg" "g" (func)))
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        let body: Vec<u8> = [
+            vec![2], // two imports
+            vec![3],
+            b"env".to_vec(),
+            vec![1],
+            b"f".to_vec(),
+            vec![0, 0],
+            vec![3],
+            b"wbg".to_vec(),
+            vec![1],
+            b"g".to_vec(),
+            vec![0, 0],
+        ]
+        .concat();
+        m.push(2);
+        m.push(body.len() as u8);
+        m.extend(body);
+        assert_eq!(wasm_import_modules(&m).unwrap(), ["env", "wbg"]);
+        assert!(wasm_import_modules(b"nope").is_err());
+    }
+}
