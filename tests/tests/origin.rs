@@ -191,7 +191,11 @@ async fn live_window_advances_and_loops_with_a_discontinuity() {
             assert_eq!(seg.uri, format!("seg-{msn}.m4s"));
             // A discontinuity before the first segment of each loop (but the playlist's
             // first segment, whose discontinuity sequence says it).
-            assert_eq!(seg.discontinuity, i > 0 && msn.is_multiple_of(24), "t={t} msn={msn}");
+            assert_eq!(
+                seg.discontinuity,
+                i > 0 && msn.is_multiple_of(24),
+                "t={t} msn={msn}"
+            );
         }
     }
     assert!(seen_disc_seq.contains(&0) && seen_disc_seq.contains(&1) && seen_disc_seq.contains(&2));
