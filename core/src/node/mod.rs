@@ -575,12 +575,16 @@ pub struct Node {
     first_listed: HashMap<SegmentRef, Time>,
     player: Option<(PlayerState, Time)>,
     waits: Vec<PlayerWait>,
+    /// The highest sequence delivered to the player, per rendition.
+    delivered_upto: HashMap<RenditionId, u64>,
     next_player_request: u64,
     downloads: BTreeMap<SegmentRef, Download>,
     digests: BTreeMap<SegmentRef, VerifiedDigest>,
     cache: Cache,
     http_ttfb: Duration,
     http_rate: Throughput,
+    /// Moving average of segment sizes, for estimates before a size is known.
+    segment_size: u64,
     next_fetch: u64,
     fetches: HashMap<FetchId, SegmentRef>,
 
@@ -668,6 +672,7 @@ impl Node {
             .rate
             .map(|r| TokenBucket::new(r, (r / 4).max(wire::LARGE_MAX_MESSAGE as u64), now));
         let http_rate = Throughput::new(config.http_initial_rate as f64);
+        let config_segment_guess = config.segment_size_guess;
         Ok(Self {
             http_ttfb: config.http_initial_ttfb,
             cache: Cache::new(config.cache_bytes),
@@ -689,10 +694,12 @@ impl Node {
             first_listed: HashMap::new(),
             player: None,
             waits: Vec::new(),
+            delivered_upto: HashMap::new(),
             next_player_request: 0,
             downloads: BTreeMap::new(),
             digests: BTreeMap::new(),
             http_rate,
+            segment_size: config_segment_guess,
             next_fetch: 0,
             fetches: HashMap::new(),
             upload_bucket,
@@ -1477,6 +1484,7 @@ impl Node {
             };
             self.stats.segments_delivered += 1;
             self.stats.delivered_bytes += data.len() as u64;
+            self.note_delivered(seg);
             self.events.push_back(Event::SegmentReady {
                 request: id,
                 segment: seg,
@@ -1577,22 +1585,24 @@ impl Node {
 
     /// The first segment at or after the playhead the player does not have yet (per what this
     /// node delivered or holds).
-    fn first_undelivered(&self, playhead: u64, rendition: RenditionId) -> u64 {
-        let mut s = playhead;
-        while self.cache.contains(&SegmentRef {
-            rendition,
-            sequence: s,
-        }) && !self
-            .waits
-            .iter()
-            .any(|w| w.seg.sequence == s && w.seg.rendition == rendition)
-        {
-            s += 1;
-            if s > playhead + 10_000 {
-                break;
-            }
+    fn note_delivered(&mut self, seg: SegmentRef) {
+        let d = self
+            .delivered_upto
+            .entry(seg.rendition)
+            .or_insert(seg.sequence);
+        // A jump back is a seek: start counting again from there.
+        if seg.sequence > *d || seg.sequence + 1_000 < *d {
+            *d = seg.sequence;
         }
-        s
+    }
+
+    fn first_undelivered(&self, playhead: u64, rendition: RenditionId) -> u64 {
+        match self.delivered_upto.get(&rendition) {
+            // The player holds what was delivered after the playhead (a jump back, or far
+            // ahead, means it seeked: start from the playhead).
+            Some(&d) if d >= playhead && d - playhead <= 1_000 => d + 1,
+            _ => playhead,
+        }
     }
 
     /// The segments wanted now, with their deadlines (None: no deadline, prefetch only).
@@ -1603,9 +1613,21 @@ impl Node {
                 out.push((w.seg, Some(w.deadline)));
             }
         }
+        // Prefetch only what fits in three quarters of the memory budget (at least one
+        // segment), or segments would evict each other in a loop.
+        let room = self.config.cache_bytes / 4 * 3;
+        let mut bytes = 0u64;
+        let mut fits = |seg: &SegmentRef| {
+            let size = self.size_of(seg);
+            if bytes > 0 && bytes + size > room {
+                return false;
+            }
+            bytes += size;
+            true
+        };
         match self.config.role {
             NodeRole::Seed => {
-                // Seeds want every listed live segment (newest first is what viewers need).
+                // Seeds want the newest listed live segments (what viewers need next).
                 for pl in self.playlists.values() {
                     if !pl.live {
                         continue;
@@ -1615,6 +1637,9 @@ impl Node {
                             rendition: pl.rendition,
                             sequence: s.sequence,
                         };
+                        if !fits(&seg) {
+                            break;
+                        }
                         if !self.cache.contains(&seg) && !out.iter().any(|(x, _)| *x == seg) {
                             out.push((seg, None));
                         }
@@ -1625,17 +1650,24 @@ impl Node {
                 if let Some((state, _)) = self.player
                     && let Some(pl) = self.playlists.get(&state.rendition)
                 {
+                    // From the playhead: what is cached ahead of it counts against the room.
                     let start = self.first_undelivered(state.playhead, state.rendition);
                     let mut media = Duration::ZERO;
-                    for s in pl.segments.iter().filter(|s| s.sequence >= start) {
-                        if media > self.config.prefetch_window {
-                            break;
-                        }
-                        media += s.duration;
+                    for s in pl.segments.iter().filter(|s| s.sequence >= state.playhead) {
                         let seg = SegmentRef {
                             rendition: pl.rendition,
                             sequence: s.sequence,
                         };
+                        if !fits(&seg) {
+                            break;
+                        }
+                        if s.sequence < start {
+                            continue;
+                        }
+                        if media > self.config.prefetch_window {
+                            break;
+                        }
+                        media += s.duration;
                         if !self.cache.contains(&seg) && !out.iter().any(|(x, _)| *x == seg) {
                             out.push((seg, self.deadline_of(now, seg)));
                         }
@@ -1688,7 +1720,7 @@ impl Node {
             if dl.http.is_some() {
                 continue;
             }
-            let missing = dl.missing_bytes(self.config.segment_size_guess);
+            let missing = dl.missing_bytes(self.segment_size);
             if let Some(deadline) = deadline {
                 let switch = deadline - (self.http_estimate(missing) + self.config.http_margin);
                 if now >= switch {
@@ -1777,6 +1809,17 @@ impl Node {
             }
         }
         self.wake = wake;
+    }
+
+    /// A segment's size: known when cached or digested, else the average of those seen.
+    fn size_of(&self, seg: &SegmentRef) -> u64 {
+        if let Some(stored) = self.cache.get(seg) {
+            return stored.data.len() as u64;
+        }
+        if let Some(d) = self.digests.get(seg) {
+            return d.digest().length();
+        }
+        self.segment_size
     }
 
     fn listed_at(&self, seg: &SegmentRef) -> Option<Time> {
@@ -2029,6 +2072,7 @@ impl Node {
             http: dl.http_bytes,
             p2p: dl.p2p_bytes,
         };
+        self.segment_size = (self.segment_size * 3 + data.len() as u64) / 4;
         let playhead = self.player.map(|(p, _)| p.playhead);
         let evicted = self.cache.insert(
             seg,
@@ -2056,6 +2100,7 @@ impl Node {
             if now > w.deadline && !w.urgent {
                 self.stats.late_segments += 1;
             }
+            self.note_delivered(seg);
             self.events.push_back(Event::SegmentReady {
                 request: w.id,
                 segment: seg,
