@@ -567,7 +567,7 @@ impl Harness {
             Ev::Departed(n, peer, size) => {
                 // The DataChannel's buffered amount falls; below the low-water mark the
                 // browser fires `bufferedamountlow`.
-                const LOW: u64 = 256 * 1024;
+                const LOW: u64 = 128 * 1024;
                 let q = self.nodes[n].send_queued.entry(peer).or_default();
                 let before = *q;
                 *q = q.saturating_sub(size);
