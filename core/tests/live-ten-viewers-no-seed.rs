@@ -29,7 +29,7 @@ fn live_ten_viewers_no_seed() {
     let last = h.origin.edge(h.now) - 2;
     let copies = h.mean_copies(first..last);
     println!("origin copies per segment: {copies:.3}");
-    assert!(copies <= 1.5, "origin copies per segment {copies:.2}");
+    assert!(copies <= 1.3, "origin copies per segment {copies:.2}");
     let bound = 1.0 - 1.0 / n as f64;
     let share = h.p2p_share();
     println!(
