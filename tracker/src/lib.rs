@@ -1,9 +1,456 @@
-//! SwarmCDN tracker.
+//! SwarmCDN tracker: a WebTorrent-compatible WebSocket tracker that groups the viewers of a
+//! stream into swarms and relays their WebRTC signaling.
 //!
-//! A WebTorrent-compatible WebSocket tracker that groups the viewers of one stream into swarms
-//! and relays their WebRTC signaling. The protocol types live in
-//! [`swarmcdn_core::tracker_proto`]; the server (tokio + hyper, `run(config, shutdown)`) is built
-//! on top of them by the tracker issue. Today this crate only re-exports the protocol it will
-//! speak, so that the workspace layout is in place.
+//! One task (the swarm worker) owns the [`swarmcdn_core::registry::Registry`] by `&mut`; each
+//! connection task decodes its client's messages, enforces the per-connection limits and
+//! forwards them to the worker over a bounded channel; the worker pushes replies into each
+//! connection's bounded queue, and drops a connection whose queue is full (a slow reader never
+//! holds up the others). The same port serves `/health`, `/stats` (JSON) and `/metrics`
+//! (Prometheus).
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! swarmcdn_tracker::run(swarmcdn_tracker::Config::default(), shutdown).await
+//! # }
+//! ```
 
-pub use swarmcdn_core::tracker_proto;
+mod config;
+mod metrics;
+mod worker;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use swarmcdn_core::tracker_proto::{ErrorResponse, FromTracker, ToTracker};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use config::{Config, Limits, SwarmConfig};
+pub use metrics::Metrics;
+use worker::{Outgoing, ToWorker};
+
+/// Runs the tracker until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Tracker::bind(config).await?.run(shutdown).await
+}
+
+/// A bound tracker, not yet serving.
+pub struct Tracker {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Config,
+    metrics: Metrics,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    next_conn: AtomicU64,
+}
+
+impl Tracker {
+    /// Checks the configuration and binds the listening socket.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the tracker to {}", config.listen))?;
+        Ok(Self {
+            listener,
+            shared: Arc::new(Shared {
+                config,
+                metrics: Metrics::default(),
+                per_ip: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled, then sends every client a close frame (1001,
+    /// going away) and waits for them, at most `limits.shutdown_grace_ms`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let shared = self.shared;
+        let (worker_tx, worker_rx) = mpsc::channel(4096);
+        let tasks = TaskTracker::new();
+        let seed = rand_seed();
+        let worker = tokio::spawn(worker::run(shared.config.swarm.registry(), seed, worker_rx));
+        tracing::info!(addr = %self.listener.local_addr()?, "tracker listening");
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = shared.clone();
+            let worker_tx = worker_tx.clone();
+            let shutdown = shutdown.clone();
+            let conn_tasks = tasks.clone();
+            tasks.spawn(async move {
+                let service = service_fn(move |req| {
+                    let shared = shared.clone();
+                    let worker_tx = worker_tx.clone();
+                    let shutdown = shutdown.clone();
+                    let conn_tasks = conn_tasks.clone();
+                    async move {
+                        Ok::<_, Infallible>(
+                            handle_http(req, peer, shared, worker_tx, shutdown, conn_tasks).await,
+                        )
+                    }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "http connection ended with an error");
+                }
+            });
+        }
+        tracing::info!("shutting down: closing connections");
+        tasks.close();
+        let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms);
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!("connections still open after the grace period");
+        }
+        drop(worker_tx);
+        let _ = tokio::time::timeout(grace, worker).await;
+        Ok(())
+    }
+}
+
+fn rand_seed() -> u64 {
+    // The registry's RNG and hash keys: unpredictable to clients. RandomState is seeded by the
+    // OS per process.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish()
+}
+
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::HeaderValue::from_static("*"),
+    );
+    r
+}
+
+async fn handle_http(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    worker_tx: mpsc::Sender<ToWorker>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> Response<Body> {
+    let is_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !is_upgrade {
+        return match req.uri().path() {
+            "/health" => text(StatusCode::OK, "text/plain", "ok\n"),
+            "/stats" => {
+                let registry = worker::stats(&worker_tx).await;
+                let body = shared.metrics.stats_json(registry.as_ref());
+                text(StatusCode::OK, "application/json", body)
+            }
+            "/metrics" => {
+                let registry = worker::stats(&worker_tx).await;
+                let body = shared.metrics.prometheus(registry.as_ref());
+                text(StatusCode::OK, "text/plain; version=0.0.4", body)
+            }
+            _ => text(
+                StatusCode::UPGRADE_REQUIRED,
+                "text/plain",
+                "this is a WebTorrent tracker: connect with WebSocket\n",
+            ),
+        };
+    }
+    let m = &shared.metrics;
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "missing Sec-WebSocket-Key\n",
+        );
+    };
+    // Connection limits, checked before the upgrade.
+    if m.connections.load(Ordering::Relaxed) as usize >= shared.config.limits.max_connections {
+        m.reject("too_many_connections");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "too many connections\n",
+        );
+    }
+    let ip = peer.ip();
+    let Some(guard) = IpGuard::take(&shared, ip) else {
+        m.reject("too_many_connections_per_ip");
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "text/plain",
+            "too many connections from your address\n",
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let shared2 = shared.clone();
+    tasks.spawn(async move {
+        let _guard = guard;
+        match hyper::upgrade::on(&mut req).await {
+            Ok(upgraded) => {
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(shared2.config.limits.max_message_bytes))
+                    .max_frame_size(Some(shared2.config.limits.max_message_bytes));
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                let span = tracing::debug_span!("conn");
+                serve_ws(ws, shared2, worker_tx, shutdown)
+                    .instrument(span)
+                    .await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        header::HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    r
+}
+
+/// Counts a connection against its IP address for as long as it lives.
+struct IpGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl IpGuard {
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
+        let mut per_ip = shared.per_ip.lock().expect("not poisoned");
+        let n = per_ip.entry(ip).or_default();
+        if *n >= shared.config.limits.max_connections_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        let mut per_ip = self.shared.per_ip.lock().expect("not poisoned");
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A token bucket counting messages.
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl RateLimit {
+    fn new(rate: f64, burst: u32) -> Self {
+        Self {
+            rate,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn failure(reason: String) -> Message {
+    Message::text(
+        FromTracker::Error(ErrorResponse {
+            failure_reason: reason,
+            action: None,
+            info_hash: None,
+        })
+        .to_json(),
+    )
+}
+
+fn close(code: CloseCode, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// One WebSocket client, from the upgrade to the close.
+async fn serve_ws<S>(
+    ws: WebSocketStream<S>,
+    shared: Arc<Shared>,
+    worker_tx: mpsc::Sender<ToWorker>,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let m = &shared.metrics;
+    let conn = swarmcdn_core::registry::ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    let limits = &shared.config.limits;
+    let (out_tx, mut out_rx) = mpsc::channel(limits.outgoing_queue);
+    if worker_tx
+        .send(ToWorker::Open { conn, tx: out_tx })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    m.connections.fetch_add(1, Ordering::Relaxed);
+    m.connections_total.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("connected");
+    let (mut sink, mut stream) = ws.split();
+    let mut rate = RateLimit::new(limits.messages_per_second, limits.message_burst);
+    let reason = loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(t))) => {
+                    m.messages_in.fetch_add(1, Ordering::Relaxed);
+                    if !rate.allow() {
+                        m.reject("flood");
+                        let _ = sink.send(close(CloseCode::Policy, "too many messages")).await;
+                        break "flood";
+                    }
+                    match ToTracker::from_json(t.as_bytes()) {
+                        Ok(msg) => {
+                            if worker_tx.send(ToWorker::Message { conn, msg: Box::new(msg) }).await.is_err() {
+                                break "shutdown";
+                            }
+                        }
+                        Err(e) => {
+                            m.reject("malformed");
+                            m.messages_out.fetch_add(1, Ordering::Relaxed);
+                            if sink.send(failure(e.to_string())).await.is_err() {
+                                break "write failed";
+                            }
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    m.reject("malformed");
+                    m.messages_out.fetch_add(1, Ordering::Relaxed);
+                    if sink.send(failure("binary messages are not part of the protocol".into())).await.is_err() {
+                        break "write failed";
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => break "closed by client",
+                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                Some(Err(tungstenite::Error::Capacity(_))) => {
+                    m.reject("message_too_large");
+                    let _ = sink.send(close(CloseCode::Size, "message too large")).await;
+                    break "message too large";
+                }
+                Some(Err(_)) => break "protocol error",
+            },
+            out = out_rx.recv() => match out {
+                Some(Outgoing::Text(json)) => {
+                    m.messages_out.fetch_add(1, Ordering::Relaxed);
+                    if sink.send(Message::text(json)).await.is_err() {
+                        break "write failed";
+                    }
+                }
+                None => {
+                    // The worker dropped us: our queue overflowed.
+                    m.reject("slow_consumer");
+                    let _ = sink.send(close(CloseCode::Again, "too slow")).await;
+                    break "slow consumer";
+                }
+            },
+            () = shutdown.cancelled() => {
+                let _ = sink.send(close(CloseCode::Away, "tracker shutting down")).await;
+                break "shutdown";
+            }
+        }
+    };
+    let _ = sink.close().await;
+    tracing::debug!(reason, "disconnected");
+    m.connections.fetch_sub(1, Ordering::Relaxed);
+    let _ = worker_tx.send(ToWorker::Close { conn }).await;
+}

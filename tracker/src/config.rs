@@ -1,0 +1,241 @@
+//! The tracker's configuration: TOML, every field optional with a documented default.
+//!
+//! ```toml
+//! listen = "0.0.0.0:8000"
+//!
+//! [limits]
+//! max_message_bytes = 65536
+//!
+//! [swarm]
+//! max_peers_per_swarm = 20000
+//! ```
+//!
+//! Environment overrides (applied after the file): `SWARMCDN_TRACKER_LISTEN`,
+//! `SWARMCDN_TRACKER_LOG`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use serde::{Deserialize, Serialize};
+use swarmcdn_core::registry::RegistryConfig;
+
+/// The tracker's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on, for WebSocket clients and the HTTP endpoints (`/health`,
+    /// `/stats`, `/metrics`). Default `127.0.0.1:8000`.
+    pub listen: SocketAddr,
+    /// Log filter (`tracing` env-filter syntax). Default `info`.
+    pub log: String,
+    /// Limits per connection and per address.
+    pub limits: Limits,
+    /// Swarm logic: timings and limits of the registry.
+    pub swarm: SwarmConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            log: "info".into(),
+            limits: Limits::default(),
+            swarm: SwarmConfig::default(),
+        }
+    }
+}
+
+/// Limits that protect the tracker and its other clients from one client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket message accepted, in bytes; a larger one closes the connection (code
+    /// 1009). Default 65536: an announce with 10 non-trickle offers is about 30 KB.
+    pub max_message_bytes: usize,
+    /// Messages per second a connection may send on average; beyond the burst the connection
+    /// is closed as a flood (code 1008). Default 20 (a client announcing in a few swarms, with
+    /// answers, sends far fewer).
+    pub messages_per_second: f64,
+    /// Messages a connection may send at once before the rate applies. Default 50.
+    pub message_burst: u32,
+    /// Open connections at most; more are refused with HTTP 503. Default 100000.
+    pub max_connections: usize,
+    /// Open connections per IP address at most; more are refused with HTTP 429. Default 64
+    /// (households and offices share an address).
+    pub max_connections_per_ip: usize,
+    /// Messages queued to one connection before it is dropped as too slow. Default 256.
+    pub outgoing_queue: usize,
+    /// How long shutdown waits for connections to take their close frames. Default 2 s.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            messages_per_second: 20.0,
+            message_burst: 50,
+            max_connections: 100_000,
+            max_connections_per_ip: 64,
+            outgoing_queue: 256,
+            shutdown_grace_ms: 2000,
+        }
+    }
+}
+
+/// The registry's settings (see `swarmcdn_core::registry::RegistryConfig`), durations in
+/// seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// Announce interval told to clients. Default 120.
+    pub announce_interval_secs: u64,
+    /// A peer silent this long is removed. Default 300.
+    pub peer_timeout_secs: u64,
+    /// An unanswered offer expires after this long. Default 60.
+    pub offer_ttl_secs: u64,
+    /// Offers used per announce (more are ignored). Default 10.
+    pub max_offers_per_announce: usize,
+    /// Peers per swarm (new peers are refused beyond). Default 100000.
+    pub max_peers_per_swarm: usize,
+    /// Swarms one connection may join. Default 64.
+    pub max_swarms_per_connection: usize,
+    /// Offers of one peer pending at once. Default 50.
+    pub max_pending_offers_per_peer: usize,
+    /// Swarms one scrape may name. Default 64.
+    pub max_scrape_swarms: usize,
+    /// Candidates ranked per announce. Default 64.
+    pub match_sample: usize,
+    /// Swarms with at most this many viewers always get a seed offered. Default 16.
+    pub thin_swarm_viewers: usize,
+    /// Playback positions within this many segments count as close. Default 3.
+    pub position_window: u64,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        let r = RegistryConfig::default();
+        Self {
+            announce_interval_secs: r.announce_interval.as_secs(),
+            peer_timeout_secs: r.peer_timeout.as_secs(),
+            offer_ttl_secs: r.offer_ttl.as_secs(),
+            max_offers_per_announce: r.max_offers_per_announce,
+            max_peers_per_swarm: r.max_peers_per_swarm,
+            max_swarms_per_connection: r.max_swarms_per_conn,
+            max_pending_offers_per_peer: r.max_pending_offers_per_peer,
+            max_scrape_swarms: r.max_scrape_swarms,
+            match_sample: r.match_sample,
+            thin_swarm_viewers: r.thin_swarm_viewers,
+            position_window: r.position_window,
+        }
+    }
+}
+
+impl SwarmConfig {
+    /// The registry configuration.
+    pub fn registry(&self) -> RegistryConfig {
+        RegistryConfig {
+            announce_interval: Duration::from_secs(self.announce_interval_secs),
+            peer_timeout: Duration::from_secs(self.peer_timeout_secs),
+            offer_ttl: Duration::from_secs(self.offer_ttl_secs),
+            max_offers_per_announce: self.max_offers_per_announce,
+            max_peers_per_swarm: self.max_peers_per_swarm,
+            max_swarms_per_conn: self.max_swarms_per_connection,
+            max_pending_offers_per_peer: self.max_pending_offers_per_peer,
+            max_scrape_swarms: self.max_scrape_swarms,
+            match_sample: self.match_sample,
+            thin_swarm_viewers: self.thin_swarm_viewers,
+            position_window: self.position_window,
+            ..RegistryConfig::default()
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML configuration and checks it.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text).context("parsing the configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML (what `--print-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration serializes")
+    }
+
+    /// Applies `SWARMCDN_TRACKER_LISTEN` and `SWARMCDN_TRACKER_LOG` from the environment.
+    pub fn apply_env(&mut self) -> anyhow::Result<()> {
+        if let Ok(listen) = std::env::var("SWARMCDN_TRACKER_LISTEN") {
+            self.listen = listen
+                .parse()
+                .with_context(|| format!("SWARMCDN_TRACKER_LISTEN={listen:?}"))?;
+        }
+        if let Ok(log) = std::env::var("SWARMCDN_TRACKER_LOG") {
+            self.log = log;
+        }
+        Ok(())
+    }
+
+    /// Cross-field checks, done once at startup.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        ensure!(
+            l.max_message_bytes >= 1024,
+            "limits.max_message_bytes must be at least 1024"
+        );
+        ensure!(
+            l.messages_per_second > 0.0 && l.messages_per_second.is_finite(),
+            "limits.messages_per_second must be positive"
+        );
+        ensure!(
+            l.message_burst >= 1,
+            "limits.message_burst must be at least 1"
+        );
+        ensure!(
+            l.max_connections >= 1,
+            "limits.max_connections must be at least 1"
+        );
+        ensure!(
+            l.max_connections_per_ip >= 1,
+            "limits.max_connections_per_ip must be at least 1"
+        );
+        ensure!(
+            l.outgoing_queue >= 1,
+            "limits.outgoing_queue must be at least 1"
+        );
+        swarmcdn_core::registry::Registry::new(self.swarm.registry(), 0)
+            .map(drop)
+            .map_err(|e| anyhow::anyhow!("swarm: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_config_parses_back_to_itself() {
+        let c = Config::default();
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+        assert_eq!(Config::from_toml("").unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        assert!(Config::from_toml("listn = \"127.0.0.1:1\"").is_err());
+        assert!(Config::from_toml("[limits]\nmax_mesage_bytes = 5").is_err());
+        let err = Config::from_toml("[swarm]\npeer_timeout_secs = 10").unwrap_err();
+        assert!(err.to_string().contains("peer_timeout"), "{err}");
+        assert!(Config::from_toml("[limits]\nmessages_per_second = 0.0").is_err());
+    }
+
+    #[test]
+    fn partial_files_keep_defaults() {
+        let c = Config::from_toml("[swarm]\nmax_peers_per_swarm = 7").unwrap();
+        assert_eq!(c.swarm.max_peers_per_swarm, 7);
+        assert_eq!(c.swarm.registry().max_peers_per_swarm, 7);
+        assert_eq!(c.limits, Limits::default());
+    }
+}

@@ -1,0 +1,93 @@
+//! The swarm worker: the one task that owns the registry.
+
+use std::collections::HashMap;
+
+use swarmcdn_core::registry::{ConnId, Registry, RegistryConfig, RegistryStats};
+use swarmcdn_core::time::Time;
+use swarmcdn_core::tracker_proto::ToTracker;
+use tokio::sync::{mpsc, oneshot};
+
+/// What connection tasks tell the worker.
+#[derive(Debug)]
+pub(crate) enum ToWorker {
+    /// A client connected; its replies go to `tx`.
+    Open {
+        conn: ConnId,
+        tx: mpsc::Sender<Outgoing>,
+    },
+    /// A decoded message from a client.
+    Message { conn: ConnId, msg: Box<ToTracker> },
+    /// A client is gone: its peers leave every swarm.
+    Close { conn: ConnId },
+    /// A snapshot of the registry's counters, for `/stats` and `/metrics`.
+    Stats(oneshot::Sender<RegistryStats>),
+}
+
+/// What the worker sends a connection.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A JSON message.
+    Text(String),
+}
+
+/// Asks the worker for its counters (None if it is gone).
+pub(crate) async fn stats(tx: &mpsc::Sender<ToWorker>) -> Option<RegistryStats> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(ToWorker::Stats(reply)).await.ok()?;
+    rx.await.ok()
+}
+
+/// Runs until every sender is dropped.
+pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receiver<ToWorker>) {
+    let mut registry = Registry::new(config, seed).expect("validated at startup");
+    let epoch = tokio::time::Instant::now();
+    let now = || Time::from_micros(epoch.elapsed().as_micros() as u64);
+    let mut conns: HashMap<ConnId, mpsc::Sender<Outgoing>> = HashMap::new();
+    let mut out = Vec::new();
+    loop {
+        let deadline = registry
+            .poll_timeout()
+            .map(|t| epoch + std::time::Duration::from_micros(t.as_micros()));
+        let msg = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => m,
+                None => break,
+            },
+            () = sleep_until(deadline) => {
+                registry.handle_timeout(now());
+                continue;
+            }
+        };
+        match msg {
+            ToWorker::Open { conn, tx } => {
+                conns.insert(conn, tx);
+            }
+            ToWorker::Message { conn, msg } => {
+                registry.handle_message(now(), conn, *msg, &mut out);
+            }
+            ToWorker::Close { conn } => {
+                conns.remove(&conn);
+                registry.handle_disconnect(conn);
+            }
+            ToWorker::Stats(reply) => {
+                let _ = reply.send(registry.stats());
+            }
+        }
+        for (conn, reply) in out.drain(..) {
+            let Some(tx) = conns.get(&conn) else { continue };
+            if tx.try_send(Outgoing::Text(reply.to_json())).is_err() {
+                // Full (a slow reader) or closed: drop it. Its task sees the channel close and
+                // says goodbye; its peers leave the swarms now.
+                conns.remove(&conn);
+                registry.handle_disconnect(conn);
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

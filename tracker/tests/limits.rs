@@ -1,0 +1,189 @@
+//! Every limit holds, and bad input gets a `failure reason` (or, for floods and oversized
+//! messages, a close) without affecting other clients.
+
+mod common;
+
+use common::*;
+use swarmcdn_core::tracker_proto::{Answer, FromTracker, OfferId, SessionDescription, ToTracker};
+use swarmcdn_tracker::Config;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+fn config(f: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config::default();
+    f(&mut c);
+    c
+}
+
+async fn still_works(addr: std::net::SocketAddr, client: &mut Client, s: u8, p: u8) {
+    client.send(&announce(s, p, 0)).await;
+    assert!(
+        matches!(client.recv().await, FromTracker::AnnounceResponse(_)),
+        "another client is unaffected"
+    );
+    let _ = addr;
+}
+
+#[tokio::test]
+async fn malformed_messages_get_a_failure_reason_and_the_connection_stays() {
+    let server = start(Config::default()).await;
+    let mut bad = Client::connect(server.addr).await;
+    let mut good = Client::connect(server.addr).await;
+    for junk in [
+        "{not json",
+        r#"{"action":"announce","info_hash":"short","peer_id":"bbbbbbbbbbbbbbbbbbbb"}"#,
+        r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaaa","peer_id":"bbbbbbbbbbbbbbbbbbbb"}"#,
+        r#"{"action":"dance","info_hash":"aaaaaaaaaaaaaaaaaaaa"}"#,
+        r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa"}"#,
+        r#"[1,2,3]"#,
+    ] {
+        bad.send_raw(junk).await;
+        match bad.recv().await {
+            FromTracker::Error(e) => assert!(!e.failure_reason.is_empty()),
+            other => panic!("{junk}: {other:?}"),
+        }
+    }
+    // The same connection still works, and so does the other one.
+    still_works(server.addr, &mut bad, 1, 1).await;
+    still_works(server.addr, &mut good, 1, 2).await;
+    let (_, stats) = http_get(server.addr, "/stats").await;
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(v["rejections"]["malformed"], 6);
+}
+
+#[tokio::test]
+async fn an_answer_to_an_unknown_offer_is_refused() {
+    let server = start(Config::default()).await;
+    let mut a = Client::connect(server.addr).await;
+    a.send(&announce(1, 1, 0)).await;
+    let _ = a.recv().await;
+    a.send(&ToTracker::Answer(Answer {
+        info_hash: swarm(1),
+        peer_id: peer(1),
+        to_peer_id: peer(9),
+        offer_id: OfferId([7; 20]),
+        answer: SessionDescription::answer("x"),
+        ext: None,
+    }))
+    .await;
+    let FromTracker::Error(e) = a.recv().await else {
+        panic!()
+    };
+    assert!(e.failure_reason.contains("offer"), "{}", e.failure_reason);
+}
+
+#[tokio::test]
+async fn oversized_messages_close_only_that_connection() {
+    let server = start(config(|c| c.limits.max_message_bytes = 2048)).await;
+    let mut big = Client::connect(server.addr).await;
+    let mut other = Client::connect(server.addr).await;
+    big.send_raw(&format!(
+        r#"{{"action":"scrape","pad":"{}"}}"#,
+        "x".repeat(4096)
+    ))
+    .await;
+    let frame = big.closed().await.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Size);
+    still_works(server.addr, &mut other, 1, 2).await;
+}
+
+#[tokio::test]
+async fn floods_are_closed() {
+    let server = start(config(|c| {
+        c.limits.messages_per_second = 1.0;
+        c.limits.message_burst = 3;
+    }))
+    .await;
+    let mut flood = Client::connect(server.addr).await;
+    let mut other = Client::connect(server.addr).await;
+    for _ in 0..10 {
+        flood.send_raw(r#"{"action":"scrape"}"#).await;
+    }
+    // Up to the burst, scrapes are answered; then the close comes.
+    let frame = flood.closed().await.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Policy);
+    still_works(server.addr, &mut other, 1, 2).await;
+}
+
+#[tokio::test]
+async fn connections_per_ip_and_in_total_are_limited() {
+    let server = start(config(|c| c.limits.max_connections_per_ip = 2)).await;
+    let _a = Client::connect(server.addr).await;
+    let _b = Client::connect(server.addr).await;
+    let third = tokio_tungstenite::connect_async(format!("ws://{}/", server.addr)).await;
+    match third {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
+        other => panic!("expected 429, got {:?}", other.map(|_| ())),
+    }
+    drop(_a);
+    // The slot frees up when a connection ends.
+    let mut ok = false;
+    for _ in 0..50 {
+        if tokio_tungstenite::connect_async(format!("ws://{}/", server.addr))
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ok);
+
+    let server = start(config(|c| c.limits.max_connections = 1)).await;
+    let _a = Client::connect(server.addr).await;
+    // The first connection is counted once its WebSocket is up.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    match tokio_tungstenite::connect_async(format!("ws://{}/", server.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn swarm_limits_refuse_with_a_failure_reason() {
+    let server = start(config(|c| {
+        c.swarm.max_swarms_per_connection = 1;
+        c.swarm.max_peers_per_swarm = 2;
+    }))
+    .await;
+    let mut a = Client::connect(server.addr).await;
+    a.send(&announce(1, 1, 0)).await;
+    assert!(matches!(a.recv().await, FromTracker::AnnounceResponse(_)));
+    a.send(&announce(2, 1, 0)).await;
+    let FromTracker::Error(e) = a.recv().await else {
+        panic!("too many swarms")
+    };
+    assert!(e.failure_reason.contains("swarms"), "{}", e.failure_reason);
+
+    let mut b = Client::connect(server.addr).await;
+    b.send(&announce(1, 2, 0)).await;
+    assert!(matches!(b.recv().await, FromTracker::AnnounceResponse(_)));
+    let mut c = Client::connect(server.addr).await;
+    c.send(&announce(1, 3, 0)).await;
+    let FromTracker::Error(e) = c.recv().await else {
+        panic!("swarm full")
+    };
+    assert!(e.failure_reason.contains("full"), "{}", e.failure_reason);
+}
+
+#[tokio::test]
+async fn offers_per_announce_are_capped() {
+    let server = start(config(|c| c.swarm.max_offers_per_announce = 2)).await;
+    let mut others = Vec::new();
+    for p in 10..15 {
+        let mut c = Client::connect(server.addr).await;
+        c.send(&announce(1, p, 0)).await;
+        let _ = c.recv().await;
+        others.push(c);
+    }
+    let mut a = Client::connect(server.addr).await;
+    a.send(&announce(1, 1, 5)).await;
+    let _ = a.recv().await;
+    let mut relayed = 0;
+    for c in &mut others {
+        if !c.silent().await {
+            relayed += 1;
+        }
+    }
+    assert_eq!(relayed, 2, "5 offers sent, 2 used");
+}
