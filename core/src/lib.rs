@@ -11,6 +11,7 @@
 //! - [`integrity`]: signed segment digests, verified chunk by chunk.
 //! - [`node`]: the peer state machine and its scheduler.
 //! - [`registry`]: the tracker's swarm logic (membership, matching, offer relay), sync and buffer-out.
+//! - [`rendezvous`]: which tracker instance a swarm lives on.
 //! - [`time`]: the time type the shells pass in.
 //! - [`varint`]: the LEB128 varints both binary formats use.
 //!
@@ -23,6 +24,7 @@ pub mod ids;
 pub mod integrity;
 pub mod node;
 pub mod registry;
+pub mod rendezvous;
 pub mod time;
 pub mod tracker_proto;
 pub mod varint;

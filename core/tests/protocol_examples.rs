@@ -242,3 +242,15 @@ fn signed_digest() {
         .unwrap();
     v.verify_chunk(2, &data[2048..]).unwrap();
 }
+
+#[test]
+fn rendezvous() {
+    use swarmcdn_core::rendezvous::{pick, weight};
+    let s = SwarmId([0x11; 20]);
+    assert_eq!(
+        format!("{:016x}", weight(&s, "wss://t1.example")),
+        "a52901a237d0e7e1"
+    );
+    let trackers = ["wss://t1.example", "wss://t2.example", "wss://t3.example"];
+    assert_eq!(trackers[pick(&s, &trackers).unwrap()], "wss://t2.example");
+}
