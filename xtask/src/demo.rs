@@ -19,6 +19,9 @@ pub(crate) struct DemoArgs {
     /// Port of the origin (which also serves the demo page).
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// Port of the tracker.
+    #[arg(long, default_value_t = 8000)]
+    tracker_port: u16,
 }
 
 /// The demo's child processes; killed when dropped.
@@ -76,7 +79,17 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     })?;
     util::run(
         "build the demo",
-        cargo().args(["build", "-p", "swarmcdn-tests", "--bin", "swarmcdn-origin"]),
+        cargo().args([
+            "build",
+            "-p",
+            "swarmcdn-tests",
+            "--bin",
+            "swarmcdn-origin",
+            "-p",
+            "swarmcdn-tracker",
+            "--bin",
+            "swarmcdn-tracker",
+        ]),
     )?;
     let (stop_tx, stop_rx) = mpsc::sync_channel::<()>(1);
     ctrlc::set_handler(move || {
@@ -95,6 +108,15 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
             "tests/browser",
         ]),
     )?;
+    let tracker = start(
+        &mut children,
+        "tracker",
+        Command::new("target/debug/swarmcdn-tracker").args([
+            "--listen",
+            &format!("{}:{}", args.host, args.tracker_port),
+        ]),
+    )?;
+    let tracker_http = tracker.replacen("ws://", "http://", 1);
     println!();
     println!("  SwarmCDN demo is running.");
     println!();
@@ -102,6 +124,8 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     println!("  Live playlist:       {origin}/live/master.m3u8");
     println!("  VOD playlist:        {origin}/vod/master.m3u8");
     println!("  Origin counters:     {origin}/stats");
+    println!("  Tracker (WebSocket): {tracker}");
+    println!("  Tracker stats:       {tracker_http}/stats   metrics: {tracker_http}/metrics");
     println!();
     println!("  Press Ctrl-C to stop.");
     // Wait for Ctrl-C / SIGTERM, or for a child to die.
