@@ -30,7 +30,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<()> {
                 wasm: true,
                 browser: !args.no_browser,
                 ffmpeg: true,
-                npm: !args.no_browser,
+                npm: true,
             })
         })?;
     }
@@ -64,6 +64,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<()> {
     })?;
     steps.step("wasm32 build + wasm-bindgen", wasm)?;
     steps.step("fuzz targets build", fuzz_build)?;
+    steps.step("tracker interop (npm bittorrent-tracker)", interop)?;
     if !args.no_browser {
         steps.step("browser tests", browser)?;
     }
@@ -133,6 +134,28 @@ fn fuzz_build() -> anyhow::Result<()> {
                 "--bins",
             ])
             .env("CARGO_TARGET_DIR", "target/fuzz-build"),
+    )
+}
+
+fn interop() -> anyhow::Result<()> {
+    util::run(
+        "build the tracker",
+        cargo().args([
+            "build",
+            "--locked",
+            "-p",
+            "swarmcdn-tracker",
+            "--bin",
+            "swarmcdn-tracker",
+        ]),
+    )?;
+    let root = std::env::current_dir()?;
+    util::run(
+        "tracker interop tests",
+        Command::new("node")
+            .current_dir("tracker/tests/interop")
+            .args(["--test", "--test-concurrency=1"])
+            .env("TRACKER_BIN", root.join("target/debug/swarmcdn-tracker")),
     )
 }
 
