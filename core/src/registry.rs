@@ -288,10 +288,10 @@ pub struct Registry {
     swarms: Map<SwarmId, Swarm>,
     /// The (swarm, peer) pairs each connection announced.
     conns: Map<ConnId, Vec<(SwarmId, PeerId)>>,
-    /// Offers relayed and not yet answered, by (offerer, offer id).
-    offers: Map<(PeerId, OfferId), PendingOffer>,
+    /// Offers relayed and not yet answered, by (swarm, offerer, offer id).
+    offers: Map<(SwarmId, PeerId, OfferId), PendingOffer>,
     /// Expiry order of `offers` (the TTL is fixed, so it is FIFO).
-    offer_expiry: VecDeque<(Time, PeerId, OfferId)>,
+    offer_expiry: VecDeque<(Time, SwarmId, PeerId, OfferId)>,
     next_sweep: Option<Time>,
     stats: RegistryStats,
     /// Scratch space for ranking, reused across announces.
@@ -582,11 +582,13 @@ impl Registry {
 
         let expires = now + self.config.offer_ttl;
         let mut sent = 0;
+        let mut replaced = 0;
         for (offer, to) in a.offers.into_iter().zip(chosen) {
-            let key = (a.peer_id, offer.offer_id);
+            let key = (swarm_id, a.peer_id, offer.offer_id);
             if self.offers.contains_key(&key) {
-                // A reused offer id: the first one stays pending.
-                continue;
+                // A reused offer id (or a stale one of a peer that left and came back with the
+                // same id): the newer offer replaces it.
+                replaced += 1;
             }
             let target = &swarm.peers[&to];
             out.push((
@@ -608,12 +610,12 @@ impl Registry {
                 },
             );
             self.offer_expiry
-                .push_back((expires, a.peer_id, offer.offer_id));
+                .push_back((expires, swarm_id, a.peer_id, offer.offer_id));
             sent += 1;
         }
         self.stats.offers_relayed += sent as u64;
         if let Some(me) = swarm.peers.get_mut(&a.peer_id) {
-            me.pending_offers += sent;
+            me.pending_offers = (me.pending_offers + sent).saturating_sub(replaced);
         }
     }
 
@@ -651,7 +653,7 @@ impl Registry {
                 return;
             }
         };
-        let key = (a.to_peer_id, a.offer_id);
+        let key = (a.info_hash, a.to_peer_id, a.offer_id);
         let valid = self
             .offers
             .get(&key)
@@ -746,12 +748,12 @@ impl Registry {
 
     /// Expires offers and peers that are due.
     pub fn handle_timeout(&mut self, now: Time) {
-        while let Some(&(expires, offerer, offer_id)) = self.offer_expiry.front() {
+        while let Some(&(expires, swarm, offerer, offer_id)) = self.offer_expiry.front() {
             if expires > now {
                 break;
             }
             self.offer_expiry.pop_front();
-            let key = (offerer, offer_id);
+            let key = (swarm, offerer, offer_id);
             if self.offers.get(&key).is_some_and(|o| o.expires == expires) {
                 let o = self.offers.remove(&key).expect("checked just above");
                 self.stats.offers_expired += 1;
@@ -1361,6 +1363,29 @@ mod tests {
         r.handle_announce(Time::ZERO, ConnId(1000), announce(9, 10, None), &mut out);
         assert_eq!(offers_to(&out).len(), 8);
         assert!(r.scratch.len() <= 8);
+    }
+
+    #[test]
+    fn offer_ids_are_per_swarm_and_a_returning_peer_can_reuse_them() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        // Peer 2 offers in swarm A; the offer stays unanswered and peer 2 disconnects.
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        r.handle_announce(Time::ZERO, ConnId(2), announce(2, 1, None), &mut out);
+        r.handle_disconnect(ConnId(2));
+        // The same offer id in another swarm is relayed.
+        let mut other = announce(3, 0, None);
+        other.info_hash = SwarmId([9; 20]);
+        r.handle_announce(Time::ZERO, ConnId(3), other, &mut out);
+        let mut again = announce(2, 1, None);
+        again.info_hash = SwarmId([9; 20]);
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(4), again, &mut out);
+        assert_eq!(offers_to(&out), [ConnId(3)]);
+        // And peer 2, back in swarm A on a new connection, can reuse it there too.
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(5), announce(2, 1, None), &mut out);
+        assert_eq!(offers_to(&out), [ConnId(1)]);
     }
 
     #[test]
