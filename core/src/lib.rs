@@ -13,6 +13,7 @@
 //! - [`registry`]: the tracker's swarm logic (membership, matching, offer relay), sync and buffer-out.
 //! - [`rendezvous`]: which tracker instance a swarm lives on.
 //! - [`time`]: the time type the shells pass in.
+//! - [`token`]: signed, expiring join tokens the tracker can require.
 //! - [`varint`]: the LEB128 varints both binary formats use.
 //!
 //! The formats are specified in `docs/protocol.md`.
@@ -26,6 +27,7 @@ pub mod node;
 pub mod registry;
 pub mod rendezvous;
 pub mod time;
+pub mod token;
 pub mod tracker_proto;
 pub mod varint;
 pub mod wire;

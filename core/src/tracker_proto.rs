@@ -194,6 +194,13 @@ pub struct PeerInfo {
     /// Upload slots the peer has free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_slots: Option<u32>,
+    /// A join token (`core::token`), for trackers that require one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_token"
+    )]
+    pub token: Option<String>,
 }
 
 /// An announce: join, refresh or leave a swarm, with offers for the tracker to relay.
@@ -956,6 +963,17 @@ fn de_locality<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
     match s {
         Some(s) if s.len() > MAX_LOCALITY_LEN => Err(de::Error::custom(format!(
             "locality longer than {MAX_LOCALITY_LEN} bytes"
+        ))),
+        s => Ok(s),
+    }
+}
+
+fn de_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    match s {
+        Some(s) if s.len() > crate::token::MAX_TOKEN_LEN => Err(de::Error::custom(format!(
+            "token longer than {} bytes",
+            crate::token::MAX_TOKEN_LEN
         ))),
         s => Ok(s),
     }

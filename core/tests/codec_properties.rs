@@ -47,17 +47,19 @@ fn peer_info() -> impl Strategy<Value = Option<PeerInfo>> {
             proptest::option::of("[a-z0-9-]{0,64}"),
             proptest::option::of(nat),
             proptest::option::of(any::<u32>()),
+            proptest::option::of("[0-9a-f]{0,256}"),
         )
-            .prop_map(|(role, rendition, position, locality, nat, upload_slots)| {
-                PeerInfo {
+            .prop_map(
+                |(role, rendition, position, locality, nat, upload_slots, token)| PeerInfo {
                     role,
                     rendition,
                     position,
                     locality,
                     nat,
                     upload_slots,
-                }
-            }),
+                    token,
+                },
+            ),
     )
 }
 

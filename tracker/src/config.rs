@@ -33,6 +33,8 @@ pub struct Config {
     pub limits: Limits,
     /// Swarm logic: timings and limits of the registry.
     pub swarm: SwarmConfig,
+    /// Join tokens.
+    pub tokens: Tokens,
 }
 
 impl Default for Config {
@@ -42,7 +44,32 @@ impl Default for Config {
             log: "info".into(),
             limits: Limits::default(),
             swarm: SwarmConfig::default(),
+            tokens: Tokens::default(),
         }
+    }
+}
+
+/// Join tokens (`swarmcdn_core::token`): when required, an announce must carry a valid token
+/// for its swarm, signed by one of `keys`, in the `token` field of the `swarmcdn` extension.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tokens {
+    /// Refuse announces without a valid token. Default false.
+    pub required: bool,
+    /// The issuers' ed25519 public keys, as hex (`swarmcdn-tracker keygen` makes a pair).
+    pub keys: Vec<String>,
+}
+
+impl Tokens {
+    /// The parsed keys.
+    pub fn public_keys(&self) -> anyhow::Result<Vec<swarmcdn_core::integrity::PublicKey>> {
+        self.keys
+            .iter()
+            .map(|k| {
+                k.parse()
+                    .map_err(|e| anyhow::anyhow!("tokens.keys: {k:?}: {e}"))
+            })
+            .collect()
     }
 }
 
@@ -204,6 +231,11 @@ impl Config {
         ensure!(
             l.outgoing_queue >= 1,
             "limits.outgoing_queue must be at least 1"
+        );
+        let keys = self.tokens.public_keys()?;
+        ensure!(
+            !self.tokens.required || !keys.is_empty(),
+            "tokens.required needs at least one key in tokens.keys"
         );
         swarmcdn_core::registry::Registry::new(self.swarm.registry(), 0)
             .map(drop)

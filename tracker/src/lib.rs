@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-pub use config::{Config, Limits, SwarmConfig};
+pub use config::{Config, Limits, SwarmConfig, Tokens};
 pub use metrics::Metrics;
 use worker::{Outgoing, ToWorker};
 
@@ -63,6 +63,7 @@ pub struct Tracker {
 
 struct Shared {
     config: Config,
+    token_keys: Vec<swarmcdn_core::integrity::PublicKey>,
     metrics: Metrics,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     next_conn: AtomicU64,
@@ -78,6 +79,7 @@ impl Tracker {
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
+                token_keys: config.tokens.public_keys()?,
                 config,
                 metrics: Metrics::default(),
                 per_ip: Mutex::new(HashMap::new()),
@@ -345,6 +347,30 @@ impl RateLimit {
     }
 }
 
+/// With tokens required, an announce (other than `stopped`) must carry a valid join token.
+fn check_token(shared: &Shared, msg: &ToTracker) -> Result<(), swarmcdn_core::token::TokenError> {
+    use swarmcdn_core::token::{JoinToken, TokenError};
+    use swarmcdn_core::tracker_proto::AnnounceEvent;
+    if !shared.config.tokens.required {
+        return Ok(());
+    }
+    let ToTracker::Announce(a) = msg else {
+        return Ok(());
+    };
+    if a.event == Some(AnnounceEvent::Stopped) {
+        return Ok(());
+    }
+    let token = a
+        .ext
+        .as_ref()
+        .and_then(|e| e.token.as_deref())
+        .ok_or(TokenError::Missing)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    JoinToken::verify(token, &shared.token_keys, now, &a.info_hash, &a.peer_id).map(drop)
+}
+
 fn failure(reason: String) -> Message {
     Message::text(
         FromTracker::Error(ErrorResponse {
@@ -399,6 +425,13 @@ async fn serve_ws<S>(
                         break "flood";
                     }
                     match ToTracker::from_json(t.as_bytes()) {
+                        Ok(msg) if let Err(e) = check_token(&shared, &msg) => {
+                            m.reject("bad_token");
+                            m.messages_out.fetch_add(1, Ordering::Relaxed);
+                            if sink.send(failure(e.to_string())).await.is_err() {
+                                break "write failed";
+                            }
+                        }
                         Ok(msg) => {
                             if worker_tx.send(ToWorker::Message { conn, msg: Box::new(msg) }).await.is_err() {
                                 break "shutdown";

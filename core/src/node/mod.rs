@@ -200,6 +200,12 @@ pub struct NodeConfig {
     pub send_buffer_low: u64,
     /// How long a banned peer stays banned. Default 10 min.
     pub ban_duration: Duration,
+    /// A join token for trackers that require one (`core::token`). Default none.
+    pub join_token: Option<String>,
+    /// A locality hint for the tracker's matching (a region, a network). Default none.
+    pub locality: Option<String>,
+    /// The NAT type, if the shell knows it. Default none.
+    pub nat: Option<crate::tracker_proto::NatType>,
 }
 
 impl NodeConfig {
@@ -240,6 +246,9 @@ impl NodeConfig {
             send_buffer_high: 512 << 10,
             send_buffer_low: 128 << 10,
             ban_duration: Duration::from_secs(600),
+            join_token: None,
+            locality: None,
+            nat: None,
         }
     }
 }
@@ -909,9 +918,10 @@ impl Node {
                 }),
                 rendition: self.player.map(|(p, _)| p.rendition),
                 position,
-                locality: None,
-                nat: None,
+                locality: self.config.locality.clone(),
+                nat: self.config.nat,
                 upload_slots: free_slots,
+                token: self.config.join_token.clone(),
             }),
             ..Announce::new(self.config.swarm, self.config.peer_id)
         };

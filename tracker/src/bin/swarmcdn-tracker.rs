@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use swarmcdn_tracker::{Config, Tracker};
 use tokio_util::sync::CancellationToken;
 
@@ -26,11 +26,77 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Make an ed25519 key pair for signing join tokens: prints the secret (keep it in the
+    /// issuing backend) and the public key (for `tokens.keys`).
+    Keygen,
+    /// Issue a join token (for tests and small deployments; backends sign their own).
+    Token {
+        /// The issuer's secret key, as 64 hex digits.
+        #[arg(long, env = "SWARMCDN_TOKEN_SECRET")]
+        secret: String,
+        /// The swarm id, as 40 hex digits.
+        #[arg(long)]
+        swarm: String,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Bind it to this peer id (40 hex digits).
+        #[arg(long)]
+        peer: Option<String>,
+    },
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn command(cmd: Cmd) -> anyhow::Result<()> {
+    use swarmcdn_core::integrity::DigestSigner;
+    use swarmcdn_core::token::JoinToken;
+    match cmd {
+        Cmd::Keygen => {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
+            let public = DigestSigner::from_secret(secret).public_key();
+            println!("secret = \"{}\"", hex::encode(secret));
+            println!("public = \"{public}\"");
+        }
+        Cmd::Token {
+            secret,
+            swarm,
+            ttl,
+            peer,
+        } => {
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(secret.trim(), &mut key).context("--secret: 64 hex digits")?;
+            let token = JoinToken {
+                swarm: swarm.parse().context("--swarm: 40 hex digits")?,
+                expires: unix_now() + ttl,
+                peer: peer
+                    .map(|p| p.parse())
+                    .transpose()
+                    .context("--peer: 40 hex digits")?,
+            };
+            println!("{}", token.sign(&key));
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(cmd) = args.command {
+        return command(cmd);
+    }
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
