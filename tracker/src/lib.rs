@@ -243,23 +243,37 @@ async fn handle_http(
     };
     let accept = derive_accept_key(key.as_bytes());
     let shared2 = shared.clone();
+    let ws_tasks = tasks.clone();
     tasks.spawn(async move {
-        let _guard = guard;
-        match hyper::upgrade::on(&mut req).await {
+        let upgraded = hyper::upgrade::on(&mut req).await;
+        drop(req);
+        match upgraded {
             Ok(upgraded) => {
-                let config = WebSocketConfig::default()
-                    .max_message_size(Some(shared2.config.limits.max_message_bytes))
-                    .max_frame_size(Some(shared2.config.limits.max_message_bytes));
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                let span = tracing::debug_span!("conn");
-                serve_ws(ws, shared2, worker_tx, shutdown)
-                    .instrument(span)
-                    .await;
+                // The connection runs in a task of its own: this one's future holds the
+                // request, which an idle connection should not keep.
+                ws_tasks.spawn(
+                    async move {
+                        let _guard = guard;
+                        // Small buffers: most connections idle between announces, and memory
+                        // per connection bounds how many one instance holds (the 128 KiB
+                        // defaults cost 140 KiB per idle connection).
+                        let max = shared2.config.limits.max_message_bytes;
+                        let config = WebSocketConfig::default()
+                            .max_message_size(Some(max))
+                            .max_frame_size(Some(max))
+                            .read_buffer_size(2048)
+                            .write_buffer_size(0)
+                            .max_write_buffer_size(2 * max);
+                        let ws = WebSocketStream::from_raw_socket(
+                            TokioIo::new(upgraded),
+                            Role::Server,
+                            Some(config),
+                        )
+                        .await;
+                        serve_ws(ws, shared2, worker_tx, shutdown).await;
+                    }
+                    .instrument(tracing::debug_span!("conn")),
+                );
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

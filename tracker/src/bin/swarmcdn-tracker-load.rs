@@ -1,0 +1,279 @@
+//! `swarmcdn-tracker-load`: a load generator for WebTorrent WebSocket trackers.
+//!
+//! Opens `--connections` WebSocket connections spread over `--swarms` swarms. Each connection
+//! announces with `--offers` offers, waits for the announce response, answers every offer
+//! relayed to it, and announces again at once (a closed loop), for `--duration` seconds.
+//! Reports announces/s, relayed offers/s, relayed answers/s, announce latency p50/p99, and, given
+//! the server's pid, the server's CPU time (so responses per server CPU-second) and its memory
+//! per connection while all connections are open and idle.
+//!
+//! It speaks only the WebTorrent protocol, so it measures any WebTorrent tracker the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Mutex;
+use swarmcdn_core::ids::{PeerId, SwarmId};
+use swarmcdn_core::tracker_proto::{
+    Announce, AnnounceEvent, Answer, FromTracker, Offer, OfferId, SessionDescription, ToTracker,
+};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Parser)]
+#[command(about = "Load generator for WebTorrent WebSocket trackers")]
+struct Args {
+    /// The tracker's WebSocket URL (ws://host:port[/path]).
+    #[arg(long)]
+    url: String,
+    /// Connections (one peer each).
+    #[arg(long, default_value_t = 500)]
+    connections: usize,
+    /// Swarms the peers spread over.
+    #[arg(long, default_value_t = 50)]
+    swarms: usize,
+    /// Offers per announce.
+    #[arg(long, default_value_t = 2)]
+    offers: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 15)]
+    duration: u64,
+    /// The server's process id, to measure its CPU time and memory (Linux /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A name for the report.
+    #[arg(long, default_value = "tracker")]
+    name: String,
+}
+
+#[derive(Default)]
+struct Counters {
+    announces: AtomicU64,
+    offers: AtomicU64,
+    answers: AtomicU64,
+    failures: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+/// (utime + stime) in clock ticks, and resident memory in KiB.
+fn proc_sample(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the ")" that ends the command name: state is field 3; utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((ticks, rss))
+}
+
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+fn id20(tag: u8, n: u64, k: u64) -> [u8; 20] {
+    let mut id = [tag; 20];
+    id[4..12].copy_from_slice(&n.to_be_bytes());
+    id[12..20].copy_from_slice(&k.to_be_bytes());
+    id
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let url = args.url.clone();
+    let _: SocketAddr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .context("ws://host:port")?
+        .parse()
+        .context("the URL's host:port")?;
+    let counters = Arc::new(Counters::default());
+    let running = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mem_before = args.server_pid.and_then(proc_sample).map(|s| s.1);
+
+    // Connect everyone, and announce once (no offers): the idle state.
+    let mut sockets = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        let (ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .with_context(|| format!("connection {i}"))?;
+        sockets.push(ws);
+    }
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let a = ToTracker::Announce(Announce {
+            event: Some(AnnounceEvent::Started),
+            numwant: Some(0),
+            ..Announce::new(
+                SwarmId(id20(1, (i % args.swarms) as u64, 0)),
+                PeerId(id20(2, i as u64, 0)),
+            )
+        });
+        ws.send(Message::text(a.to_json())).await?;
+    }
+    for ws in &mut sockets {
+        while let Some(m) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await? {
+            if matches!(m?, Message::Text(_)) {
+                break;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mem_idle = args.server_pid.and_then(proc_sample).map(|s| s.1);
+
+    // The closed loop.
+    let mut tasks = Vec::new();
+    for (i, ws) in sockets.into_iter().enumerate() {
+        let counters = counters.clone();
+        let running = running.clone();
+        let stop = stop.clone();
+        let offers = args.offers;
+        let swarm = SwarmId(id20(1, (i % args.swarms) as u64, 0));
+        let me = PeerId(id20(2, i as u64, 0));
+        tasks.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            let mut round: u64 = 0;
+            let mut sent_at = Instant::now();
+            let announce = |round: u64| {
+                ToTracker::Announce(Announce {
+                    numwant: Some(offers as u32),
+                    offers: (0..offers as u64)
+                        .map(|k| Offer {
+                            offer_id: OfferId(id20(3, i as u64, round * 64 + k)),
+                            offer: SessionDescription::offer(format!(
+                                "v=0\r\no=- {i} {round} IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n"
+                            )),
+                        })
+                        .collect(),
+                    ..Announce::new(swarm, me)
+                })
+            };
+            while !running.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if sink.send(Message::text(announce(round).to_json())).await.is_err() {
+                return;
+            }
+            while let Some(Ok(m)) = stream.next().await {
+                let Message::Text(t) = m else { continue };
+                let Ok(msg) = FromTracker::from_json(t.as_bytes()) else { continue };
+                let measuring = !stop.load(Ordering::Relaxed);
+                match msg {
+                    FromTracker::AnnounceResponse(_) => {
+                        if !measuring {
+                            break;
+                        }
+                        counters.announces.fetch_add(1, Ordering::Relaxed);
+                        let us = sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                        counters.latencies_us.lock().expect("not poisoned").push(us);
+                        round += 1;
+                        sent_at = Instant::now();
+                        if sink.send(Message::text(announce(round).to_json())).await.is_err() {
+                            break;
+                        }
+                    }
+                    FromTracker::Offer(o) => {
+                        if measuring {
+                            counters.offers.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let ans = ToTracker::Answer(Answer {
+                            info_hash: o.info_hash,
+                            peer_id: me,
+                            to_peer_id: o.peer_id,
+                            offer_id: o.offer_id,
+                            answer: SessionDescription::answer("v=0\r\no=- answer\r\ns=-\r\nt=0 0\r\n"),
+                            ext: None,
+                        });
+                        if sink.send(Message::text(ans.to_json())).await.is_err() {
+                            break;
+                        }
+                    }
+                    FromTracker::Answer(_) => {
+                        if measuring {
+                            counters.answers.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    FromTracker::Error(_) => {
+                        counters.failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    FromTracker::Scrape(_) => {}
+                }
+            }
+        }));
+    }
+    let cpu_before = args.server_pid.and_then(proc_sample).map(|s| s.0);
+    let start = Instant::now();
+    running.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu_after = args.server_pid.and_then(proc_sample).map(|s| s.0);
+    let announces = counters.announces.load(Ordering::Relaxed);
+    let offers = counters.offers.load(Ordering::Relaxed);
+    let answers = counters.answers.load(Ordering::Relaxed);
+    let failures = counters.failures.load(Ordering::Relaxed);
+    let mut lat = counters.latencies_us.lock().expect("not poisoned").clone();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        f64::from(lat[((lat.len() as f64 - 1.0) * p) as usize]) / 1000.0
+    };
+    let responses = announces + offers + answers;
+    println!("== {}", args.name);
+    println!(
+        "connections {}  swarms {}  offers/announce {}  {:.1} s",
+        args.connections, args.swarms, args.offers, elapsed
+    );
+    println!(
+        "announces/s {:.0}  relayed offers/s {:.0}  relayed answers/s {:.0}  failures {failures}",
+        announces as f64 / elapsed,
+        offers as f64 / elapsed,
+        answers as f64 / elapsed
+    );
+    println!(
+        "announce latency p50 {:.2} ms  p99 {:.2} ms",
+        pct(0.5),
+        pct(0.99)
+    );
+    println!("responses/s {:.0}", responses as f64 / elapsed);
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        let cpu_s = (b - a) as f64 / clock_ticks() as f64;
+        println!(
+            "server CPU {:.2} s  responses per server CPU-second {:.0}",
+            cpu_s,
+            responses as f64 / cpu_s.max(1e-9)
+        );
+    }
+    if let (Some(before), Some(idle)) = (mem_before, mem_idle) {
+        println!(
+            "server memory per idle connection {:.2} KiB (RSS {} -> {} KiB)",
+            (idle.saturating_sub(before)) as f64 / args.connections as f64,
+            before,
+            idle
+        );
+    }
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
