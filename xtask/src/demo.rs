@@ -111,10 +111,8 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let tracker = start(
         &mut children,
         "tracker",
-        Command::new("target/debug/swarmcdn-tracker").args([
-            "--listen",
-            &format!("{}:{}", args.host, args.tracker_port),
-        ]),
+        Command::new("target/debug/swarmcdn-tracker")
+            .args(["--listen", &format!("{}:{}", args.host, args.tracker_port)]),
     )?;
     let tracker_http = tracker.replacen("ws://", "http://", 1);
     println!();

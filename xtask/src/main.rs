@@ -6,6 +6,7 @@
 //! - `cargo xtask bench [args]`: the criterion benchmarks.
 //! - `cargo xtask fuzz <target> [seconds]`: one fuzz target.
 
+mod bench;
 mod demo;
 mod setup;
 mod test;
@@ -30,9 +31,10 @@ enum Command {
     Test(test::TestArgs),
     /// Start the demo and print the URL of its page.
     Demo(demo::DemoArgs),
-    /// Run the criterion benchmarks (arguments go to `cargo bench`).
+    /// Run the criterion benchmarks (arguments go to `cargo bench`), or `bench tracker
+    /// [load generator options]` for the tracker against the npm bittorrent-tracker server.
     Bench {
-        /// Arguments for `cargo bench` (e.g. `-p swarmcdn-core`).
+        /// `tracker`, or arguments for `cargo bench` (e.g. `-p swarmcdn-core`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -53,6 +55,9 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => setup::all(setup::Needs::everything()),
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench { args } if args.first().is_some_and(|a| a == "tracker") => {
+            bench::tracker(&args[1..])
+        }
         Command::Bench { args } => {
             let mut cmd = util::cargo();
             cmd.arg("bench").arg("--locked").args(&args);

@@ -168,9 +168,12 @@ pub(crate) fn npm_ci(dir: &Path) -> anyhow::Result<()> {
     }
     run(
         &format!("npm ci in {}", dir.display()),
-        Command::new("npm")
-            .current_dir(dir)
-            .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"]),
+        Command::new("npm").current_dir(dir).args([
+            "ci",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+        ]),
     )?;
     std::fs::write(&stamp, lock_text).context("writing the npm stamp")?;
     Ok(())

@@ -1,0 +1,142 @@
+//! `cargo xtask bench`: criterion benchmarks, and the tracker benchmark against the npm
+//! bittorrent-tracker server.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+
+use crate::setup::{self, Needs};
+use crate::util::{self, cargo};
+
+/// Kills a child process when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(cmd: &mut Command) -> anyhow::Result<(Killed, String)> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting a server")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .context("reading its first line")?;
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .with_context(|| format!("unexpected first line {line:?}"))?
+        .to_owned();
+    Ok((Killed(child), url))
+}
+
+fn figure(report: &str, key: &str) -> Option<f64> {
+    report.lines().find_map(|l| {
+        let i = l.find(key)?;
+        l[i + key.len()..].split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Same load against our tracker and against bittorrent-tracker; prints both and the ratios.
+pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
+    setup::all(Needs {
+        wasm: false,
+        browser: false,
+        ffmpeg: false,
+        npm: true,
+    })?;
+    util::run(
+        "build the tracker and the load generator (release)",
+        cargo().args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "swarmcdn-tracker",
+            "--bins",
+        ]),
+    )?;
+    let config = std::env::temp_dir().join("swarmcdn-bench-tracker.toml");
+    // No per-connection rate limit: the closed loop sends as fast as replies come back.
+    std::fs::write(
+        &config,
+        "log = \"warn\"\n[limits]\nmessages_per_second = 1000000.0\nmessage_burst = 1000000\n\
+         max_connections_per_ip = 1000000\n",
+    )?;
+    let load = |name: &str, url: &str, pid: u32| -> anyhow::Result<String> {
+        let out = Command::new("target/release/swarmcdn-tracker-load")
+            .args([
+                "--url",
+                url,
+                "--server-pid",
+                &pid.to_string(),
+                "--name",
+                name,
+            ])
+            .args(args)
+            .output()
+            .context("running the load generator")?;
+        if !out.status.success() {
+            bail!(
+                "load generator failed against {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        print!("{report}");
+        Ok(report)
+    };
+
+    println!(
+        "\n==> tracker benchmark (same load, one server at a time; the load generator shares the machine)"
+    );
+    let (ours, url) = start(
+        Command::new("target/release/swarmcdn-tracker")
+            .args(["--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0"]),
+    )?;
+    let a = load("swarmcdn-tracker", &url, ours.0.id())?;
+    drop(ours);
+
+    let dir = Path::new("tracker/tests/interop");
+    let (theirs, url) = start(
+        Command::new("node")
+            .current_dir(dir)
+            .arg("bench-server.mjs"),
+    )?;
+    let b = load("bittorrent-tracker (npm)", &url, theirs.0.id())?;
+    drop(theirs);
+
+    println!("\n==> ratio (swarmcdn-tracker / bittorrent-tracker)");
+    for key in [
+        "responses/s ",
+        "responses per server CPU-second ",
+        "announces/s ",
+    ] {
+        if let (Some(x), Some(y)) = (figure(&a, key), figure(&b, key)) {
+            println!(
+                "    {:<36} {:>10.0} vs {:>10.0}  = {:.2}x",
+                key.trim(),
+                x,
+                y,
+                x / y
+            );
+        }
+    }
+    let key = "server memory per idle connection ";
+    if let (Some(x), Some(y)) = (figure(&a, key), figure(&b, key)) {
+        println!(
+            "    {:<36} {:>8.2} KiB vs {:>8.2} KiB",
+            "memory per idle connection", x, y
+        );
+    }
+    Ok(())
+}
