@@ -262,7 +262,7 @@ async fn handle_http(
                             .max_message_size(Some(max))
                             .max_frame_size(Some(max))
                             .read_buffer_size(2048)
-                            .write_buffer_size(0)
+                            .write_buffer_size(16 * 1024)
                             .max_write_buffer_size(2 * max);
                         let ws = WebSocketStream::from_raw_socket(
                             TokioIo::new(upgraded),
@@ -478,8 +478,17 @@ async fn serve_ws<S>(
             },
             out = out_rx.recv() => match out {
                 Some(Outgoing::Text(json)) => {
-                    m.messages_out.fetch_add(1, Ordering::Relaxed);
-                    if sink.send(Message::text(json)).await.is_err() {
+                    // Write every message already queued, then flush once: one write for a
+                    // burst of relayed offers instead of one per message.
+                    let mut batch = 1;
+                    let mut ok = sink.feed(Message::text(json)).await.is_ok();
+                    while ok && batch < 64 {
+                        let Ok(Outgoing::Text(next)) = out_rx.try_recv() else { break };
+                        ok = sink.feed(Message::text(next)).await.is_ok();
+                        batch += 1;
+                    }
+                    m.messages_out.fetch_add(batch, Ordering::Relaxed);
+                    if !ok || sink.flush().await.is_err() {
                         break "write failed";
                     }
                 }
