@@ -168,6 +168,9 @@ fn rand_seed() -> u64 {
 
 type Body = Full<Bytes>;
 
+/// Bytes of queued messages written to a client's socket at once.
+const WRITE_BUFFER: usize = 16 * 1024;
+
 fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
@@ -262,8 +265,9 @@ async fn handle_http(
                             .max_message_size(Some(max))
                             .max_frame_size(Some(max))
                             .read_buffer_size(2048)
-                            .write_buffer_size(16 * 1024)
-                            .max_write_buffer_size(2 * max);
+                            .write_buffer_size(WRITE_BUFFER)
+                            // tungstenite requires it above the write buffer and a message.
+                            .max_write_buffer_size(WRITE_BUFFER + 2 * max);
                         let ws = WebSocketStream::from_raw_socket(
                             TokioIo::new(upgraded),
                             Role::Server,
