@@ -1402,12 +1402,8 @@ impl Node {
         };
         if let Some(h) = dl.http.take()
             && result.is_ok()
-            && h.received > 0
         {
-            let elapsed = now
-                .saturating_since(h.started)
-                .saturating_sub(self.http_ttfb);
-            self.http_rate.sample(h.received, elapsed);
+            sample_http(&mut self.http_rate, self.http_ttfb, now, &h);
         }
         dl.release(Owner::Http(id));
         match result {
@@ -1444,15 +1440,10 @@ impl Node {
         self.schedule(now);
     }
 
-    fn finish_http(&mut self, _now: Time, id: FetchId, seg: SegmentRef) {
+    fn finish_http(&mut self, now: Time, id: FetchId, seg: SegmentRef) {
         self.fetches.remove(&id);
-        if let Some(dl) = self.downloads.get_mut(&seg)
-            && let Some(h) = dl.http.take()
-        {
-            let elapsed = _now
-                .saturating_since(h.started)
-                .saturating_sub(self.http_ttfb);
-            self.http_rate.sample(h.received, elapsed);
+        if let Some(h) = self.downloads.get_mut(&seg).and_then(|dl| dl.http.take()) {
+            sample_http(&mut self.http_rate, self.http_ttfb, now, &h);
         }
     }
 
@@ -1972,8 +1963,8 @@ impl Node {
         }
     }
 
-    fn start_http(&mut self, now: Time, seg: SegmentRef, deadline: bool) {
-        // Cancel every request of this segment to peers: HTTP takes over what is missing.
+    /// Cancels every request for `seg` to neighbours.
+    fn cancel_segment_requests(&mut self, seg: SegmentRef) {
         let reqs: Vec<(PeerId, RequestId)> = self
             .peers
             .iter()
@@ -1987,6 +1978,11 @@ impl Node {
         for (pid, rid) in reqs {
             self.cancel_peer_request(pid, rid);
         }
+    }
+
+    fn start_http(&mut self, now: Time, seg: SegmentRef, deadline: bool) {
+        // HTTP takes over what is missing.
+        self.cancel_segment_requests(seg);
         let id = FetchId(self.next_fetch);
         self.next_fetch += 1;
         let dl = self.downloads.get_mut(&seg).expect("caller inserted it");
@@ -2041,19 +2037,7 @@ impl Node {
             self.fetches.remove(&h.id);
             self.transmits.push_back(Transmit::CancelHttp(h.id));
         }
-        let reqs: Vec<(PeerId, RequestId)> = self
-            .peers
-            .iter()
-            .flat_map(|(pid, p)| {
-                p.inflight
-                    .iter()
-                    .filter(|(_, r)| r.seg == seg)
-                    .map(move |(rid, _)| (*pid, *rid))
-            })
-            .collect();
-        for (pid, rid) in reqs {
-            self.cancel_peer_request(pid, rid);
-        }
+        self.cancel_segment_requests(seg);
     }
 
     fn complete(&mut self, now: Time, seg: SegmentRef) {
@@ -2370,6 +2354,16 @@ pub enum PeerEvent {
         /// Bytes still queued in the DataChannel.
         buffered: u64,
     },
+}
+
+/// Records a finished HTTP fetch's throughput (time to first byte excluded).
+fn sample_http(rate: &mut Throughput, ttfb: Duration, now: Time, h: &download::HttpFetch) {
+    if h.received > 0 {
+        rate.sample(
+            h.received,
+            now.saturating_since(h.started).saturating_sub(ttfb),
+        );
+    }
 }
 
 fn goodbye(reason: &DropReason) -> Option<Frame> {
