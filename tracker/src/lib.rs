@@ -264,7 +264,7 @@ async fn handle_http(
                         let config = WebSocketConfig::default()
                             .max_message_size(Some(max))
                             .max_frame_size(Some(max))
-                            .read_buffer_size(2048)
+                            .read_buffer_size(1024)
                             .write_buffer_size(WRITE_BUFFER)
                             // tungstenite requires it above the write buffer and a message.
                             .max_write_buffer_size(WRITE_BUFFER + 2 * max);
