@@ -10,7 +10,7 @@
 //! # use swarmcdn_core::time::Time;
 //! # use swarmcdn_core::tracker_proto::{FromTracker, ToTracker};
 //! # fn now() -> Time { Time::ZERO }
-//! # fn recv() -> (ConnId, ToTracker) { unimplemented!() }
+//! # fn recv() -> (ConnId, ToTracker) { (ConnId(1), ToTracker::Scrape(Default::default())) }
 //! # fn send(_: ConnId, _: FromTracker) {}
 //! let mut registry = Registry::new(RegistryConfig::default(), 42).unwrap();
 //! let mut out = Vec::new();

@@ -15,7 +15,10 @@
 //! # use swarmcdn_core::node::*;
 //! # use swarmcdn_core::time::Time;
 //! # fn now() -> Time { Time::ZERO }
-//! # fn config() -> NodeConfig { unimplemented!() }
+//! # fn config() -> NodeConfig {
+//! #     use swarmcdn_core::ids::{PeerId, SwarmId};
+//! #     NodeConfig::new(PeerId([1; 20]), SwarmId([2; 20]), NodeRole::Viewer, IntegrityMode::Unverified)
+//! # }
 //! # fn send(_: Transmit) {}
 //! # fn deliver(_: Event) {}
 //! # fn wait_for_input_until(_: Option<Time>) -> Option<Input> { None }
