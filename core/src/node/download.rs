@@ -64,6 +64,9 @@ pub(crate) struct Download {
     pub(crate) scout_at: Option<Time>,
     /// Set when an HTTP fetch was forced by the deadline rather than scouting.
     pub(crate) deadline_fallback: bool,
+    /// Consecutive failed HTTP fetches, and when the next may start (exponential backoff).
+    pub(crate) http_failures: u32,
+    pub(crate) retry_at: Option<Time>,
 }
 
 impl Download {
@@ -80,6 +83,8 @@ impl Download {
             p2p_bytes: 0,
             scout_at: None,
             deadline_fallback: false,
+            http_failures: 0,
+            retry_at: None,
         }
     }
 

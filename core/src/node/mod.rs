@@ -1409,12 +1409,25 @@ impl Node {
             sample_http(&mut self.http_rate, self.http_ttfb, now, &h);
         }
         dl.release(Owner::Http(id));
-        match result {
+        let incomplete = match &result {
             Ok(()) => {
-                if dl.chunks.is_empty() && dl.length.is_none() {
+                if dl.chunks.is_empty() && dl.length.is_none() && !dl.buf.is_empty() {
                     dl.length = Some(dl.buf.len() as u64);
                 }
-                if dl.is_complete() {
+                !dl.is_complete()
+            }
+            Err(_) => true,
+        };
+        if incomplete {
+            // Back off before fetching this segment again: 250 ms, doubling up to 4 s, so a
+            // failing origin is not hammered.
+            dl.http_failures += 1;
+            let backoff = Duration::from_millis(250 << (dl.http_failures - 1).min(4));
+            dl.retry_at = Some(now + backoff);
+        }
+        match result {
+            Ok(()) => {
+                if !incomplete {
                     self.complete(now, seg);
                 }
             }
@@ -1727,14 +1740,18 @@ impl Node {
             if dl.http.is_some() {
                 continue;
             }
+            let http_allowed = dl.retry_at.is_none_or(|t| t <= now);
             let missing = dl.missing_bytes(self.segment_size);
             if let Some(deadline) = deadline {
                 let switch = deadline - (self.http_estimate(missing) + self.config.http_margin);
-                if now >= switch {
-                    self.start_http(now, seg, true);
-                    continue;
+                match (now >= switch, http_allowed) {
+                    (true, true) => {
+                        self.start_http(now, seg, true);
+                        continue;
+                    }
+                    (true, false) => note(dl.retry_at.expect("set when not allowed")),
+                    (false, _) => note(switch),
                 }
-                note(switch);
             }
             let holders = self.holders(now, &seg);
             if !holders.is_empty() {
@@ -1754,6 +1771,10 @@ impl Node {
                 .min();
             if let Some(t) = busy_until {
                 note(t);
+                continue;
+            }
+            if !http_allowed {
+                note(self.downloads[&seg].retry_at.expect("set when not allowed"));
                 continue;
             }
             if self.config.role == NodeRole::Seed {

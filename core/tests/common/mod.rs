@@ -104,6 +104,8 @@ pub struct Origin {
     pub ttfb: Duration,
     pub bytes_per_segment: BTreeMap<u64, u64>,
     pub requests: u64,
+    /// Requests answered with an error (origin down, segment not published).
+    pub failed_requests: u64,
     pub bytes: u64,
     signer: DigestSigner,
     digests: HashMap<u64, SignedDigest>,
@@ -270,7 +272,7 @@ enum Ev {
     PeerMsg(usize, PeerId, Bytes),
     PeerClosed(usize, PeerId),
     HttpData(usize, swarmcdn_core::node::FetchId, u64, Option<u64>, Bytes),
-    HttpDone(usize, swarmcdn_core::node::FetchId),
+    HttpDone(usize, swarmcdn_core::node::FetchId, Option<u16>),
     Wake(usize),
     Departed(usize, PeerId, u64),
     PlayerTick(usize),
@@ -307,6 +309,7 @@ impl Harness {
             ttfb: ms(50),
             bytes_per_segment: BTreeMap::new(),
             requests: 0,
+            failed_requests: 0,
             bytes: 0,
             signer: DigestSigner::from_secret(OPERATOR_SECRET),
             digests: HashMap::new(),
@@ -557,11 +560,15 @@ impl Harness {
                     .handle_http_data(now, id, offset, total, data);
                 self.drain(n);
             }
-            Ev::HttpDone(n, id) => {
+            Ev::HttpDone(n, id, error) => {
                 if !self.nodes[n].alive || self.cancelled_fetches.contains(&(n, id.0)) {
                     return;
                 }
-                self.nodes[n].node.handle_http_done(now, id, Ok(()));
+                let result = match error {
+                    None => Ok(()),
+                    Some(code) => Err(swarmcdn_core::node::FetchError::Status(code)),
+                };
+                self.nodes[n].node.handle_http_done(now, id, result);
                 self.drain(n);
             }
             Ev::Departed(n, peer, size) => {
@@ -726,7 +733,8 @@ impl Harness {
                     // Not there (yet): a 404 after a round trip.
                     let at = now + lat * 2 + self.origin.ttfb;
                     let id = req.id;
-                    self.push(at, Ev::HttpDone(n, id));
+                    self.origin.failed_requests += 1;
+                    self.push(at, Ev::HttpDone(n, id, Some(404)));
                     return;
                 }
                 let body = self.origin.segment(seg.sequence);
@@ -755,7 +763,7 @@ impl Harness {
                     off = end;
                 }
                 self.nodes[n].down_free = t;
-                self.push(t, Ev::HttpDone(n, req.id));
+                self.push(t, Ev::HttpDone(n, req.id, None));
                 // The origin publishes digests: the shell fetches the sidecar with the segment.
                 let d = self.origin.digest(seg.sequence);
                 let node = &mut self.nodes[n].node;
