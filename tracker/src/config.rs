@@ -10,8 +10,9 @@
 //! max_peers_per_swarm = 20000
 //! ```
 //!
-//! Environment overrides (applied after the file): `SWARMCDN_TRACKER_LISTEN`,
-//! `SWARMCDN_TRACKER_LOG`.
+//! Environment overrides (applied after the file, before `--listen`): `SWARMCDN_TRACKER_LISTEN`,
+//! `SWARMCDN_TRACKER_LOG`, and `SWARMCDN_TRACKER__<SECTION>__<FIELD>` for any field (see
+//! [`Config::apply_env_from`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -93,8 +94,16 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Messages queued to one connection before it is dropped as too slow. Default 256.
     pub outgoing_queue: usize,
+    /// A write to one client (a batch of queued messages, or a close frame) that does not
+    /// finish in this long drops the connection: a client that stops reading cannot hold its
+    /// slot forever. Default 10 s.
+    pub write_timeout_ms: u64,
     /// How long shutdown waits for connections to take their close frames. Default 2 s.
     pub shutdown_grace_ms: u64,
+    /// How long a new TCP connection may take to send its HTTP request head (the WebSocket
+    /// upgrade or a `/metrics` request) before it is closed, so idle sockets cannot pile up
+    /// unaccounted (slowloris). Default 10 s.
+    pub header_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -106,7 +115,9 @@ impl Default for Limits {
             max_connections: 100_000,
             max_connections_per_ip: 64,
             outgoing_queue: 256,
+            write_timeout_ms: 10_000,
             shutdown_grace_ms: 2000,
+            header_timeout_ms: 10_000,
         }
     }
 }
@@ -192,16 +203,80 @@ impl Config {
         toml::to_string_pretty(self).expect("the configuration serializes")
     }
 
-    /// Applies `SWARMCDN_TRACKER_LISTEN` and `SWARMCDN_TRACKER_LOG` from the environment.
+    /// Applies overrides from the process environment (see [`Config::apply_env_from`]).
     pub fn apply_env(&mut self) -> anyhow::Result<()> {
-        if let Ok(listen) = std::env::var("SWARMCDN_TRACKER_LISTEN") {
-            self.listen = listen
-                .parse()
-                .with_context(|| format!("SWARMCDN_TRACKER_LISTEN={listen:?}"))?;
+        self.apply_env_from(std::env::vars())
+    }
+
+    /// Applies overrides from `(name, value)` pairs, in this order:
+    /// - `SWARMCDN_TRACKER_LISTEN` and `SWARMCDN_TRACKER_LOG` set `listen` and `log`;
+    /// - `SWARMCDN_TRACKER__<SECTION>__<FIELD>` (double underscores; the prefix in capitals, the
+    ///   section and field names in any case) sets any field, e.g.
+    ///   `SWARMCDN_TRACKER__LIMITS__MAX_CONNECTIONS_PER_IP=1000`, in the order of their names.
+    ///   The value is read as a TOML value (`1000`, `2.5`, `true`, `["a"]`), else as a string.
+    ///
+    /// Unknown names and values of the wrong type are errors, as in the file; on an error the
+    /// configuration is left as it was.
+    pub fn apply_env_from(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<()> {
+        let mut new = self.clone();
+        let mut generic = Vec::new();
+        for (name, value) in vars {
+            match name.as_str() {
+                "SWARMCDN_TRACKER_LISTEN" => {
+                    new.listen = value
+                        .parse()
+                        .with_context(|| format!("SWARMCDN_TRACKER_LISTEN={value:?}"))?;
+                }
+                "SWARMCDN_TRACKER_LOG" => new.log = value,
+                _ if name.starts_with(ENV_PREFIX) => generic.push((name, value)),
+                _ => {}
+            }
         }
-        if let Ok(log) = std::env::var("SWARMCDN_TRACKER_LOG") {
-            self.log = log;
+        // Sorted, so that the result does not depend on the environment's order.
+        generic.sort();
+        for (name, value) in generic {
+            let path = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+            let keys: Vec<&str> = path.split("__").collect();
+            let (field, sections) = keys.split_last().expect("split yields at least one item");
+            let mut table = toml::Table::try_from(&new).context("the configuration as TOML")?;
+            let mut t = &mut table;
+            for section in sections {
+                t = t
+                    .get_mut(*section)
+                    .and_then(toml::Value::as_table_mut)
+                    .with_context(|| format!("{name}: no section {section:?}"))?;
+            }
+            match t.get(*field) {
+                None => anyhow::bail!("{name}: no field {field:?}"),
+                Some(toml::Value::Table(_)) => {
+                    anyhow::bail!("{name}: {field:?} is a section, name one of its fields")
+                }
+                Some(_) => {}
+            }
+            let parsed = env_value(&value);
+            let as_string = !parsed.is_str();
+            t.insert((*field).to_owned(), parsed);
+            new = match table.clone().try_into() {
+                Ok(config) => config,
+                // `log = "true"`: a value that reads as TOML may still be meant as a string.
+                Err(_) if as_string => {
+                    t_insert(
+                        &mut table,
+                        sections,
+                        field,
+                        toml::Value::String(value.clone()),
+                    );
+                    table
+                        .try_into()
+                        .with_context(|| format!("{name}={value:?}"))?
+                }
+                Err(e) => return Err(e).with_context(|| format!("{name}={value:?}")),
+            };
         }
+        *self = new;
         Ok(())
     }
 
@@ -232,6 +307,14 @@ impl Config {
             l.outgoing_queue >= 1,
             "limits.outgoing_queue must be at least 1"
         );
+        ensure!(
+            l.write_timeout_ms >= 1,
+            "limits.write_timeout_ms must be at least 1"
+        );
+        ensure!(
+            l.header_timeout_ms >= 1,
+            "limits.header_timeout_ms must be at least 1"
+        );
         let keys = self.tokens.public_keys()?;
         ensure!(
             !self.tokens.required || !keys.is_empty(),
@@ -241,6 +324,29 @@ impl Config {
             .map(drop)
             .map_err(|e| anyhow::anyhow!("swarm: {e}"))
     }
+}
+
+/// Prefix of the generic environment overrides.
+const ENV_PREFIX: &str = "SWARMCDN_TRACKER__";
+
+/// Sets `sections.field` in `table` (the sections exist: checked by the caller).
+fn t_insert(table: &mut toml::Table, sections: &[&str], field: &str, value: toml::Value) {
+    let mut t = table;
+    for section in sections {
+        t = t
+            .get_mut(*section)
+            .and_then(toml::Value::as_table_mut)
+            .expect("the caller checked the section exists");
+    }
+    t.insert(field.to_owned(), value);
+}
+
+/// An environment value as TOML: a number, boolean or array if it parses as one, else a string.
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
 }
 
 #[cfg(test)]
@@ -261,6 +367,60 @@ mod tests {
         let err = Config::from_toml("[swarm]\npeer_timeout_secs = 10").unwrap_err();
         assert!(err.to_string().contains("peer_timeout"), "{err}");
         assert!(Config::from_toml("[limits]\nmessages_per_second = 0.0").is_err());
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_any_field() {
+        let mut c = Config::default();
+        c.apply_env_from(env(&[
+            ("SWARMCDN_TRACKER_LISTEN", "127.0.0.1:9"),
+            ("SWARMCDN_TRACKER_LOG", "debug"),
+            ("SWARMCDN_TRACKER__LIMITS__MAX_CONNECTIONS_PER_IP", "1000"),
+            ("SWARMCDN_TRACKER__LIMITS__MESSAGES_PER_SECOND", "2.5"),
+            ("swarmcdn_tracker__swarm__max_peers_per_swarm", "9"),
+            ("SWARMCDN_TRACKER__TOKENS__REQUIRED", "false"),
+            ("SWARMCDN_TRACKER__TOKENS__KEYS", "[]"),
+            ("PATH", "/bin"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(c.log, "debug");
+        assert_eq!(c.limits.max_connections_per_ip, 1000);
+        assert_eq!(c.limits.messages_per_second, 2.5);
+        // Lower case does not match the prefix: ignored.
+        assert_eq!(c.swarm, SwarmConfig::default());
+        // A string field from a bare word.
+        c.apply_env_from(env(&[(
+            "SWARMCDN_TRACKER__LOG",
+            "warn,swarmcdn_tracker=debug",
+        )]))
+        .unwrap();
+        assert_eq!(c.log, "warn,swarmcdn_tracker=debug");
+        // The result round-trips like a file.
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn bad_environment_overrides_are_refused() {
+        let mut c = Config::default();
+        for bad in [
+            ("SWARMCDN_TRACKER__LIMITS__NO_SUCH_FIELD", "1"),
+            ("SWARMCDN_TRACKER__NOSECTION__FIELD", "1"),
+            ("SWARMCDN_TRACKER__LIMITS__MAX_CONNECTIONS", "many"),
+            ("SWARMCDN_TRACKER__LIMITS", "1"),
+            ("SWARMCDN_TRACKER_LISTEN", "nowhere"),
+        ] {
+            let err = c.apply_env_from(env(&[bad])).unwrap_err();
+            assert!(format!("{err:#}").contains(bad.0), "{bad:?}: {err:#}");
+        }
+        assert_eq!(c, Config::default(), "a refused override changes nothing");
     }
 
     #[test]

@@ -33,7 +33,8 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use swarmcdn_core::registry::ConnId;
 use swarmcdn_core::tracker_proto::{ErrorResponse, FromTracker, ToTracker};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -65,8 +66,15 @@ struct Shared {
     config: Config,
     token_keys: Vec<swarmcdn_core::integrity::PublicKey>,
     metrics: Metrics,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    slots: Mutex<Slots>,
     next_conn: AtomicU64,
+}
+
+/// WebSocket connections held, from the upgrade response to the end of the connection task.
+#[derive(Default)]
+struct Slots {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 impl Tracker {
@@ -82,7 +90,7 @@ impl Tracker {
                 token_keys: config.tokens.public_keys()?,
                 config,
                 metrics: Metrics::default(),
-                per_ip: Mutex::new(HashMap::new()),
+                slots: Mutex::new(Slots::default()),
                 next_conn: AtomicU64::new(1),
             }),
         })
@@ -119,9 +127,11 @@ impl Tracker {
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
             let worker_tx = worker_tx.clone();
+            let conn_shutdown = shutdown.clone();
             let shutdown = shutdown.clone();
             let conn_tasks = tasks.clone();
             tasks.spawn(async move {
+                let header_timeout = Duration::from_millis(shared.config.limits.header_timeout_ms);
                 let service = service_fn(move |req| {
                     let shared = shared.clone();
                     let worker_tx = worker_tx.clone();
@@ -134,9 +144,21 @@ impl Tracker {
                     }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
-                if let Err(e) = conn.await {
+                let mut conn = std::pin::pin!(conn);
+                // An upgraded connection has left hyper (the future is done); a plain HTTP one
+                // (a metrics scraper's keep-alive) finishes its request and closes on shutdown.
+                let res = tokio::select! {
+                    res = conn.as_mut() => res,
+                    () = conn_shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = res {
                     tracing::debug!(error = %e, "http connection ended with an error");
                 }
             });
@@ -226,25 +248,28 @@ async fn handle_http(
             "missing Sec-WebSocket-Key\n",
         );
     };
-    // Connection limits, checked before the upgrade.
-    if m.connections.load(Ordering::Relaxed) as usize >= shared.config.limits.max_connections {
-        m.reject("too_many_connections");
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "too many connections\n",
-        );
-    }
-    let ip = peer.ip();
-    let Some(guard) = IpGuard::take(&shared, ip) else {
-        m.reject("too_many_connections_per_ip");
-        return text(
-            StatusCode::TOO_MANY_REQUESTS,
-            "text/plain",
-            "too many connections from your address\n",
-        );
+    // Connection limits, checked (and the slot taken) before the upgrade is answered.
+    let guard = match ConnGuard::take(&shared, peer.ip()) {
+        Ok(guard) => guard,
+        Err(Refusal::Total) => {
+            m.reject("too_many_connections");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "too many connections\n",
+            );
+        }
+        Err(Refusal::PerIp) => {
+            m.reject("too_many_connections_per_ip");
+            return text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "text/plain",
+                "too many connections from your address\n",
+            );
+        }
     };
     let accept = derive_accept_key(key.as_bytes());
+    let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let shared2 = shared.clone();
     let ws_tasks = tasks.clone();
     tasks.spawn(async move {
@@ -274,9 +299,9 @@ async fn handle_http(
                             Some(config),
                         )
                         .await;
-                        serve_ws(ws, shared2, worker_tx, shutdown).await;
+                        serve_ws(ws, conn, shared2, worker_tx, shutdown).await;
                     }
-                    .instrument(tracing::debug_span!("conn")),
+                    .instrument(tracing::debug_span!("conn", id = conn.0)),
                 );
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
@@ -300,34 +325,46 @@ async fn handle_http(
     r
 }
 
-/// Counts a connection against its IP address for as long as it lives.
-struct IpGuard {
+/// Why a connection was refused at the upgrade.
+enum Refusal {
+    Total,
+    PerIp,
+}
+
+/// Holds a connection slot (in total and for its IP address) for as long as it lives.
+struct ConnGuard {
     shared: Arc<Shared>,
     ip: IpAddr,
 }
 
-impl IpGuard {
-    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
-        let mut per_ip = shared.per_ip.lock().expect("not poisoned");
-        let n = per_ip.entry(ip).or_default();
-        if *n >= shared.config.limits.max_connections_per_ip {
-            return None;
+impl ConnGuard {
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Result<Self, Refusal> {
+        let limits = &shared.config.limits;
+        let mut slots = shared.slots.lock().expect("not poisoned");
+        if slots.total >= limits.max_connections {
+            return Err(Refusal::Total);
         }
-        *n += 1;
-        Some(Self {
+        let n = slots.per_ip.get(&ip).copied().unwrap_or(0);
+        if n >= limits.max_connections_per_ip {
+            return Err(Refusal::PerIp);
+        }
+        slots.total += 1;
+        slots.per_ip.insert(ip, n + 1);
+        Ok(Self {
             shared: shared.clone(),
             ip,
         })
     }
 }
 
-impl Drop for IpGuard {
+impl Drop for ConnGuard {
     fn drop(&mut self) {
-        let mut per_ip = self.shared.per_ip.lock().expect("not poisoned");
-        if let Some(n) = per_ip.get_mut(&self.ip) {
+        let mut slots = self.shared.slots.lock().expect("not poisoned");
+        slots.total -= 1;
+        if let Some(n) = slots.per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                per_ip.remove(&self.ip);
+                slots.per_ip.remove(&self.ip);
             }
         }
     }
@@ -389,6 +426,29 @@ fn check_token(shared: &Shared, msg: &ToTracker) -> Result<(), swarmcdn_core::to
     JoinToken::verify(token, &shared.token_keys, now, &a.info_hash, &a.peer_id).map(drop)
 }
 
+/// Why a write to a client did not complete.
+#[derive(Debug, PartialEq, Eq)]
+enum WriteError {
+    Failed,
+    TimedOut,
+}
+
+/// Runs a write to the client, at most `timeout` long: a client that stops reading cannot hold
+/// its connection task (and its slot) forever.
+async fn write<E>(
+    timeout: Duration,
+    f: impl Future<Output = Result<(), E>>,
+) -> Result<(), WriteError> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteError::Failed),
+        Err(_) => Err(WriteError::TimedOut),
+    }
+}
+
+/// Longest wait for a close frame to go out: it is a courtesy, and the socket may be stuck.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 fn failure(reason: String) -> Message {
     Message::text(
         FromTracker::Error(ErrorResponse {
@@ -410,6 +470,7 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
 /// One WebSocket client, from the upgrade to the close.
 async fn serve_ws<S>(
     ws: WebSocketStream<S>,
+    conn: ConnId,
     shared: Arc<Shared>,
     worker_tx: mpsc::Sender<ToWorker>,
     shutdown: CancellationToken,
@@ -417,8 +478,9 @@ async fn serve_ws<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let m = &shared.metrics;
-    let conn = swarmcdn_core::registry::ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let limits = &shared.config.limits;
+    let wt = Duration::from_millis(limits.write_timeout_ms);
+    let ct = wt.min(CLOSE_TIMEOUT);
     let (out_tx, mut out_rx) = mpsc::channel(limits.outgoing_queue);
     if worker_tx
         .send(ToWorker::Open { conn, tx: out_tx })
@@ -435,18 +497,20 @@ async fn serve_ws<S>(
     let reason = loop {
         tokio::select! {
             frame = stream.next() => match frame {
+                // Every frame counts against the message rate (announces, answers, scrapes,
+                // pings), except the client's own close.
+                Some(Ok(ref msg)) if !msg.is_close() && !rate.allow() => {
+                    m.reject("flood");
+                    let _ = write(ct, sink.send(close(CloseCode::Policy, "too many messages"))).await;
+                    break "flood";
+                }
                 Some(Ok(Message::Text(t))) => {
                     m.messages_in.fetch_add(1, Ordering::Relaxed);
-                    if !rate.allow() {
-                        m.reject("flood");
-                        let _ = sink.send(close(CloseCode::Policy, "too many messages")).await;
-                        break "flood";
-                    }
                     match ToTracker::from_json(t.as_bytes()) {
                         Ok(msg) if let Err(e) = check_token(&shared, &msg) => {
                             m.reject("bad_token");
                             m.messages_out.fetch_add(1, Ordering::Relaxed);
-                            if sink.send(failure(e.to_string())).await.is_err() {
+                            if write(wt, sink.send(failure(e.to_string()))).await.is_err() {
                                 break "write failed";
                             }
                         }
@@ -458,16 +522,17 @@ async fn serve_ws<S>(
                         Err(e) => {
                             m.reject("malformed");
                             m.messages_out.fetch_add(1, Ordering::Relaxed);
-                            if sink.send(failure(e.to_string())).await.is_err() {
+                            if write(wt, sink.send(failure(e.to_string()))).await.is_err() {
                                 break "write failed";
                             }
                         }
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
+                    m.messages_in.fetch_add(1, Ordering::Relaxed);
                     m.reject("malformed");
                     m.messages_out.fetch_add(1, Ordering::Relaxed);
-                    if sink.send(failure("binary messages are not part of the protocol".into())).await.is_err() {
+                    if write(wt, sink.send(failure("binary messages are not part of the protocol".into()))).await.is_err() {
                         break "write failed";
                     }
                 }
@@ -475,7 +540,7 @@ async fn serve_ws<S>(
                 Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                 Some(Err(tungstenite::Error::Capacity(_))) => {
                     m.reject("message_too_large");
-                    let _ = sink.send(close(CloseCode::Size, "message too large")).await;
+                    let _ = write(ct, sink.send(close(CloseCode::Size, "message too large"))).await;
                     break "message too large";
                 }
                 Some(Err(_)) => break "protocol error",
@@ -485,31 +550,43 @@ async fn serve_ws<S>(
                     // Write every message already queued, then flush once: one write for a
                     // burst of relayed offers instead of one per message.
                     let mut batch = 1;
-                    let mut ok = sink.feed(Message::text(json)).await.is_ok();
-                    while ok && batch < 64 {
-                        let Ok(Outgoing::Text(next)) = out_rx.try_recv() else { break };
-                        ok = sink.feed(Message::text(next)).await.is_ok();
-                        batch += 1;
-                    }
+                    let written = write(wt, async {
+                        sink.feed(Message::text(json)).await?;
+                        while batch < 64 {
+                            let Ok(Outgoing::Text(next)) = out_rx.try_recv() else { break };
+                            sink.feed(Message::text(next)).await?;
+                            batch += 1;
+                        }
+                        sink.flush().await
+                    })
+                    .await;
                     m.messages_out.fetch_add(batch, Ordering::Relaxed);
-                    if !ok || sink.flush().await.is_err() {
-                        break "write failed";
+                    match written {
+                        Ok(()) => {}
+                        Err(WriteError::Failed) => break "write failed",
+                        Err(WriteError::TimedOut) => {
+                            // Not reading: no point in a close frame either.
+                            m.reject("slow_consumer");
+                            break "write timed out";
+                        }
                     }
                 }
                 None => {
                     // The worker dropped us: our queue overflowed.
                     m.reject("slow_consumer");
-                    let _ = sink.send(close(CloseCode::Again, "too slow")).await;
+                    let _ = write(ct, sink.send(close(CloseCode::Again, "too slow"))).await;
                     break "slow consumer";
                 }
             },
             () = shutdown.cancelled() => {
-                let _ = sink.send(close(CloseCode::Away, "tracker shutting down")).await;
+                let _ = write(ct, sink.send(close(CloseCode::Away, "tracker shutting down"))).await;
                 break "shutdown";
             }
         }
     };
-    let _ = sink.close().await;
+    if reason != "write timed out" {
+        let _ = write(ct, sink.close()).await;
+    }
     tracing::debug!(reason, "disconnected");
     m.connections.fetch_sub(1, Ordering::Relaxed);
     let _ = worker_tx.send(ToWorker::Close { conn }).await;

@@ -63,7 +63,11 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
                 conns.insert(conn, tx);
             }
             ToWorker::Message { conn, msg } => {
-                registry.handle_message(now(), conn, *msg, &mut out);
+                // A connection dropped as a slow reader may still have messages in flight:
+                // ignore them, or its peers would rejoin swarms until its `Close` arrives.
+                if conns.contains_key(&conn) {
+                    registry.handle_message(now(), conn, *msg, &mut out);
+                }
             }
             ToWorker::Close { conn } => {
                 conns.remove(&conn);
@@ -89,5 +93,92 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use swarmcdn_core::ids::{PeerId, SwarmId};
+    use swarmcdn_core::tracker_proto::{Announce, AnnounceEvent, Scrape};
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn announce(peer: u8) -> Box<ToTracker> {
+        Box::new(ToTracker::Announce(Announce {
+            event: Some(AnnounceEvent::Started),
+            ..Announce::new(SwarmId([1; 20]), PeerId([peer; 20]))
+        }))
+    }
+
+    fn scrape() -> Box<ToTracker> {
+        Box::new(ToTracker::Scrape(Scrape {
+            info_hashes: vec![SwarmId([1; 20])],
+        }))
+    }
+
+    /// A connection that does not drain its queue is dropped (its peers leave), and the worker
+    /// keeps serving the others; messages it still sends afterwards are ignored.
+    #[tokio::test]
+    async fn a_full_outgoing_queue_drops_only_that_connection() {
+        let (tx, rx) = mpsc::channel(16);
+        let worker = tokio::spawn(run(RegistryConfig::default(), 1, rx));
+        let (slow_tx, mut slow_rx) = mpsc::channel(1);
+        let (fast_tx, mut fast_rx) = mpsc::channel(16);
+        let (slow, fast) = (ConnId(1), ConnId(2));
+        tx.send(ToWorker::Open {
+            conn: slow,
+            tx: slow_tx,
+        })
+        .await
+        .unwrap();
+        tx.send(ToWorker::Open {
+            conn: fast,
+            tx: fast_tx,
+        })
+        .await
+        .unwrap();
+        // The announce reply fills the slow queue; the scrape reply overflows it.
+        for msg in [announce(1), scrape(), announce(1)] {
+            tx.send(ToWorker::Message { conn: slow, msg })
+                .await
+                .unwrap();
+        }
+        tx.send(ToWorker::Message {
+            conn: fast,
+            msg: announce(2),
+        })
+        .await
+        .unwrap();
+        let Outgoing::Text(first) = tokio::time::timeout(WAIT, slow_rx.recv())
+            .await
+            .unwrap()
+            .expect("the reply that fitted");
+        assert!(first.contains("interval"), "{first}");
+        assert!(
+            tokio::time::timeout(WAIT, slow_rx.recv())
+                .await
+                .unwrap()
+                .is_none(),
+            "the slow connection's queue is closed"
+        );
+        let Outgoing::Text(reply) = tokio::time::timeout(WAIT, fast_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            reply.contains("\"incomplete\":1"),
+            "only the fast peer is left: {reply}"
+        );
+        let s = tokio::time::timeout(WAIT, stats(&tx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.swarms, s.peers), (1, 1));
+        drop(tx);
+        tokio::time::timeout(WAIT, worker).await.unwrap().unwrap();
     }
 }

@@ -4,8 +4,10 @@
 mod common;
 
 use common::*;
+use futures_util::SinkExt;
 use swarmcdn_core::tracker_proto::{Answer, FromTracker, OfferId, SessionDescription, ToTracker};
 use swarmcdn_tracker::Config;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn config(f: impl FnOnce(&mut Config)) -> Config {
@@ -84,6 +86,32 @@ async fn oversized_messages_close_only_that_connection() {
     let frame = big.closed().await.expect("a close frame");
     assert_eq!(frame.code, CloseCode::Size);
     still_works(server.addr, &mut other, 1, 2).await;
+
+    // The limit is on the whole message: fragments each under it do not get around it.
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let mut fragmented = Client::connect(server.addr).await;
+    let part = "x".repeat(1000);
+    let mut frames = vec![Frame::message(
+        format!(r#"{{"action":"scrape","pad":"{part}"#),
+        OpCode::Data(Data::Text),
+        false,
+    )];
+    for _ in 0..4 {
+        frames.push(Frame::message(
+            part.clone(),
+            OpCode::Data(Data::Continue),
+            false,
+        ));
+    }
+    for f in frames {
+        // The server may close before the last fragment is written.
+        if fragmented.ws.send(Message::Frame(f)).await.is_err() {
+            break;
+        }
+    }
+    let frame = fragmented.closed().await.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Size);
 }
 
 #[tokio::test]
@@ -102,6 +130,21 @@ async fn floods_are_closed() {
     let frame = flood.closed().await.expect("a close frame");
     assert_eq!(frame.code, CloseCode::Policy);
     still_works(server.addr, &mut other, 1, 2).await;
+
+    // Pings count too: they cost a pong each.
+    let mut pinger = Client::connect(server.addr).await;
+    for _ in 0..10 {
+        pinger
+            .ws
+            .send(Message::Ping(Vec::new().into()))
+            .await
+            .unwrap();
+    }
+    let frame = pinger.closed().await.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Policy);
+    let (_, stats) = http_get(server.addr, "/stats").await;
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(v["rejections"]["flood"], 2);
 }
 
 #[tokio::test]
@@ -131,8 +174,7 @@ async fn connections_per_ip_and_in_total_are_limited() {
 
     let server = start(config(|c| c.limits.max_connections = 1)).await;
     let _a = Client::connect(server.addr).await;
-    // The first connection is counted once its WebSocket is up.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The slot is taken before the upgrade is answered: no wait needed.
     match tokio_tungstenite::connect_async(format!("ws://{}/", server.addr)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
         other => panic!("expected 503, got {:?}", other.map(|_| ())),
@@ -186,4 +228,25 @@ async fn offers_per_announce_are_capped() {
         }
     }
     assert_eq!(relayed, 2, "5 offers sent, 2 used");
+}
+
+#[tokio::test]
+async fn a_silent_tcp_connection_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let server = start(config(|c| c.limits.header_timeout_ms = 200)).await;
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 256];
+    // EOF (or a reset), with at most an error response: never a hang.
+    let read = tokio::time::timeout(WAIT, async {
+        loop {
+            match idle.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "closed within the header timeout");
+    let mut other = Client::connect(server.addr).await;
+    still_works(server.addr, &mut other, 1, 1).await;
 }

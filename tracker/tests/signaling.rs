@@ -164,3 +164,65 @@ async fn shutdown_closes_clients_with_a_close_frame() {
         .unwrap();
     assert!(res.is_ok());
 }
+
+#[tokio::test]
+async fn the_root_and_announce_paths_both_speak_websocket() {
+    let server = start(Config::default()).await;
+    for url in [
+        format!("ws://{}", server.addr),
+        format!("ws://{}/", server.addr),
+        format!("ws://{}/announce", server.addr),
+    ] {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+            .await
+            .expect("connect in time")
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let mut c = Client { ws };
+        c.send(&announce(1, 1, 0)).await;
+        assert!(
+            matches!(c.recv().await, FromTracker::AnnounceResponse(_)),
+            "{url}"
+        );
+        c.send(&ToTracker::Announce({
+            let ToTracker::Announce(mut a) = announce(1, 1, 0) else {
+                unreachable!()
+            };
+            a.event = Some(AnnounceEvent::Stopped);
+            a
+        }))
+        .await;
+        let _ = c.recv().await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_idle_http_keep_alive_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = Config::default();
+    config.limits.shutdown_grace_ms = 30_000;
+    let mut server = start(config).await;
+    // A metrics scraper keeps its connection open between scrapes.
+    let mut scraper = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    scraper
+        .write_all(b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, scraper.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    server.shutdown.cancel();
+    let task = server.task.take().unwrap();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the server stops well before the 30 s grace period")
+        .unwrap()
+        .unwrap();
+    let n = tokio::time::timeout(WAIT, scraper.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection was closed");
+}
