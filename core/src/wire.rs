@@ -351,12 +351,13 @@ impl Availability {
         byte < self.bitmap.len() as u64 && self.bitmap[byte as usize] & (1 << (bit % 8)) != 0
     }
 
-    /// The marked sequence numbers, ascending.
+    /// The marked sequence numbers, ascending. Bits that would lie beyond `u64::MAX` (a
+    /// `base` near the end of the range, from a hostile peer) are ignored.
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.bitmap.iter().enumerate().flat_map(move |(i, &b)| {
             (0..8u64)
                 .filter(move |bit| b & (1 << bit) != 0)
-                .map(move |bit| self.base + 8 * i as u64 + bit)
+                .filter_map(move |bit| self.base.checked_add(8 * i as u64 + bit))
         })
     }
 }
@@ -925,6 +926,18 @@ mod tests {
         assert!(a.contains(100) && a.contains(101) && a.contains(103) && a.contains(115));
         assert!(!a.contains(99) && !a.contains(102) && !a.contains(116) && !a.contains(0));
         assert_eq!(a.iter().collect::<Vec<_>>(), [100, 101, 103, 115]);
+    }
+
+    #[test]
+    fn availability_near_the_end_of_the_range_does_not_overflow() {
+        let a = Availability {
+            rendition: RenditionId([1; 8]),
+            base: u64::MAX,
+            bitmap: Bytes::from_static(&[0b11, 0xff]),
+        };
+        assert_eq!(a.iter().collect::<Vec<_>>(), [u64::MAX]);
+        assert!(a.contains(u64::MAX));
+        assert!(!a.contains(0));
     }
 
     #[test]

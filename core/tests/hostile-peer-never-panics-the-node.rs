@@ -59,6 +59,14 @@ fn frame() -> impl Strategy<Value = Frame> {
         proptest::collection::vec(seq(), 0..8).prop_map(|s| Frame::Have(
             Availability::from_sequences(RENDITION, s.into_iter().filter(|x| *x < 1 << 40))
         )),
+        // Any base, up to u64::MAX, with any bitmap.
+        (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..16)).prop_map(|(base, b)| {
+            Frame::Have(Availability {
+                rendition: RENDITION,
+                base: u64::MAX - base % 64,
+                bitmap: Bytes::from(b),
+            })
+        }),
         (
             proptest::collection::vec(seq(), 0..5),
             proptest::collection::vec(seq(), 0..5)
