@@ -1,0 +1,338 @@
+//! The seed node's configuration: TOML, every field optional with a documented default
+//! (`peer-node seed --print-config` prints them all).
+//!
+//! ```toml
+//! trackers = ["ws://tracker.example:8000"]
+//! key_file = "seed.key"
+//!
+//! [[streams]]
+//! url = "http://origin.example/live/master.m3u8"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use serde::{Deserialize, Serialize};
+use swarmcdn_core::integrity::{PublicKey, TrustedKeys};
+
+use crate::http::Timeouts;
+use crate::rtc::RtcConfig;
+
+/// The default log filter.
+pub const DEFAULT_LOG: &str =
+    "info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
+
+/// The seed node's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Log filter (`tracing` env-filter syntax). Default [`DEFAULT_LOG`]: `info`, with the
+    /// WebRTC stack's own chatter (benign warnings on every closed connection) at `error`.
+    pub log: String,
+    /// Tracker WebSocket URLs; each swarm uses the one chosen by rendezvous hashing (the
+    /// same function every client uses), then the next ones on failure. Default none
+    /// (origin pulling and signing only).
+    pub trackers: Vec<String>,
+    /// The ed25519 secret key file written by `peer-node keygen`. Required.
+    pub key_file: PathBuf,
+    /// Public keys (hex) of other seeds whose digests this one accepts too.
+    pub trusted_keys: Vec<String>,
+    /// `/metrics`, `/stats` and `/health` listen here. Default `127.0.0.1:9300`.
+    pub metrics_listen: SocketAddr,
+    /// The streams to follow from start.
+    pub streams: Vec<StreamConfig>,
+    /// WebRTC.
+    pub webrtc: WebRtc,
+    /// Memory cache.
+    pub cache: Cache,
+    /// Upload limits.
+    pub upload: Upload,
+    /// Origin requests.
+    pub origin: Origin,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            log: DEFAULT_LOG.into(),
+            trackers: Vec::new(),
+            key_file: PathBuf::from("seed.key"),
+            trusted_keys: Vec::new(),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9300)),
+            streams: Vec::new(),
+            webrtc: WebRtc::default(),
+            cache: Cache::default(),
+            upload: Upload::default(),
+            origin: Origin::default(),
+        }
+    }
+}
+
+/// A stream to follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// The master (or only) playlist.
+    pub url: String,
+    /// The operator's id for the stream (players must use the same); default: the URL
+    /// without its query makes the swarm id.
+    #[serde(default)]
+    pub content_id: Option<String>,
+}
+
+/// WebRTC settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebRtc {
+    /// Local UDP addresses for host candidates (`IP:0`: a port per connection). Default
+    /// `["0.0.0.0:0"]`.
+    pub udp: Vec<String>,
+    /// STUN/TURN URLs. Default none.
+    pub ice_servers: Vec<String>,
+    /// Bytes a DataChannel may hold unsent. Default 4 MiB.
+    pub send_buffer_bytes: usize,
+    /// SCTP receive window. Default 4 MiB.
+    pub receive_window_bytes: u32,
+    /// Seconds an offer waits for an answer. Default 60.
+    pub offer_timeout_secs: u64,
+    /// Neighbours at most. Default 200.
+    pub max_peers: usize,
+}
+
+impl Default for WebRtc {
+    fn default() -> Self {
+        let r = RtcConfig::default();
+        Self {
+            udp: r.udp_addrs,
+            ice_servers: r.ice_servers,
+            send_buffer_bytes: r.send_buffer_limit,
+            receive_window_bytes: r.receive_window,
+            offer_timeout_secs: 60,
+            max_peers: 200,
+        }
+    }
+}
+
+impl WebRtc {
+    /// As the WebRTC layer takes it.
+    pub fn rtc(&self) -> RtcConfig {
+        RtcConfig {
+            udp_addrs: self.udp.clone(),
+            ice_servers: self.ice_servers.clone(),
+            send_buffer_limit: self.send_buffer_bytes,
+            receive_window: self.receive_window_bytes,
+            ..RtcConfig::default()
+        }
+    }
+}
+
+/// The memory cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cache {
+    /// Bytes of segments kept per stream. Default 1 GiB.
+    pub max_bytes: u64,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self { max_bytes: 1 << 30 }
+    }
+}
+
+/// Upload limits per stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upload {
+    /// Viewers served at once. Default 64.
+    pub slots: usize,
+    /// Cap in bytes per second, 0 for none. Default 0.
+    pub rate_bytes_per_sec: u64,
+}
+
+impl Default for Upload {
+    fn default() -> Self {
+        Self {
+            slots: 64,
+            rate_bytes_per_sec: 0,
+        }
+    }
+}
+
+/// Origin requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Origin {
+    /// Milliseconds until a response's head. Default 10000.
+    pub first_byte_timeout_ms: u64,
+    /// Milliseconds a body may pause. Default 10000.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        let t = Timeouts::default();
+        Self {
+            first_byte_timeout_ms: u64::try_from(t.first_byte.as_millis()).unwrap_or(10_000),
+            idle_timeout_ms: u64::try_from(t.idle.as_millis()).unwrap_or(10_000),
+        }
+    }
+}
+
+impl Origin {
+    /// As the HTTP client takes them.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            first_byte: Duration::from_millis(self.first_byte_timeout_ms),
+            idle: Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let c: Self =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Cross-field checks.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for t in &self.trackers {
+            ensure!(
+                t.starts_with("ws://") || t.starts_with("wss://"),
+                "trackers: {t:?} is not a ws:// or wss:// URL"
+            );
+        }
+        for s in &self.streams {
+            url::Url::parse(&s.url).with_context(|| format!("streams: bad url {:?}", s.url))?;
+        }
+        ensure!(self.upload.slots > 0, "upload.slots must be at least 1");
+        ensure!(
+            self.webrtc.max_peers > 0,
+            "webrtc.max_peers must be at least 1"
+        );
+        ensure!(
+            !self.webrtc.udp.is_empty(),
+            "webrtc.udp must list an address"
+        );
+        ensure!(self.cache.max_bytes > 0, "cache.max_bytes must be positive");
+        self.trusted()?;
+        Ok(())
+    }
+
+    /// The other trusted keys.
+    pub fn trusted(&self) -> anyhow::Result<TrustedKeys> {
+        let keys: Vec<PublicKey> = self
+            .trusted_keys
+            .iter()
+            .map(|k| {
+                k.parse()
+                    .map_err(|e| anyhow::anyhow!("trusted_keys: {k:?}: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(TrustedKeys::new(keys))
+    }
+}
+
+/// Reads a secret key file (64 hex digits, surrounding whitespace ignored).
+pub fn read_secret(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    let bytes = hex::decode(text.trim()).with_context(|| format!("{}: not hex", path.display()))?;
+    bytes.try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "{}: a secret key is 32 bytes (64 hex digits)",
+            path.display()
+        )
+    })
+}
+
+/// Writes a new key pair: the secret to `path` (mode 0600), the public key to `path.pub`.
+/// Returns the public key.
+pub fn keygen(path: &Path) -> anyhow::Result<PublicKey> {
+    ensure!(
+        !path.exists(),
+        "{} exists: not overwriting a key",
+        path.display()
+    );
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let public = swarmcdn_core::integrity::DigestSigner::from_secret(secret).public_key();
+    write_private(path, &format!("{}\n", hex::encode(secret)))?;
+    let mut pub_path = path.as_os_str().to_owned();
+    pub_path.push(".pub");
+    std::fs::write(&pub_path, format!("{public}\n"))
+        .with_context(|| format!("cannot write {}", PathBuf::from(&pub_path).display()))?;
+    Ok(public)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_unknown_fields_fail() {
+        let c = Config::default();
+        let text = toml::to_string(&c).unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        assert!(toml::from_str::<Config>("colour = 1").is_err());
+        assert!(toml::from_str::<Config>("[cache]\nmax = 1").is_err());
+    }
+
+    #[test]
+    fn checks() {
+        let mut c = Config {
+            trackers: vec!["http://x".into()],
+            ..Config::default()
+        };
+        assert!(c.check().unwrap_err().to_string().contains("ws://"));
+        c.trackers = vec!["ws://x:1".into()];
+        c.trusted_keys = vec!["zz".into()];
+        assert!(c.check().unwrap_err().to_string().contains("trusted_keys"));
+        c.trusted_keys.clear();
+        c.upload.slots = 0;
+        assert!(c.check().is_err());
+    }
+
+    #[test]
+    fn keygen_writes_a_usable_pair() {
+        let dir = std::env::temp_dir().join(format!("swarmcdn-keygen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("seed.key");
+        let public = keygen(&path).unwrap();
+        let secret = read_secret(&path).unwrap();
+        assert_eq!(
+            swarmcdn_core::integrity::DigestSigner::from_secret(secret).public_key(),
+            public
+        );
+        let pub_text = std::fs::read_to_string(dir.join("seed.key.pub")).unwrap();
+        assert_eq!(pub_text.trim().parse::<PublicKey>().unwrap(), public);
+        assert!(keygen(&path).is_err(), "never overwrites");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

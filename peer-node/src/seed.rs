@@ -1,0 +1,396 @@
+//! The seed service: a node loop per configured stream, playlist pullers for every rendition,
+//! and the `/metrics`, `/stats` and `/health` endpoint.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use swarmcdn_core::node::{IntegrityMode, NodeConfig, NodeRole, UploadConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StreamConfig};
+use crate::driver::{self, LoopConfig, NodeHandle};
+use crate::http::HttpClient;
+use crate::puller::{self, PullStats};
+
+/// One followed stream.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    /// The configured stream.
+    pub config: StreamConfig,
+    /// Its node loop.
+    pub node: NodeHandle,
+    /// Playlist counters.
+    pub pulls: Arc<PullStats>,
+    /// Renditions followed.
+    pub renditions: usize,
+}
+
+/// A running seed.
+#[derive(Debug, Default)]
+pub struct Seed {
+    /// The streams followed (filled as each stream's playlist loads).
+    pub streams: std::sync::Mutex<Vec<Followed>>,
+    /// Playlist counters of streams that did not load yet.
+    pub pending: std::sync::Mutex<Vec<(StreamConfig, Arc<PullStats>)>>,
+}
+
+/// Runs the seed until `shutdown`. `ready` gets the metrics address once bound.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    config.check()?;
+    let secret = crate::config::read_secret(&config.key_file)?;
+    let trusted = config.trusted()?;
+    let http = HttpClient::new(config.origin.timeouts());
+    let seed = Arc::new(Seed::default());
+    let listener = TcpListener::bind(config.metrics_listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    if let Some(r) = ready {
+        let _ = r.send(addr);
+    }
+    let peer_id = crate::random_peer_id()?;
+    let mut tasks = Vec::new();
+    for stream in &config.streams {
+        let stats = Arc::new(PullStats::default());
+        seed.pending
+            .lock()
+            .expect("not poisoned")
+            .push((stream.clone(), stats.clone()));
+        tasks.push(tokio::spawn(follow_stream(
+            config.clone(),
+            stream.clone(),
+            peer_id,
+            IntegrityMode::Sign {
+                secret,
+                trusted: trusted.clone(),
+            },
+            http.clone(),
+            seed.clone(),
+            stats,
+            shutdown.clone(),
+        )));
+    }
+    serve_metrics(listener, seed.clone(), shutdown.clone()).await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn follow_stream(
+    config: Config,
+    stream: StreamConfig,
+    peer_id: swarmcdn_core::ids::PeerId,
+    integrity: IntegrityMode,
+    http: HttpClient,
+    seed: Arc<Seed>,
+    pulls: Arc<PullStats>,
+    shutdown: CancellationToken,
+) {
+    let Ok(url) = url::Url::parse(&stream.url) else {
+        return;
+    };
+    // The origin may not be up yet: keep trying (each failure is logged and counted).
+    let loaded = loop {
+        let attempt = puller::load_stream(&http, &url, stream.content_id.as_deref(), 3, &pulls);
+        tokio::select! {
+            r = attempt => match r {
+                Ok(s) => break s,
+                Err(e) => tracing::error!(stream = %url, error = %e, "cannot load stream; retrying in 10 s"),
+            },
+            () = shutdown.cancelled() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    };
+    let mut nc = NodeConfig::new(peer_id, loaded.swarm, NodeRole::Seed, integrity);
+    nc.cache_bytes = config.cache.max_bytes;
+    nc.max_peers = config.webrtc.max_peers;
+    nc.upload = UploadConfig {
+        enabled: true,
+        slots: config.upload.slots,
+        rate: (config.upload.rate_bytes_per_sec > 0).then_some(config.upload.rate_bytes_per_sec),
+        ..nc.upload
+    };
+    let lc = LoopConfig {
+        trackers: crate::tracker::ranked(&loaded.swarm, &config.trackers),
+        rtc: config.webrtc.rtc(),
+        offer_timeout: Duration::from_secs(config.webrtc.offer_timeout_secs),
+    };
+    let (node, task) = match driver::spawn(nc, lc, http.clone(), shutdown.clone()) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the node");
+            return;
+        }
+    };
+    tracing::info!(stream = %url, swarm = %loaded.swarm.to_hex(), renditions = loaded.renditions.len(), "following stream");
+    for r in &loaded.renditions {
+        tokio::spawn(puller::follow(
+            http.clone(),
+            r.clone(),
+            node.inputs(),
+            None,
+            pulls.clone(),
+            shutdown.clone(),
+        ));
+    }
+    {
+        seed.pending
+            .lock()
+            .expect("not poisoned")
+            .retain(|(s, _)| *s != stream);
+        seed.streams.lock().expect("not poisoned").push(Followed {
+            config: stream,
+            node,
+            pulls,
+            renditions: loaded.renditions.len(),
+        });
+    }
+    let _ = task.await;
+}
+
+async fn serve_metrics(listener: TcpListener, seed: Arc<Seed>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let seed = seed.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let seed = seed.clone();
+                async move { Ok::<_, Infallible>(respond(&seed, req.uri().path())) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+        });
+    }
+}
+
+fn respond(seed: &Seed, path: &str) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match path {
+        "/health" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            prometheus_text(seed),
+        ),
+        "/stats" => (StatusCode::OK, "application/json", stats_json(seed)),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+/// The Prometheus text of a seed's counters, one series per stream (label `swarm`).
+pub fn prometheus_text(seed: &Seed) -> String {
+    let streams = seed.streams.lock().expect("not poisoned").clone();
+    let mut out = String::new();
+    type Get = fn(&Followed) -> u64;
+    let series: [(&str, &str, &str, Get); 11] = [
+        (
+            "swarmcdn_seed_origin_bytes_total",
+            "counter",
+            "Segment bytes fetched from the origin.",
+            |f| {
+                f.node
+                    .published
+                    .stats
+                    .lock()
+                    .expect("not poisoned")
+                    .http_bytes
+            },
+        ),
+        (
+            "swarmcdn_seed_origin_requests_total",
+            "counter",
+            "Segment requests to the origin.",
+            |f| {
+                f.node
+                    .published
+                    .stats
+                    .lock()
+                    .expect("not poisoned")
+                    .http_requests
+            },
+        ),
+        (
+            "swarmcdn_seed_playlist_requests_total",
+            "counter",
+            "Playlist requests to the origin.",
+            |f| f.pulls.requests.load(Ordering::Relaxed),
+        ),
+        (
+            "swarmcdn_seed_playlist_errors_total",
+            "counter",
+            "Playlist loads that failed.",
+            |f| f.pulls.errors.load(Ordering::Relaxed),
+        ),
+        (
+            "swarmcdn_seed_served_bytes_total",
+            "counter",
+            "Segment bytes sent to peers.",
+            |f| {
+                f.node
+                    .published
+                    .stats
+                    .lock()
+                    .expect("not poisoned")
+                    .p2p_bytes_up
+            },
+        ),
+        (
+            "swarmcdn_seed_peer_bytes_in_total",
+            "counter",
+            "Verified segment bytes received from peers.",
+            |f| {
+                f.node
+                    .published
+                    .stats
+                    .lock()
+                    .expect("not poisoned")
+                    .p2p_bytes_down
+            },
+        ),
+        (
+            "swarmcdn_seed_peers",
+            "gauge",
+            "Connected neighbours.",
+            |f| f.node.published.stats.lock().expect("not poisoned").peers as u64,
+        ),
+        (
+            "swarmcdn_seed_integrity_failures_total",
+            "counter",
+            "Chunks from peers that failed verification.",
+            |f| {
+                f.node
+                    .published
+                    .stats
+                    .lock()
+                    .expect("not poisoned")
+                    .integrity_failures
+            },
+        ),
+        (
+            "swarmcdn_seed_cache_bytes",
+            "gauge",
+            "Bytes in the segment cache.",
+            |f| {
+                f.node
+                    .published
+                    .stats
+                    .lock()
+                    .expect("not poisoned")
+                    .cache_bytes
+            },
+        ),
+        (
+            "swarmcdn_seed_cache_segments",
+            "gauge",
+            "Segments in the cache.",
+            |f| {
+                f.node
+                    .published
+                    .stats
+                    .lock()
+                    .expect("not poisoned")
+                    .cached_segments as u64
+            },
+        ),
+        (
+            "swarmcdn_seed_pending_offers",
+            "gauge",
+            "WebRTC offers waiting for an answer.",
+            |f| {
+                *f.node
+                    .published
+                    .pending_offers
+                    .lock()
+                    .expect("not poisoned") as u64
+            },
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for f in &streams {
+            let _ = writeln!(
+                out,
+                "{name}{{swarm=\"{}\"}} {}",
+                f.node.swarm.to_hex(),
+                get(f)
+            );
+        }
+    }
+    let pending = seed.pending.lock().expect("not poisoned").len();
+    let _ = writeln!(
+        out,
+        "# HELP swarmcdn_seed_streams_pending Configured streams whose playlist did not load yet.\n# TYPE swarmcdn_seed_streams_pending gauge\nswarmcdn_seed_streams_pending {pending}"
+    );
+    out
+}
+
+fn stats_json(seed: &Seed) -> String {
+    let streams = seed.streams.lock().expect("not poisoned").clone();
+    let list: Vec<serde_json::Value> = streams
+        .iter()
+        .map(|f| {
+            let s = f.node.published.stats.lock().expect("not poisoned").clone();
+            serde_json::json!({
+                "url": f.config.url,
+                "swarm": f.node.swarm.to_hex(),
+                "renditions": f.renditions,
+                "origin_bytes": s.http_bytes,
+                "origin_requests": s.http_requests,
+                "served_bytes": s.p2p_bytes_up,
+                "peer_bytes_in": s.p2p_bytes_down,
+                "peers": s.peers,
+                "integrity_failures": s.integrity_failures,
+                "cache_bytes": s.cache_bytes,
+                "cached_segments": s.cached_segments,
+                "playlist_requests": f.pulls.requests.load(Ordering::Relaxed),
+                "playlist_errors": f.pulls.errors.load(Ordering::Relaxed),
+                "last_playlist_error": f.pulls.last_error.lock().expect("not poisoned").clone(),
+            })
+        })
+        .collect();
+    let pending: Vec<serde_json::Value> = seed
+        .pending
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .map(|(s, p)| {
+            serde_json::json!({
+                "url": s.url,
+                "playlist_errors": p.errors.load(Ordering::Relaxed),
+                "last_playlist_error": p.last_error.lock().expect("not poisoned").clone(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "streams": list, "pending": pending }).to_string()
+}
