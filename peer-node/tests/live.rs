@@ -1,0 +1,122 @@
+//! End to end on loopback: origin, tracker, seed node and headless viewers as real processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, metric, serial};
+
+#[test]
+fn seed_and_five_viewers_play_a_minute_of_live_mostly_from_peers() {
+    let _guard = serial();
+    let h = Harness::start("five");
+    let (_seed, metrics) = h.seed("seed");
+    std::thread::sleep(Duration::from_secs(2));
+    let mut viewers: Vec<_> = (0..5)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(500));
+            h.viewer(&format!("viewer{i}"), 60, &[])
+        })
+        .collect();
+    let mut total_http = 0;
+    let mut total_p2p = 0;
+    for v in &mut viewers {
+        let r = h.report(v);
+        let name = v.name.clone();
+        eprintln!(
+            "{name}: startup {:?} ms, stalls {}, http {} p2p {} ({:.1}%), up {}",
+            r.startup_ms,
+            r.stalls,
+            r.http_bytes,
+            r.p2p_bytes,
+            r.p2p_share() * 100.0,
+            r.uploaded_bytes
+        );
+        assert_eq!(r.stalls, 0, "{name} stalled");
+        assert_eq!(r.integrity_failures, 0, "{name}");
+        assert!(r.played_ms >= 55_000, "{name} played {} ms", r.played_ms);
+        h.check_segments(&name, &r);
+        total_http += r.http_bytes;
+        total_p2p += r.p2p_bytes;
+    }
+    let share = total_p2p as f64 / (total_http + total_p2p) as f64;
+    let (requests, bytes, distinct) = h.origin_copies();
+    let copies = bytes as f64 / distinct as f64;
+    eprintln!(
+        "viewers' P2P share {:.1}%; origin: {requests} segment requests, {:.2} copies per segment",
+        share * 100.0,
+        copies
+    );
+    assert!(share >= 0.90, "P2P share {share}");
+    assert!(copies <= 1.5, "origin served {copies} copies per segment");
+    assert!(metric(metrics, "swarmcdn_seed_served_bytes_total").unwrap_or(0.0) > 0.0);
+}
+
+#[test]
+fn a_viewer_bans_a_neighbour_that_sends_corrupt_chunks_and_plays_only_good_bytes() {
+    let _guard = serial();
+    let h = Harness::start("corrupt");
+    let (_seed, _) = h.seed("seed");
+    std::thread::sleep(Duration::from_secs(1));
+    // The liar joins first, so it holds segments when the honest viewer arrives.
+    let mut liar = h.viewer("liar", 40, &["--corrupt-uploads"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let mut honest: Vec<_> = (0..2)
+        .map(|i| h.viewer(&format!("honest{i}"), 30, &[]))
+        .collect();
+    let mut failures = 0;
+    for v in &mut honest {
+        let r = h.report(v);
+        let name = v.name.clone();
+        eprintln!(
+            "{name}: stalls {}, integrity failures {}, p2p {:.1}%",
+            r.stalls,
+            r.integrity_failures,
+            r.p2p_share() * 100.0
+        );
+        assert_eq!(r.stalls, 0, "{name} stalled");
+        h.check_segments(&name, &r);
+        failures += r.integrity_failures;
+    }
+    let _ = h.report(&mut liar);
+    assert!(failures > 0, "the liar was never asked for data: the test proves nothing");
+    for v in &honest {
+        let log = std::fs::read_to_string(h.dir.join(format!("{}.log", v.name))).unwrap();
+        if log.contains("failed verification") {
+            assert!(log.contains("Integrity"), "{} did not drop the liar:\n{log}", v.name);
+        }
+    }
+}
+
+#[test]
+fn viewers_play_on_when_the_seed_is_killed() {
+    let _guard = serial();
+    let h = Harness::start("kill");
+    let (mut seed, _) = h.seed("seed");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut viewers: Vec<_> = (0..3)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(500));
+            h.viewer(&format!("viewer{i}"), 40, &[])
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(15));
+    let before = h.origin.stats().snapshot().segment_requests;
+    seed.kill();
+    for v in &mut viewers {
+        let r = h.report(v);
+        let name = v.name.clone();
+        eprintln!(
+            "{name}: stalls {}, http {} p2p {} ({:.1}%)",
+            r.stalls,
+            r.http_bytes,
+            r.p2p_bytes,
+            r.p2p_share() * 100.0
+        );
+        assert_eq!(r.stalls, 0, "{name} stalled after the seed died");
+        assert!(r.played_ms >= 35_000, "{name} played {} ms", r.played_ms);
+        h.check_segments(&name, &r);
+    }
+    // Without the seed the viewers fetched new segments from the origin themselves.
+    assert!(h.origin.stats().snapshot().segment_requests > before);
+}
