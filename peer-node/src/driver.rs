@@ -667,7 +667,11 @@ impl Loop {
                 tracing::info!(peer = %peer.to_hex(), seed, "neighbour connected");
             }
             Event::PeerDropped { peer, reason } => {
-                tracing::info!(peer = %peer.to_hex(), ?reason, "neighbour dropped");
+                if reason == swarmcdn_core::node::DropReason::Integrity {
+                    tracing::warn!(peer = %peer.to_hex(), "neighbour dropped and banned: it sent corrupt data");
+                } else {
+                    tracing::info!(peer = %peer.to_hex(), ?reason, "neighbour dropped");
+                }
             }
             Event::IntegrityFailure { peer, segment } => {
                 tracing::warn!(peer = %peer.to_hex(), sequence = segment.sequence, "neighbour sent a chunk that failed verification");

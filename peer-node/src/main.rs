@@ -187,6 +187,8 @@ async fn view(v: ViewArgs) -> anyhow::Result<()> {
         .get(v.rendition)
         .with_context(|| format!("the stream has {} renditions", stream.renditions.len()))?
         .clone();
+    // A media playlist that cannot be used is an error now, not a silent wait.
+    puller::load_media(&http, &rendition, 3, &pulls).await?;
     let mut nc = NodeConfig::new(
         swarmcdn_peer_node::random_peer_id()?,
         stream.swarm,

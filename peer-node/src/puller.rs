@@ -66,6 +66,40 @@ pub async fn load_stream(
     anyhow::bail!("{last}")
 }
 
+/// Loads one media playlist, retrying network failures `attempts` times with backoff; a
+/// playlist that does not parse is an error at once.
+pub async fn load_media(
+    http: &HttpClient,
+    rendition: &Rendition,
+    attempts: u32,
+    stats: &PullStats,
+) -> anyhow::Result<MediaPlaylist> {
+    let url = &rendition.playlist_url;
+    let mut backoff = Duration::from_millis(500);
+    let mut last = String::new();
+    for attempt in 0..attempts.max(1) {
+        if attempt > 0 {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(8));
+        }
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        match http.get_bytes(url, MAX_PLAYLIST_BYTES).await {
+            Ok(text) => {
+                return hls::parse_media(url, &text, rendition.id).map_err(|e| {
+                    stats.failed(&e.to_string());
+                    anyhow::anyhow!("{e}")
+                });
+            }
+            Err(e) => {
+                last = format!("cannot load {url}: {e}");
+                tracing::warn!("{last}");
+                stats.failed(&last);
+            }
+        }
+    }
+    anyhow::bail!("{last}")
+}
+
 /// Follows one rendition's media playlist until `shutdown` (or, for VOD, until loaded):
 /// each load goes to the node loop and to `latest`.
 pub async fn follow(

@@ -149,8 +149,13 @@ impl Harness {
 
     /// Starts a seed following the live stream; returns once its metrics endpoint is up.
     pub fn seed(&self, name: &str) -> (Proc, SocketAddr) {
+        self.seed_with(name, "")
+    }
+
+    /// A seed with more configuration (TOML sections appended).
+    pub fn seed_with(&self, name: &str, extra: &str) -> (Proc, SocketAddr) {
         let config = format!(
-            "trackers = [{:?}]\nkey_file = {:?}\nmetrics_listen = \"127.0.0.1:0\"\n\n[[streams]]\nurl = {:?}\n\n[webrtc]\nudp = [\"127.0.0.1:0\"]\n",
+            "trackers = [{:?}]\nkey_file = {:?}\nmetrics_listen = \"127.0.0.1:0\"\n\n[[streams]]\nurl = {:?}\n\n[webrtc]\nudp = [\"127.0.0.1:0\"]\n{extra}",
             self.tracker_url(),
             self.dir.join("seed.key"),
             self.stream_url()
@@ -207,7 +212,8 @@ impl Harness {
     /// Waits for a viewer to finish and reads its report.
     pub fn report(&self, p: &mut Proc) -> Report {
         let status = p.child.wait().unwrap();
-        let log = std::fs::read_to_string(self.dir.join(format!("{}.log", p.name))).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.dir.join(format!("{}.log", p.name))).unwrap_or_default();
         assert!(status.success(), "{} failed: {status}\n{log}", p.name);
         let text = std::fs::read_to_string(self.dir.join(format!("{}.json", p.name))).unwrap();
         serde_json::from_str(&text).unwrap()
@@ -273,7 +279,11 @@ pub fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     text.lines()
