@@ -11,6 +11,7 @@
 //! - [`viewer`]: the headless player.
 //! - [`seed`]: the seed service with its metrics endpoint.
 
+pub mod bench;
 pub mod config;
 pub mod driver;
 pub mod hls;

@@ -46,6 +46,18 @@ enum Command {
     },
     /// Play a stream headless and report.
     View(ViewArgs),
+    /// Measure DataChannel throughput on loopback: one sender to N receivers in this process.
+    BenchDatachannels {
+        /// Receivers.
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Message size in bytes (at most 262144).
+        #[arg(long, default_value_t = 65536)]
+        message: usize,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,10 +142,29 @@ fn main() -> anyhow::Result<()> {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let task = tokio::spawn(seed::run(config, shutdown.clone(), Some(tx)));
                 if let Ok(addr) = rx.await {
-                    println!("metrics on http://{addr}/metrics");
+                    // Scripts wait for this line (`/metrics`, `/stats`, `/health` are there).
+                    println!("listening on http://{addr}");
                 }
                 task.await.context("seed task")?
             })
+        }
+        Command::BenchDatachannels {
+            connections,
+            seconds,
+            message,
+        } => {
+            init_logs("error");
+            anyhow::ensure!(
+                (1..=262_144).contains(&message),
+                "--message must be 1..=262144"
+            );
+            let r = rt.block_on(swarmcdn_peer_node::bench::run(
+                connections,
+                seconds,
+                message,
+            ))?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
         }
         Command::View(v) => {
             init_logs(&swarmcdn_peer_node::config::DEFAULT_LOG.replacen("info", "warn", 1));

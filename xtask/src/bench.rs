@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: criterion benchmarks, and the tracker benchmark against the npm
-//! bittorrent-tracker server.
+//! `cargo xtask bench`: criterion benchmarks, the tracker benchmark against the npm
+//! bittorrent-tracker server, and the seed's DataChannel benchmark.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -139,4 +139,77 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// DataChannel egress of this build: one sender to 1, 10 and 100 receivers on loopback.
+pub(crate) fn seed(args: &[String]) -> anyhow::Result<()> {
+    let seconds = args
+        .windows(2)
+        .find(|w| w[0] == "--seconds")
+        .and_then(|w| w[1].parse::<u64>().ok())
+        .unwrap_or(6);
+    util::run(
+        "build the peer node (release)",
+        cargo().args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "swarmcdn-peer-node",
+            "--bin",
+            "peer-node",
+        ]),
+    )?;
+    println!();
+    println!(
+        "  DataChannel egress on loopback, sender and receivers in one process on this machine"
+    );
+    println!("  (so the receivers' CPU is counted too), webrtc-rs with the seed's settings:");
+    println!();
+    println!(
+        "  {:>11} {:>9} {:>11} {:>10} {:>14} {:>9}",
+        "connections", "message", "Mbit/s", "setup s", "RSS/pair KiB", "CPU/s"
+    );
+    for (n, message) in [
+        (1usize, 65536usize),
+        (1, 262_144),
+        (10, 65536),
+        (100, 65536),
+    ] {
+        let out = Command::new("target/release/peer-node")
+            .args(["bench-datachannels", "--connections", &n.to_string()])
+            .args([
+                "--seconds",
+                &seconds.to_string(),
+                "--message",
+                &message.to_string(),
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running peer-node bench-datachannels")?;
+        if !out.status.success() {
+            bail!("peer-node bench-datachannels failed ({})", out.status);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let f = |k: &str| json_number(&text, k).unwrap_or(f64::NAN);
+        println!(
+            "  {:>11} {:>9} {:>11.0} {:>10.2} {:>14.0} {:>9.2}",
+            n,
+            message,
+            f("mbit_per_s"),
+            f("setup_seconds"),
+            f("rss_per_pair_kib"),
+            f("cpu_per_s")
+        );
+    }
+    Ok(())
+}
+
+/// The number after `"key":` in a flat JSON object.
+fn json_number(text: &str, key: &str) -> Option<f64> {
+    let pat = format!("\"{key}\":");
+    let i = text.find(&pat)? + pat.len();
+    let rest = &text[i..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
 }

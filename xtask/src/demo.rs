@@ -1,4 +1,5 @@
-//! `cargo xtask demo`: starts the demo processes and prints the page to open.
+//! `cargo xtask demo`: starts the demo processes (origin with the demo pages, tracker, a seed
+//! node) and prints the page to open.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -89,8 +90,29 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
             "swarmcdn-tracker",
             "--bin",
             "swarmcdn-tracker",
+            "-p",
+            "swarmcdn-peer-node",
+            "--bin",
+            "peer-node",
         ]),
     )?;
+    // The seed's signing key: made once, kept in target/demo.
+    let demo_dir = std::path::Path::new("target/demo");
+    std::fs::create_dir_all(demo_dir).context("creating target/demo")?;
+    let key = demo_dir.join("seed.key");
+    if !key.exists() {
+        util::run(
+            "make the demo seed's key",
+            Command::new("target/debug/peer-node")
+                .args(["keygen", "--out"])
+                .arg(&key)
+                .stdout(Stdio::null()),
+        )?;
+    }
+    let public_key = std::fs::read_to_string(demo_dir.join("seed.key.pub"))
+        .context("reading the demo seed's public key")?
+        .trim()
+        .to_owned();
     let (stop_tx, stop_rx) = mpsc::sync_channel::<()>(1);
     ctrlc::set_handler(move || {
         let _ = stop_tx.try_send(());
@@ -114,6 +136,24 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         Command::new("target/debug/swarmcdn-tracker")
             .args(["--listen", &format!("{}:{}", args.host, args.tracker_port)]),
     )?;
+    let seed_config = demo_dir.join("seed.toml");
+    std::fs::write(
+        &seed_config,
+        format!(
+            "trackers = [{tracker:?}]\nkey_file = {:?}\nmetrics_listen = \"{}:0\"\n\n[[streams]]\nurl = \"{origin}/live/master.m3u8\"\n\n[webrtc]\nudp = [\"{}:0\"]\n",
+            key.canonicalize().unwrap_or(key.clone()),
+            args.host,
+            args.host
+        ),
+    )
+    .context("writing the demo seed's config")?;
+    let seed = start(
+        &mut children,
+        "seed",
+        Command::new("target/debug/peer-node")
+            .args(["seed", "--config"])
+            .arg(&seed_config),
+    )?;
     let tracker_http = tracker.replacen("ws://", "http://", 1);
     println!();
     println!("  SwarmCDN demo is running.");
@@ -124,6 +164,14 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     println!("  Origin counters:     {origin}/stats");
     println!("  Tracker (WebSocket): {tracker}");
     println!("  Tracker stats:       {tracker_http}/stats   metrics: {tracker_http}/metrics");
+    println!("  Seed node:           {seed}/stats   metrics: {seed}/metrics");
+    println!("  Seed public key:     {public_key}");
+    println!();
+    println!("  A headless viewer (run several to see P2P):");
+    println!(
+        "    target/debug/peer-node view {origin}/live/master.m3u8 --tracker {tracker} --trusted-key {public_key} --udp {}:0",
+        args.host
+    );
     println!();
     println!("  Press Ctrl-C to stop.");
     // Wait for Ctrl-C / SIGTERM, or for a child to die.

@@ -31,10 +31,11 @@ enum Command {
     Test(test::TestArgs),
     /// Start the demo and print the URL of its page.
     Demo(demo::DemoArgs),
-    /// Run the criterion benchmarks (arguments go to `cargo bench`), or `bench tracker
-    /// [load generator options]` for the tracker against the npm bittorrent-tracker server.
+    /// Run the criterion benchmarks (arguments go to `cargo bench`), `bench tracker [load
+    /// generator options]` for the tracker against the npm bittorrent-tracker server, or
+    /// `bench seed [--seconds N]` for the seed's DataChannel egress.
     Bench {
-        /// `tracker`, or arguments for `cargo bench` (e.g. `-p swarmcdn-core`).
+        /// `tracker`, `seed`, or arguments for `cargo bench` (e.g. `-p swarmcdn-core`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -57,6 +58,9 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::Bench { args } if args.first().is_some_and(|a| a == "tracker") => {
             bench::tracker(&args[1..])
+        }
+        Command::Bench { args } if args.first().is_some_and(|a| a == "seed") => {
+            bench::seed(&args[1..])
         }
         Command::Bench { args } => {
             let mut cmd = util::cargo();

@@ -174,8 +174,7 @@ impl Harness {
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
         let addr = line
             .trim()
-            .strip_prefix("metrics on http://")
-            .and_then(|s| s.strip_suffix("/metrics"))
+            .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("seed printed {line:?}"))
             .parse()
             .unwrap();
