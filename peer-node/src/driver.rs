@@ -122,7 +122,7 @@ pub struct LoopConfig {
 pub struct Published {
     /// The node's counters.
     pub stats: Mutex<NodeStats>,
-    /// Integrity failures seen, by now.
+    /// WebRTC offers waiting for an answer.
     pub pending_offers: Mutex<usize>,
 }
 
@@ -196,6 +196,7 @@ struct Loop {
     newest: HashMap<RenditionId, u64>,
     replies: HashMap<PlayerRequestId, oneshot::Sender<Delivery>>,
     published: Arc<Published>,
+    tracker_task: tokio::task::JoinHandle<()>,
 }
 
 /// Capacity of the node loop's input channel.
@@ -220,7 +221,7 @@ pub fn spawn(
     let node = Node::new(node_config, Time::ZERO, seed)?;
     let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
     let (tracker_tx, tracker_rx) = mpsc::channel(256);
-    tokio::spawn(crate::tracker::run(
+    let tracker_task = tokio::spawn(crate::tracker::run(
         config.trackers.clone(),
         tracker_rx,
         inputs.clone(),
@@ -243,6 +244,7 @@ pub fn spawn(
         newest: HashMap::new(),
         replies: HashMap::new(),
         published: published.clone(),
+        tracker_task,
     };
     let task = tokio::spawn(lp.run(rx, shutdown));
     Ok((
@@ -301,7 +303,15 @@ impl Loop {
         for (_, c) in self.conns.drain() {
             close_conn(c);
         }
-        // Dropping the tracker queue ends the tracker task after it sent what is queued.
+        // Dropping the tracker queue ends the tracker task once it sent what is queued (the
+        // `stopped` announce) and closed the WebSocket.
+        let Self {
+            tracker,
+            tracker_task,
+            ..
+        } = self;
+        drop(tracker);
+        let _ = tokio::time::timeout(Duration::from_secs(3), tracker_task).await;
     }
 
     fn housekeeping(&mut self) {

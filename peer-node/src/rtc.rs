@@ -336,15 +336,58 @@ async fn write_channel(
     let _ = pc.close().await;
 }
 
-/// Flips the last byte of a message whose first frame is `Data` (its payload ends the frame).
+/// Flips the last byte of every `Data` frame in a message (its payload ends the frame).
 fn corrupt_data_frame(msg: &mut BytesMut) {
-    let mut rest: &[u8] = msg;
-    let Ok(len) = swarmcdn_core::varint::get(&mut rest) else {
-        return;
-    };
-    let header = msg.len() - rest.len();
-    if rest.first() == Some(&swarmcdn_core::wire::kind::DATA) && len > 64 {
-        let end = (header as u64 + len).min(msg.len() as u64) as usize;
-        msg[end - 1] ^= 0xff;
+    let mut pos = 0usize;
+    while pos < msg.len() {
+        let mut rest: &[u8] = &msg[pos..];
+        let Ok(len) = swarmcdn_core::varint::get(&mut rest) else {
+            return;
+        };
+        let header = msg.len() - pos - rest.len();
+        let Ok(len) = usize::try_from(len) else {
+            return;
+        };
+        let end = pos + header + len;
+        if len == 0 || end > msg.len() {
+            return;
+        }
+        if rest[0] == swarmcdn_core::wire::kind::DATA && len > 1 + 64 {
+            msg[end - 1] ^= 0xff;
+        }
+        pos = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarmcdn_core::ids::RenditionId;
+    use swarmcdn_core::wire::{Frame, RequestId, SegmentRef, decode_message, encode_frames};
+
+    #[test]
+    fn corruption_hits_every_data_frame_and_nothing_else() {
+        let seg = SegmentRef {
+            rendition: RenditionId([3; 8]),
+            sequence: 9,
+        };
+        let data = Frame::Data {
+            id: RequestId(1),
+            segment: seg,
+            offset: 0,
+            payload: Bytes::from(vec![7u8; 1000]),
+        };
+        let frames = vec![Frame::Fetching { segment: seg }, data.clone(), data];
+        let mut msg = BytesMut::from(&encode_frames(&frames)[..]);
+        corrupt_data_frame(&mut msg);
+        let back = decode_message(&msg.freeze(), 1 << 20).unwrap();
+        assert_eq!(back[0], frames[0]);
+        for f in &back[1..] {
+            let Frame::Data { payload: data, .. } = f else {
+                panic!("{f:?}")
+            };
+            assert_eq!(data[999], 7 ^ 0xff);
+            assert_eq!(data[..999], [7u8; 999]);
+        }
     }
 }

@@ -394,3 +394,27 @@ fn stats_json(seed: &Seed) -> String {
         .collect();
     serde_json::json!({ "streams": list, "pending": pending }).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_of_a_seed_without_streams_yet() {
+        let seed = Seed::default();
+        seed.pending.lock().unwrap().push((
+            StreamConfig {
+                url: "http://o/x.m3u8".into(),
+                content_id: None,
+            },
+            Arc::new(PullStats::default()),
+        ));
+        let text = prometheus_text(&seed);
+        assert!(text.contains("# TYPE swarmcdn_seed_origin_bytes_total counter"));
+        assert!(text.contains("swarmcdn_seed_streams_pending 1"));
+        let json: serde_json::Value = serde_json::from_str(&stats_json(&seed)).unwrap();
+        assert_eq!(json["pending"][0]["url"], "http://o/x.m3u8");
+        assert_eq!(respond(&seed, "/nope").status(), StatusCode::NOT_FOUND);
+        assert_eq!(respond(&seed, "/health").status(), StatusCode::OK);
+    }
+}

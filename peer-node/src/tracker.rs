@@ -22,12 +22,8 @@ pub enum TrackerEvent {
     Message(FromTracker),
 }
 
-/// The tracker URLs in the order this swarm uses them.
+/// The tracker URLs in the order this swarm uses them (rendezvous hashing, as every client).
 pub fn ranked(swarm: &SwarmId, trackers: &[String]) -> Vec<String> {
-    swarm_rank(swarm, trackers)
-}
-
-fn swarm_rank(swarm: &SwarmId, trackers: &[String]) -> Vec<String> {
     swarmcdn_core::rendezvous::rank(swarm, trackers)
         .into_iter()
         .cloned()

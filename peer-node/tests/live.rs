@@ -10,7 +10,7 @@ use common::{Harness, metric, serial};
 fn seed_and_five_viewers_play_a_minute_of_live_mostly_from_peers() {
     let _guard = serial();
     let h = Harness::start("five");
-    let (_seed, metrics) = h.seed("seed");
+    let (mut seed, metrics) = h.seed("seed");
     std::thread::sleep(Duration::from_secs(2));
     let mut viewers: Vec<_> = (0..5)
         .map(|i| {
@@ -50,6 +50,28 @@ fn seed_and_five_viewers_play_a_minute_of_live_mostly_from_peers() {
     assert!(share >= 0.90, "P2P share {share}");
     assert!(copies <= 1.5, "origin served {copies} copies per segment");
     assert!(metric(metrics, "swarmcdn_seed_served_bytes_total").unwrap_or(0.0) > 0.0);
+    assert_eq!(
+        metric(metrics, "swarmcdn_seed_integrity_failures_total"),
+        Some(0.0)
+    );
+    // SIGTERM: a clean exit.
+    let status = std::process::Command::new("kill")
+        .arg(seed.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(s) = seed.child.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the seed did not exit cleanly on SIGTERM: {exited:?}"
+    );
 }
 
 #[test]
@@ -58,7 +80,7 @@ fn a_viewer_bans_a_neighbour_that_sends_corrupt_chunks_and_plays_only_good_bytes
     let h = Harness::start("corrupt");
     // A seed that serves one viewer at a time, so the others turn to each other (and to the
     // liar).
-    let (_seed, _) = h.seed_with("seed", "\n[upload]\nslots = 1\n");
+    let (_seed, seed_metrics) = h.seed_with("seed", "\n[upload]\nslots = 1\n");
     std::thread::sleep(Duration::from_secs(1));
     // The liar joins first, so it holds segments when the honest viewer arrives.
     let mut liar = h.viewer("liar", 40, &["--corrupt-uploads"]);
