@@ -50,7 +50,7 @@
 //! [`RegistryConfig::max_pending_offers_per_peer`] offers pending; offers beyond that are
 //! dropped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use foldhash::fast::FixedState;
@@ -61,9 +61,9 @@ use rand::{RngExt, SeedableRng};
 use crate::ids::{PeerId, SwarmId};
 use crate::time::Time;
 use crate::tracker_proto::{
-    Announce, AnnounceEvent, AnnounceResponse, Answer, ErrorResponse, FromTracker, NatType,
+    Announce, AnnounceEvent, AnnounceResponse, Answer, Demand, ErrorResponse, FromTracker, NatType,
     OfferId, PeerInfo, RelayedAnswer, RelayedOffer, Role, Scrape, ScrapeResponse, ScrapeStats,
-    ToTracker,
+    Standby, ToTracker,
 };
 
 /// The shell's id for one client connection (one WebSocket).
@@ -101,6 +101,10 @@ pub struct RegistryConfig {
     pub position_window: u64,
     /// How often expired peers are swept. Default 10 s.
     pub sweep_interval: Duration,
+    /// Seeds on standby (`seed_standby`) at most; 0 turns the feature off. Default 64.
+    pub max_standby_seeds: usize,
+    /// A swarm without a seed asks a standby seed to join at most this often. Default 30 s.
+    pub demand_interval: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -118,6 +122,8 @@ impl Default for RegistryConfig {
             thin_swarm_viewers: 16,
             position_window: 3,
             sweep_interval: Duration::from_secs(10),
+            max_standby_seeds: 64,
+            demand_interval: Duration::from_secs(30),
         }
     }
 }
@@ -150,17 +156,20 @@ pub enum Rejection {
     UnknownOffer,
     /// A scrape naming more than [`RegistryConfig::max_scrape_swarms`] swarms.
     ScrapeTooLarge,
+    /// A `seed_standby` beyond [`RegistryConfig::max_standby_seeds`].
+    StandbyFull,
 }
 
 impl Rejection {
     /// Every rejection, for metrics.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::SwarmFull,
         Self::TooManySwarms,
         Self::PeerIdInUse,
         Self::NotInSwarm,
         Self::UnknownOffer,
         Self::ScrapeTooLarge,
+        Self::StandbyFull,
     ];
 
     /// The `failure reason` text.
@@ -174,6 +183,7 @@ impl Rejection {
                 "could not find the offer corresponding to your answer; it may have expired"
             }
             Self::ScrapeTooLarge => "scrape names too many swarms",
+            Self::StandbyFull => "no room for another seed on standby",
         }
     }
 
@@ -186,6 +196,7 @@ impl Rejection {
             Self::NotInSwarm => "not_in_swarm",
             Self::UnknownOffer => "unknown_offer",
             Self::ScrapeTooLarge => "scrape_too_large",
+            Self::StandbyFull => "standby_full",
         }
     }
 
@@ -220,6 +231,10 @@ pub struct RegistryStats {
     pub offers_expired: u64,
     /// Peers removed because they stopped announcing.
     pub peers_expired: u64,
+    /// Seeds on standby now.
+    pub standby_seeds: usize,
+    /// Requests sent to standby seeds to join a swarm.
+    pub demands: u64,
     /// Rejections, indexed like [`Rejection::ALL`].
     pub rejections: [u64; Rejection::ALL.len()],
 }
@@ -294,6 +309,10 @@ pub struct Registry {
     offer_expiry: VecDeque<(Time, SwarmId, PeerId, OfferId)>,
     next_sweep: Option<Time>,
     stats: RegistryStats,
+    /// Seeds on standby, by connection.
+    standby: BTreeMap<ConnId, PeerId>,
+    /// When each swarm last asked a standby seed to join.
+    demanded: Map<SwarmId, Time>,
     /// Scratch space for ranking, reused across announces.
     scratch: Vec<(Score, PeerId)>,
 }
@@ -355,10 +374,12 @@ impl Registry {
             rng,
             swarms: HashMap::with_hasher(hasher.clone()),
             conns: HashMap::with_hasher(hasher.clone()),
-            offers: HashMap::with_hasher(hasher),
+            offers: HashMap::with_hasher(hasher.clone()),
             offer_expiry: VecDeque::new(),
             next_sweep: None,
             stats: RegistryStats::default(),
+            standby: BTreeMap::new(),
+            demanded: HashMap::with_hasher(hasher),
             scratch: Vec::new(),
         })
     }
@@ -375,6 +396,7 @@ impl Registry {
             peers: self.swarms.values().map(|s| s.peers.len()).sum(),
             seeds: self.swarms.values().map(|s| s.seeds.len()).sum(),
             pending_offers: self.offers.len(),
+            standby_seeds: self.standby.len(),
             ..self.stats.clone()
         }
     }
@@ -396,7 +418,71 @@ impl Registry {
             ToTracker::Announce(a) => self.handle_announce(now, conn, a, out),
             ToTracker::Answer(a) => self.handle_answer(now, conn, a, out),
             ToTracker::Scrape(s) => self.handle_scrape(conn, s, out),
+            ToTracker::Standby(st) => self.handle_standby(conn, st, out),
         }
+    }
+
+    /// A seed offers to join swarms on demand: while its connection lasts, swarms without a
+    /// seed whose viewers name their stream ask it (one seed per swarm, by rendezvous hashing
+    /// of the swarm id over the standby seeds' peer ids, so a repeated demand goes to the same
+    /// seed).
+    pub fn handle_standby(
+        &mut self,
+        conn: ConnId,
+        st: Standby,
+        out: &mut Vec<(ConnId, FromTracker)>,
+    ) {
+        if !self.standby.contains_key(&conn) && self.standby.len() >= self.config.max_standby_seeds
+        {
+            self.reject(conn, Rejection::StandbyFull, "seed_standby", None, out);
+            return;
+        }
+        self.standby.insert(conn, st.peer_id);
+    }
+
+    fn maybe_demand(
+        &mut self,
+        now: Time,
+        swarm_id: SwarmId,
+        a: &Announce,
+        out: &mut Vec<(ConnId, FromTracker)>,
+    ) {
+        if self.standby.is_empty() {
+            return;
+        }
+        let Some(stream) = a.ext.as_ref().and_then(|e| e.stream.as_ref()) else {
+            return;
+        };
+        if self
+            .swarms
+            .get(&swarm_id)
+            .is_none_or(|s| !s.seeds.is_empty())
+        {
+            return;
+        }
+        if self
+            .demanded
+            .get(&swarm_id)
+            .is_some_and(|t| now.saturating_since(*t) < self.config.demand_interval)
+        {
+            return;
+        }
+        let Some((&seed_conn, _)) = self
+            .standby
+            .iter()
+            .max_by_key(|(_, id)| crate::rendezvous::weight(&swarm_id, &id.to_hex()))
+        else {
+            return;
+        };
+        self.demanded.insert(swarm_id, now);
+        self.stats.demands += 1;
+        out.push((
+            seed_conn,
+            FromTracker::Demand(Demand {
+                info_hash: swarm_id,
+                stream: stream.clone(),
+            }),
+        ));
     }
 
     /// Handles an announce: joins, refreshes or leaves the swarm, and relays its offers.
@@ -426,6 +512,7 @@ impl Registry {
         }
         let resp = self.announce_response(swarm_id);
         out.push((conn, resp));
+        self.maybe_demand(now, swarm_id, &a, out);
 
         if !a.offers.is_empty() {
             self.relay_offers(now, swarm_id, a, out);
@@ -722,6 +809,7 @@ impl Registry {
 
     /// The connection closed: its peers leave every swarm (as `stopped` would).
     pub fn handle_disconnect(&mut self, conn: ConnId) {
+        self.standby.remove(&conn);
         let Some(entries) = self.conns.remove(&conn) else {
             return;
         };
@@ -777,6 +865,9 @@ impl Registry {
     }
 
     fn sweep_peers(&mut self, now: Time) {
+        let interval = self.config.demand_interval;
+        self.demanded
+            .retain(|_, t| now.saturating_since(*t) < interval);
         let timeout = self.config.peer_timeout;
         let mut expired = Vec::new();
         self.swarms.retain(|swarm_id, swarm| {
@@ -1410,5 +1501,130 @@ mod tests {
             ),
             Err(ConfigError::PeerTimeoutTooShort)
         ));
+    }
+
+    fn demands(out: &[(ConnId, FromTracker)]) -> Vec<(ConnId, String)> {
+        out.iter()
+            .filter_map(|(c, m)| match m {
+                FromTracker::Demand(d) => {
+                    assert_eq!(d.info_hash, SWARM);
+                    Some((*c, d.stream.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn with_stream(role: Role) -> Option<PeerInfo> {
+        Some(PeerInfo {
+            role: Some(role),
+            stream: Some("http://origin.example/live/master.m3u8".into()),
+            ..PeerInfo::default()
+        })
+    }
+
+    #[test]
+    fn a_swarm_without_a_seed_asks_one_standby_seed_once_per_interval() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        // No standby seed: nothing to ask.
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(1),
+            announce(1, 0, with_stream(Role::Viewer)),
+            &mut out,
+        );
+        assert!(demands(&out).is_empty());
+        for (conn, peer) in [(10, 100), (11, 101), (12, 102)] {
+            r.handle_message(
+                Time::ZERO,
+                ConnId(conn),
+                ToTracker::Standby(Standby {
+                    peer_id: pid(peer),
+                    ext: None,
+                }),
+                &mut out,
+            );
+        }
+        assert_eq!(r.stats().standby_seeds, 3);
+        out.clear();
+        r.handle_announce(
+            Time::from_secs(1),
+            ConnId(2),
+            announce(2, 0, with_stream(Role::Viewer)),
+            &mut out,
+        );
+        let d = demands(&out);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].1, "http://origin.example/live/master.m3u8");
+        let chosen = d[0].0;
+        // Within the interval: not again.
+        out.clear();
+        r.handle_announce(
+            Time::from_secs(5),
+            ConnId(3),
+            announce(3, 0, with_stream(Role::Viewer)),
+            &mut out,
+        );
+        assert!(demands(&out).is_empty());
+        // After it, the same seed is asked (rendezvous hashing).
+        out.clear();
+        r.handle_announce(
+            Time::from_secs(40),
+            ConnId(3),
+            announce(3, 0, with_stream(Role::Viewer)),
+            &mut out,
+        );
+        assert_eq!(demands(&out).first().map(|d| d.0), Some(chosen));
+        // Once a seed is in the swarm, nobody is asked.
+        r.handle_announce(
+            Time::from_secs(41),
+            chosen,
+            announce(100, 0, with_stream(Role::Seed)),
+            &mut out,
+        );
+        out.clear();
+        r.handle_announce(
+            Time::from_secs(90),
+            ConnId(4),
+            announce(4, 0, with_stream(Role::Viewer)),
+            &mut out,
+        );
+        assert!(demands(&out).is_empty());
+        assert_eq!(r.stats().demands, 2);
+        // A standby seed that disconnects is no longer asked.
+        r.handle_disconnect(ConnId(11));
+        assert_eq!(r.stats().standby_seeds, 2);
+    }
+
+    #[test]
+    fn announces_without_a_stream_ask_nobody_and_standby_is_bounded() {
+        let mut r = registry(RegistryConfig {
+            max_standby_seeds: 1,
+            ..RegistryConfig::default()
+        });
+        let mut out = Vec::new();
+        for conn in [10, 11] {
+            r.handle_message(
+                Time::ZERO,
+                ConnId(conn),
+                ToTracker::Standby(Standby {
+                    peer_id: pid(100),
+                    ext: None,
+                }),
+                &mut out,
+            );
+        }
+        assert_eq!(r.stats().standby_seeds, 1);
+        assert_eq!(r.stats().rejected(Rejection::StandbyFull), 1);
+        assert!(matches!(&out[..], [(ConnId(11), FromTracker::Error(_))]));
+        out.clear();
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(1),
+            announce(1, 0, viewer(0, 0)),
+            &mut out,
+        );
+        assert!(demands(&out).is_empty());
     }
 }

@@ -48,6 +48,9 @@ use crate::ids::{ID_LEN, PeerId, RenditionId, SwarmId};
 /// A WebTorrent announce with 5 non-trickle offers is about 10-20 KB.
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 
+/// The longest `stream` URL accepted in [`PeerInfo`] and [`Demand`], in bytes.
+pub const MAX_STREAM_LEN: usize = 2048;
+
 /// The longest `locality` hint accepted in [`PeerInfo`], in bytes.
 pub const MAX_LOCALITY_LEN: usize = 64;
 
@@ -201,6 +204,33 @@ pub struct PeerInfo {
         deserialize_with = "de_token"
     )]
     pub token: Option<String>,
+    /// The stream's playlist URL (without its query), so that a tracker can ask a seed on
+    /// standby to join a swarm that has none ([`FromTracker::Demand`]); at most
+    /// [`MAX_STREAM_LEN`] bytes, `http://` or `https://`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_stream"
+    )]
+    pub stream: Option<String>,
+}
+
+/// A seed offering to join swarms on demand (`action: "seed_standby"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standby {
+    /// The seed's peer id.
+    pub peer_id: PeerId,
+    /// Its info (a join token, where the tracker requires one).
+    pub ext: Option<PeerInfo>,
+}
+
+/// The tracker asks a seed on standby to join a swarm (`action: "seed_demand"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    /// The swarm that wants a seed.
+    pub info_hash: SwarmId,
+    /// Its stream's playlist URL, as a viewer announced it.
+    pub stream: String,
 }
 
 /// An announce: join, refresh or leave a swarm, with offers for the tracker to relay.
@@ -289,6 +319,8 @@ pub enum ToTracker {
     Answer(Answer),
     /// `action: "scrape"`.
     Scrape(Scrape),
+    /// `action: "seed_standby"` (SwarmCDN extension).
+    Standby(Standby),
 }
 
 /// The tracker's response to an announce.
@@ -387,6 +419,8 @@ pub enum FromTracker {
     Scrape(ScrapeResponse),
     /// A failure.
     Error(ErrorResponse),
+    /// A request to a seed on standby to join a swarm (SwarmCDN extension).
+    Demand(Demand),
 }
 
 impl ToTracker {
@@ -431,6 +465,12 @@ impl ToTracker {
                     [one] => Some(InfoHashes::One(*one)),
                     many => Some(InfoHashes::Many(many.to_vec())),
                 },
+                ..RawMessage::default()
+            },
+            Self::Standby(st) => RawMessage {
+                action: Some(Action::SeedStandby),
+                peer_id: Some(st.peer_id),
+                swarmcdn: st.ext.clone(),
                 ..RawMessage::default()
             },
         };
@@ -486,10 +526,17 @@ impl FromTracker {
                 }),
                 ..RawMessage::default()
             },
+            Self::Demand(d) => RawMessage {
+                action: Some(Action::SeedDemand),
+                info_hash: Some(InfoHashes::One(d.info_hash)),
+                stream: Some(d.stream.clone()),
+                ..RawMessage::default()
+            },
             Self::Error(e) => RawMessage {
                 action: match e.action.as_deref() {
                     Some("announce") => Some(Action::Announce),
                     Some("scrape") => Some(Action::Scrape),
+                    Some("seed_standby") => Some(Action::SeedStandby),
                     _ => None,
                 },
                 info_hash: e.info_hash.map(InfoHashes::One),
@@ -516,10 +563,12 @@ fn check_len(bytes: &[u8]) -> Result<(), ProtoError> {
 // subset of these; decoding reads it in one pass and then classifies it.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 enum Action {
     Announce,
     Scrape,
+    SeedStandby,
+    SeedDemand,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -636,6 +685,12 @@ struct RawMessage {
     flags: Option<ScrapeFlags>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     swarmcdn: Option<PeerInfo>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_stream"
+    )]
+    stream: Option<String>,
 }
 
 impl RawMessage {
@@ -666,6 +721,17 @@ impl RawMessage {
                     Some(InfoHashes::Many(ids)) => ids,
                 },
             })),
+            Some(Action::SeedStandby) => Ok(ToTracker::Standby(Standby {
+                peer_id: self.peer_id.ok_or(ProtoError::Invalid {
+                    kind: "seed_standby",
+                    reason: "peer_id is missing",
+                })?,
+                ext: self.swarmcdn,
+            })),
+            Some(Action::SeedDemand) => Err(ProtoError::Invalid {
+                kind: "client",
+                reason: "seed_demand is sent by trackers only",
+            }),
             Some(Action::Announce) if self.answer.is_some() => {
                 const KIND: &str = "answer";
                 let info_hash = self.single_info_hash(KIND)?;
@@ -709,6 +775,8 @@ impl RawMessage {
                     match a {
                         Action::Announce => "announce",
                         Action::Scrape => "scrape",
+                        Action::SeedStandby => "seed_standby",
+                        Action::SeedDemand => "seed_demand",
                     }
                     .to_owned()
                 }),
@@ -727,6 +795,21 @@ impl RawMessage {
                 files: self.files.unwrap_or_default(),
                 min_request_interval: self.flags.and_then(|f| f.min_request_interval),
             })),
+            Some(Action::SeedDemand) => {
+                const KIND: &str = "seed_demand";
+                let info_hash = self.single_info_hash(KIND)?;
+                Ok(FromTracker::Demand(Demand {
+                    info_hash,
+                    stream: self.stream.ok_or(ProtoError::Invalid {
+                        kind: KIND,
+                        reason: "stream is missing",
+                    })?,
+                }))
+            }
+            Some(Action::SeedStandby) => Err(ProtoError::Invalid {
+                kind: "tracker",
+                reason: "seed_standby is sent by clients only",
+            }),
             Some(Action::Announce) if self.offer.is_some() => {
                 const KIND: &str = "relayed offer";
                 let info_hash = self.single_info_hash(KIND)?;
@@ -964,6 +1047,19 @@ fn de_locality<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
         Some(s) if s.len() > MAX_LOCALITY_LEN => Err(de::Error::custom(format!(
             "locality longer than {MAX_LOCALITY_LEN} bytes"
         ))),
+        s => Ok(s),
+    }
+}
+
+fn de_stream<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    match s {
+        Some(s) if s.len() > MAX_STREAM_LEN => Err(de::Error::custom(format!(
+            "stream longer than {MAX_STREAM_LEN} bytes"
+        ))),
+        Some(s) if !(s.starts_with("http://") || s.starts_with("https://")) => Err(
+            de::Error::custom("stream must be an http:// or https:// URL"),
+        ),
         s => Ok(s),
     }
 }

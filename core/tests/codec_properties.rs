@@ -48,19 +48,27 @@ fn peer_info() -> impl Strategy<Value = Option<PeerInfo>> {
             proptest::option::of(nat),
             proptest::option::of(any::<u32>()),
             proptest::option::of("[0-9a-f]{0,256}"),
+            proptest::option::of(stream_url()),
         )
             .prop_map(
-                |(role, rendition, position, locality, nat, upload_slots, token)| PeerInfo {
-                    role,
-                    rendition,
-                    position,
-                    locality,
-                    nat,
-                    upload_slots,
-                    token,
+                |(role, rendition, position, locality, nat, upload_slots, token, stream)| {
+                    PeerInfo {
+                        role,
+                        rendition,
+                        position,
+                        locality,
+                        nat,
+                        upload_slots,
+                        token,
+                        stream,
+                    }
                 },
             ),
     )
+}
+
+fn stream_url() -> impl Strategy<Value = String> {
+    "https?://[a-z0-9.]{1,20}(:[0-9]{1,5})?/[ -~]{0,60}"
 }
 
 fn event() -> impl Strategy<Value = Option<AnnounceEvent>> {
@@ -124,7 +132,9 @@ fn to_tracker() -> impl Strategy<Value = ToTracker> {
     );
     let scrape = proptest::collection::vec(swarm(), 0..5)
         .prop_map(|info_hashes| ToTracker::Scrape(Scrape { info_hashes }));
-    prop_oneof![announce, answer, scrape]
+    let standby = (peer(), peer_info())
+        .prop_map(|(peer_id, ext)| ToTracker::Standby(Standby { peer_id, ext }));
+    prop_oneof![announce, answer, scrape, standby]
 }
 
 fn from_tracker() -> impl Strategy<Value = FromTracker> {
@@ -193,7 +203,7 @@ fn from_tracker() -> impl Strategy<Value = FromTracker> {
         });
     let error = (
         any::<String>(),
-        proptest::option::of(prop_oneof!["announce", "scrape"]),
+        proptest::option::of(prop_oneof!["announce", "scrape", "seed_standby"]),
         proptest::option::of(swarm()),
     )
         .prop_map(|(failure_reason, action, info_hash)| {
@@ -203,7 +213,9 @@ fn from_tracker() -> impl Strategy<Value = FromTracker> {
                 info_hash,
             })
         });
-    prop_oneof![resp, offer, answer, scrape, error]
+    let demand = (swarm(), stream_url())
+        .prop_map(|(info_hash, stream)| FromTracker::Demand(Demand { info_hash, stream }));
+    prop_oneof![resp, offer, answer, scrape, error, demand]
 }
 
 fn segment_ref() -> impl Strategy<Value = SegmentRef> {

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use swarmcdn_core::ids::{PeerId, RenditionAttributes, RenditionId, SegmentId, StreamKey, SwarmId};
 use swarmcdn_core::integrity::{DigestSigner, SegmentDigest, SignedDigest, TrustedKeys};
 use swarmcdn_core::tracker_proto::{
-    Announce, AnnounceEvent, FromTracker, Offer, OfferId, PeerInfo, RelayedOffer, Role,
-    SessionDescription, ToTracker,
+    Announce, AnnounceEvent, Demand, FromTracker, Offer, OfferId, PeerInfo, RelayedOffer, Role,
+    SessionDescription, Standby, ToTracker,
 };
 use swarmcdn_core::varint;
 use swarmcdn_core::wire::{
@@ -126,6 +126,35 @@ fn tracker_messages() {
         relayed.to_json(),
         r#"{"action":"announce","info_hash":"iiiiiiiiiiiiiiiiiiii","peer_id":"pppppppppppppppppppp","offer":{"type":"offer","sdp":"v=0\r\n"},"offer_id":"oooooooooooooooooooo","swarmcdn":{"role":"seed"}}"#
     );
+}
+
+#[test]
+fn seeds_on_demand() {
+    let standby = ToTracker::Standby(Standby {
+        peer_id: PeerId(*b"-SC0001-seedseedseed"),
+        ext: Some(PeerInfo {
+            role: Some(Role::Seed),
+            ..PeerInfo::default()
+        }),
+    });
+    let json =
+        r#"{"action":"seed_standby","peer_id":"-SC0001-seedseedseed","swarmcdn":{"role":"seed"}}"#;
+    assert_eq!(standby.to_json(), json);
+    assert_eq!(ToTracker::from_json(json.as_bytes()).unwrap(), standby);
+    let demand = FromTracker::Demand(Demand {
+        info_hash: SwarmId([b'i'; 20]),
+        stream: "http://origin.example/live/master.m3u8".into(),
+    });
+    let json = r#"{"action":"seed_demand","info_hash":"iiiiiiiiiiiiiiiiiiii","stream":"http://origin.example/live/master.m3u8"}"#;
+    assert_eq!(demand.to_json(), json);
+    assert_eq!(FromTracker::from_json(json.as_bytes()).unwrap(), demand);
+    // Both sections quote these messages.
+    let doc = include_str!("../../docs/protocol.md");
+    assert!(doc.contains(&standby.to_json()));
+    assert!(doc.contains(&demand.to_json()));
+    // A stream that is not an http(s) URL is refused.
+    let bad = r#"{"action":"seed_demand","info_hash":"iiiiiiiiiiiiiiiiiiii","stream":"file:///etc/passwd"}"#;
+    assert!(FromTracker::from_json(bad.as_bytes()).is_err());
 }
 
 #[test]

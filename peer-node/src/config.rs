@@ -51,6 +51,44 @@ pub struct Config {
     pub upload: Upload,
     /// Origin requests.
     pub origin: Origin,
+    /// Joining streams when a tracker asks.
+    pub on_demand: OnDemand,
+}
+
+/// Joining streams on demand: the seed stands by at every tracker; a tracker whose swarm has
+/// viewers but no seed sends the stream's URL, and the seed follows it if the URL is under one
+/// of `origins` and makes that swarm.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnDemand {
+    /// URL prefixes of the streams this seed may follow on demand (for example
+    /// `"https://origin.example/live/"`). Empty (the default) turns on-demand joining off.
+    pub origins: Vec<String>,
+    /// Streams followed on demand at most. Default 16 (0 is read as the default).
+    pub max_streams: usize,
+    /// A join token for the all-zero swarm id, for trackers that require tokens.
+    pub token: Option<String>,
+}
+
+impl OnDemand {
+    /// Whether a stream URL is one this seed may follow.
+    pub fn allows(&self, url: &str) -> bool {
+        // Compare the normalized URL (no `..` escapes the prefix).
+        url::Url::parse(url).is_ok_and(|u| {
+            self.origins
+                .iter()
+                .any(|o| u.as_str().starts_with(o.as_str()))
+        })
+    }
+
+    /// The cap on streams followed on demand.
+    pub fn max(&self) -> usize {
+        if self.max_streams == 0 {
+            16
+        } else {
+            self.max_streams
+        }
+    }
 }
 
 impl Default for Config {
@@ -66,6 +104,7 @@ impl Default for Config {
             cache: Cache::default(),
             upload: Upload::default(),
             origin: Origin::default(),
+            on_demand: OnDemand::default(),
         }
     }
 }
@@ -223,6 +262,18 @@ impl Config {
             "webrtc.udp must list an address"
         );
         ensure!(self.cache.max_bytes > 0, "cache.max_bytes must be positive");
+        for o in &self.on_demand.origins {
+            let u =
+                url::Url::parse(o).with_context(|| format!("on_demand.origins: bad URL {o:?}"))?;
+            ensure!(
+                matches!(u.scheme(), "http" | "https") && o.ends_with('/'),
+                "on_demand.origins: {o:?} must be an http(s) URL ending in '/'"
+            );
+        }
+        ensure!(
+            self.on_demand.origins.is_empty() || !self.trackers.is_empty(),
+            "on_demand needs at least one tracker"
+        );
         self.trusted()?;
         Ok(())
     }
@@ -315,6 +366,32 @@ mod tests {
         assert!(c.check().unwrap_err().to_string().contains("trusted_keys"));
         c.trusted_keys.clear();
         c.upload.slots = 0;
+        assert!(c.check().is_err());
+    }
+
+    #[test]
+    fn on_demand_origins() {
+        let od = OnDemand {
+            origins: vec!["http://origin.example/live/".into()],
+            ..OnDemand::default()
+        };
+        assert!(od.allows("http://origin.example/live/master.m3u8"));
+        assert!(!od.allows("http://origin.example/vod/master.m3u8"));
+        assert!(!od.allows("http://origin.example.evil/live/x.m3u8"));
+        assert!(!od.allows("http://origin.example/live/../admin/x.m3u8"));
+        assert!(!OnDemand::default().allows("http://origin.example/live/master.m3u8"));
+        let mut c = Config {
+            trackers: vec!["ws://t:1".into()],
+            on_demand: OnDemand {
+                origins: vec!["http://origin.example".into()],
+                ..OnDemand::default()
+            },
+            ..Config::default()
+        };
+        assert!(c.check().unwrap_err().to_string().contains("ending in '/'"));
+        c.on_demand.origins = vec!["http://origin.example/".into()];
+        c.check().unwrap();
+        c.trackers.clear();
         assert!(c.check().is_err());
     }
 

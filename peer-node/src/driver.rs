@@ -43,7 +43,7 @@ pub enum Input {
     /// Offers for an announce are ready.
     OffersMade {
         /// The announce to send.
-        announce: Announce,
+        announce: Box<Announce>,
         /// The offers (failed ones left out).
         offers: Vec<(ConnId, Pc, Dc, String)>,
     },
@@ -223,6 +223,7 @@ pub fn spawn(
     let (tracker_tx, tracker_rx) = mpsc::channel(256);
     let tracker_task = tokio::spawn(crate::tracker::run(
         config.trackers.clone(),
+        None,
         tracker_rx,
         inputs.clone(),
     ));
@@ -342,6 +343,7 @@ impl Loop {
                 self.node.handle_tracker_disconnected(now);
             }
             Input::Tracker(TrackerEvent::Message(m)) => {
+                let m = *m;
                 if let swarmcdn_core::tracker_proto::FromTracker::Error(e) = &m {
                     tracing::warn!(reason = %e.failure_reason, "tracker refused");
                 }
@@ -371,7 +373,7 @@ impl Loop {
                     });
                 }
                 announce.numwant = Some(u32::try_from(announce.offers.len()).unwrap_or(0));
-                self.send_tracker(ToTracker::Announce(announce));
+                self.send_tracker(ToTracker::Announce(*announce));
             }
             Input::AnswerMade { conn, made } => {
                 let Some(c) = self.conns.get_mut(&conn) else {
@@ -525,6 +527,7 @@ impl Loop {
                     }))
                     .await;
                     let offers = made.into_iter().flatten().collect();
+                    let announce = Box::new(announce);
                     let _ = inputs.send(Input::OffersMade { announce, offers }).await;
                 });
             }

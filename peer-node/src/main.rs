@@ -227,6 +227,8 @@ async fn view(v: ViewArgs) -> anyhow::Result<()> {
         integrity,
     );
     nc.upload.enabled = !v.no_upload;
+    // Lets a tracker ask a seed on standby to join this swarm.
+    nc.stream = Some(swarmcdn_core::ids::strip_query(url.as_str()).to_string());
     let lc = LoopConfig {
         trackers: tracker::ranked(&stream.swarm, &v.trackers),
         rtc: RtcConfig {

@@ -20,6 +20,9 @@ use crate::config::{Config, StreamConfig};
 use crate::driver::{self, LoopConfig, NodeHandle};
 use crate::http::HttpClient;
 use crate::puller::{self, PullStats};
+use crate::tracker::TrackerEvent;
+use swarmcdn_core::ids::SwarmId;
+use swarmcdn_core::tracker_proto::{FromTracker, PeerInfo, Role, Standby, ToTracker};
 
 /// One followed stream.
 #[derive(Debug, Clone)]
@@ -61,7 +64,21 @@ pub async fn run(
         let _ = r.send(addr);
     }
     let peer_id = crate::random_peer_id()?;
+    let integrity = IntegrityMode::Sign {
+        secret,
+        trusted: trusted.clone(),
+    };
     let mut tasks = Vec::new();
+    if !config.on_demand.origins.is_empty() {
+        tasks.push(tokio::spawn(stand_by(
+            config.clone(),
+            peer_id,
+            integrity.clone(),
+            http.clone(),
+            seed.clone(),
+            shutdown.clone(),
+        )));
+    }
     for stream in &config.streams {
         let stats = Arc::new(PullStats::default());
         seed.pending
@@ -71,11 +88,9 @@ pub async fn run(
         tasks.push(tokio::spawn(follow_stream(
             config.clone(),
             stream.clone(),
+            None,
             peer_id,
-            IntegrityMode::Sign {
-                secret,
-                trusted: trusted.clone(),
-            },
+            integrity.clone(),
             http.clone(),
             seed.clone(),
             stats,
@@ -89,10 +104,112 @@ pub async fn run(
     Ok(())
 }
 
+/// Stands by at every tracker and follows the streams they ask for (within
+/// `on_demand.origins` and `on_demand.max_streams`).
+async fn stand_by(
+    config: Config,
+    peer_id: swarmcdn_core::ids::PeerId,
+    integrity: IntegrityMode,
+    http: HttpClient,
+    seed: Arc<Seed>,
+    shutdown: CancellationToken,
+) {
+    let hello = ToTracker::Standby(Standby {
+        peer_id,
+        ext: config.on_demand.token.clone().map(|token| PeerInfo {
+            role: Some(Role::Seed),
+            token: Some(token),
+            ..PeerInfo::default()
+        }),
+    })
+    .to_json();
+    let (events_tx, mut events) = tokio::sync::mpsc::channel::<TrackerEvent>(64);
+    // Held until shutdown: dropping them ends the standby connections.
+    let mut keep = Vec::new();
+    for url in &config.trackers {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        keep.push(tx);
+        tokio::spawn(crate::tracker::run(
+            vec![url.clone()],
+            Some(hello.clone()),
+            rx,
+            events_tx.clone(),
+        ));
+    }
+    drop(events_tx);
+    let mut followed: usize = 0;
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            () = shutdown.cancelled() => break,
+        };
+        let Some(ev) = ev else { break };
+        let TrackerEvent::Message(m) = ev else {
+            continue;
+        };
+        let FromTracker::Demand(d) = *m else {
+            continue;
+        };
+        let Some(url) = url::Url::parse(&d.stream).ok().map(String::from) else {
+            continue;
+        };
+        if !config.on_demand.allows(&url) {
+            tracing::warn!(stream = %d.stream, "asked to follow a stream outside on_demand.origins: ignored");
+            continue;
+        }
+        let known = seed
+            .streams
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|f| f.node.swarm == d.info_hash)
+            || seed
+                .pending
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .any(|(s, _)| s.url == url);
+        if known {
+            continue;
+        }
+        if followed >= config.on_demand.max() {
+            tracing::warn!(stream = %url, "on_demand.max_streams reached: not following");
+            continue;
+        }
+        followed += 1;
+        tracing::info!(stream = %url, swarm = %d.info_hash.to_hex(), "a tracker asked for a seed: following");
+        let stream = StreamConfig {
+            url,
+            content_id: None,
+        };
+        let stats = Arc::new(PullStats::default());
+        seed.pending
+            .lock()
+            .expect("not poisoned")
+            .push((stream.clone(), stats.clone()));
+        tokio::spawn(follow_stream(
+            config.clone(),
+            stream,
+            Some(d.info_hash),
+            peer_id,
+            integrity.clone(),
+            http.clone(),
+            seed.clone(),
+            stats,
+            shutdown.clone(),
+        ));
+    }
+    drop(keep);
+}
+
+/// Follows one stream. `expected`: the swarm a tracker asked for (on demand): the stream is
+/// dropped if it does not make that swarm, and a stream that fails to load is given up (the
+/// tracker asks again while viewers are there).
 #[allow(clippy::too_many_arguments)]
 async fn follow_stream(
     config: Config,
     stream: StreamConfig,
+    expected: Option<SwarmId>,
     peer_id: swarmcdn_core::ids::PeerId,
     integrity: IntegrityMode,
     http: HttpClient,
@@ -104,11 +221,22 @@ async fn follow_stream(
         return;
     };
     // The origin may not be up yet: keep trying (each failure is logged and counted).
+    let forget = |seed: &Seed| {
+        seed.pending
+            .lock()
+            .expect("not poisoned")
+            .retain(|(s, _)| *s != stream);
+    };
     let loaded = loop {
         let attempt = puller::load_stream(&http, &url, stream.content_id.as_deref(), 3, &pulls);
         tokio::select! {
             r = attempt => match r {
                 Ok(s) => break s,
+                Err(e) if expected.is_some() => {
+                    tracing::warn!(stream = %url, error = %e, "cannot load the stream a tracker asked for");
+                    forget(&seed);
+                    return;
+                }
                 Err(e) => tracing::error!(stream = %url, error = %e, "cannot load stream; retrying in 10 s"),
             },
             () = shutdown.cancelled() => return,
@@ -118,6 +246,13 @@ async fn follow_stream(
             () = shutdown.cancelled() => return,
         }
     };
+    if let Some(want) = expected
+        && want != loaded.swarm
+    {
+        tracing::warn!(stream = %url, "the stream a tracker asked for does not make its swarm: ignored");
+        forget(&seed);
+        return;
+    }
     let mut nc = NodeConfig::new(peer_id, loaded.swarm, NodeRole::Seed, integrity);
     nc.cache_bytes = config.cache.max_bytes;
     nc.max_peers = config.webrtc.max_peers;
@@ -151,10 +286,7 @@ async fn follow_stream(
         ));
     }
     {
-        seed.pending
-            .lock()
-            .expect("not poisoned")
-            .retain(|(s, _)| *s != stream);
+        forget(&seed);
         seed.streams.lock().expect("not poisoned").push(Followed {
             config: stream,
             node,

@@ -19,7 +19,7 @@ pub enum TrackerEvent {
     /// The connection dropped.
     Disconnected,
     /// A message.
-    Message(FromTracker),
+    Message(Box<FromTracker>),
 }
 
 /// The tracker URLs in the order this swarm uses them (rendezvous hashing, as every client).
@@ -30,13 +30,20 @@ pub fn ranked(swarm: &SwarmId, trackers: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Runs until `outgoing` is closed (the node loop is done): connects, forwards messages both
-/// ways, reconnects after failures with backoff (1 s doubling to 30 s), moving down the ranked
-/// list each time a tracker cannot be reached.
-pub async fn run(
+impl From<TrackerEvent> for Input {
+    fn from(e: TrackerEvent) -> Self {
+        Self::Tracker(e)
+    }
+}
+
+/// Runs until `outgoing` is closed (its owner is done): connects, sends `hello` (if any) on
+/// each connection, forwards messages both ways, reconnects after failures with backoff (1 s
+/// doubling to 30 s), moving down the ranked list each time a tracker cannot be reached.
+pub async fn run<T: From<TrackerEvent> + Send + 'static>(
     urls: Vec<String>,
+    hello: Option<String>,
     mut outgoing: mpsc::Receiver<String>,
-    inputs: mpsc::Sender<Input>,
+    inputs: mpsc::Sender<T>,
 ) {
     if urls.is_empty() {
         // No tracker: HTTP only. Wait for the node loop to finish.
@@ -58,8 +65,14 @@ pub async fn run(
             Ok(Ok((mut ws, _))) => {
                 tracing::info!(tracker = %url, "connected to tracker");
                 backoff = Duration::from_secs(1);
+                if let Some(h) = &hello
+                    && let Err(e) = ws.send(Message::text(h.clone())).await
+                {
+                    tracing::warn!(tracker = %url, error = %e, "tracker send failed");
+                    continue;
+                }
                 if inputs
-                    .send(Input::Tracker(TrackerEvent::Connected(url.clone())))
+                    .send(TrackerEvent::Connected(url.clone()).into())
                     .await
                     .is_err()
                 {
@@ -82,7 +95,7 @@ pub async fn run(
                         msg = ws.next() => match msg {
                             Some(Ok(Message::Text(t))) => match FromTracker::from_json(t.as_bytes()) {
                                 Ok(m) => {
-                                    if inputs.send(Input::Tracker(TrackerEvent::Message(m))).await.is_err() {
+                                    if inputs.send(TrackerEvent::Message(Box::new(m)).into()).await.is_err() {
                                         return;
                                     }
                                 }
@@ -102,7 +115,7 @@ pub async fn run(
                     }
                 };
                 if inputs
-                    .send(Input::Tracker(TrackerEvent::Disconnected))
+                    .send(TrackerEvent::Disconnected.into())
                     .await
                     .is_err()
                     || done

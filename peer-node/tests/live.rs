@@ -154,3 +154,37 @@ fn viewers_play_on_when_the_seed_is_killed() {
     // Without the seed the viewers fetched new segments from the origin themselves.
     assert!(h.origin.stats().snapshot().segment_requests > before);
 }
+
+#[test]
+fn a_seed_on_standby_joins_a_stream_when_the_tracker_asks() {
+    let _guard = serial();
+    let h = Harness::start("demand");
+    let (_seed, metrics) = h.seed_on_demand("seed");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        metric(metrics, "swarmcdn_seed_origin_bytes_total"),
+        None,
+        "follows nothing before it is asked"
+    );
+    let mut viewers: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(500));
+            h.viewer(&format!("viewer{i}"), 30, &[])
+        })
+        .collect();
+    for v in &mut viewers {
+        let r = h.report(v);
+        let name = v.name.clone();
+        eprintln!(
+            "{name}: stalls {}, http {} p2p {} ({:.1}%)",
+            r.stalls,
+            r.http_bytes,
+            r.p2p_bytes,
+            r.p2p_share() * 100.0
+        );
+        assert_eq!(r.stalls, 0, "{name} stalled");
+        h.check_segments(&name, &r);
+        assert!(r.p2p_share() > 0.5, "{name}: the seed did not come");
+    }
+    assert!(metric(metrics, "swarmcdn_seed_served_bytes_total").unwrap_or(0.0) > 0.0);
+}

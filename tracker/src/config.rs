@@ -149,6 +149,12 @@ pub struct SwarmConfig {
     pub thin_swarm_viewers: usize,
     /// Playback positions within this many segments count as close. Default 3.
     pub position_window: u64,
+    /// Seeds on standby (`seed_standby`: they join swarms without a seed when asked) at most;
+    /// 0 refuses standby. With `tokens.required`, a standby needs a join token for the
+    /// all-zero swarm id. Default 64.
+    pub max_standby_seeds: usize,
+    /// A swarm without a seed asks a standby seed at most this often, in seconds. Default 30.
+    pub demand_interval_secs: u64,
 }
 
 impl Default for SwarmConfig {
@@ -166,6 +172,8 @@ impl Default for SwarmConfig {
             match_sample: r.match_sample,
             thin_swarm_viewers: r.thin_swarm_viewers,
             position_window: r.position_window,
+            max_standby_seeds: r.max_standby_seeds,
+            demand_interval_secs: r.demand_interval.as_secs(),
         }
     }
 }
@@ -185,6 +193,8 @@ impl SwarmConfig {
             match_sample: self.match_sample,
             thin_swarm_viewers: self.thin_swarm_viewers,
             position_window: self.position_window,
+            max_standby_seeds: self.max_standby_seeds,
+            demand_interval: Duration::from_secs(self.demand_interval_secs),
             ..RegistryConfig::default()
         }
     }

@@ -402,12 +402,26 @@ impl RateLimit {
     }
 }
 
-/// With tokens required, an announce (other than `stopped`) must carry a valid join token.
+/// With tokens required, an announce (other than `stopped`) must carry a valid join token,
+/// and a `seed_standby` one for the all-zero swarm id (standby seeds serve any swarm).
 fn check_token(shared: &Shared, msg: &ToTracker) -> Result<(), swarmcdn_core::token::TokenError> {
     use swarmcdn_core::token::{JoinToken, TokenError};
     use swarmcdn_core::tracker_proto::AnnounceEvent;
     if !shared.config.tokens.required {
         return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let ToTracker::Standby(st) = msg {
+        let token = st
+            .ext
+            .as_ref()
+            .and_then(|e| e.token.as_deref())
+            .ok_or(TokenError::Missing)?;
+        let any_swarm = swarmcdn_core::ids::SwarmId([0; 20]);
+        return JoinToken::verify(token, &shared.token_keys, now, &any_swarm, &st.peer_id)
+            .map(drop);
     }
     let ToTracker::Announce(a) = msg else {
         return Ok(());
@@ -420,9 +434,6 @@ fn check_token(shared: &Shared, msg: &ToTracker) -> Result<(), swarmcdn_core::to
         .as_ref()
         .and_then(|e| e.token.as_deref())
         .ok_or(TokenError::Missing)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     JoinToken::verify(token, &shared.token_keys, now, &a.info_hash, &a.peer_id).map(drop)
 }
 

@@ -62,6 +62,8 @@ impl Metrics {
             "scrapes": r.scrapes,
             "offers_expired": r.offers_expired,
             "peers_expired": r.peers_expired,
+            "standby_seeds": r.standby_seeds,
+            "seed_demands": r.demands,
             "rejections": self.rejections(registry),
         })
         .to_string()
@@ -138,6 +140,18 @@ impl Metrics {
             r.answers_relayed,
         );
         metric("scrapes_total", "counter", "Scrapes answered.", r.scrapes);
+        metric(
+            "standby_seeds",
+            "gauge",
+            "Seeds on standby to join swarms on demand.",
+            r.standby_seeds as u64,
+        );
+        metric(
+            "seed_demands_total",
+            "counter",
+            "Requests to standby seeds to join a swarm without a seed.",
+            r.demands,
+        );
         metric(
             "offers_expired_total",
             "counter",

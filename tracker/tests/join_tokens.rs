@@ -98,3 +98,71 @@ fn required_tokens_need_a_key() {
     assert!(format!("{err:#}").contains("tokens.keys"), "{err:#}");
     assert!(Config::from_toml("[tokens]\nkeys = [\"xyz\"]").is_err());
 }
+
+/// Seeds on standby need a token for the all-zero swarm id; with it, a viewer that names its
+/// stream in a swarm without a seed makes the tracker ask the seed.
+#[tokio::test]
+async fn standby_seeds_need_a_token_and_get_demands() {
+    use swarmcdn_core::ids::SwarmId;
+    use swarmcdn_core::tracker_proto::Standby;
+    let mut config = Config::default();
+    config.tokens.required = true;
+    config.tokens.keys = vec![DigestSigner::from_secret(SECRET).public_key().to_string()];
+    let server = start(config).await;
+    let mut seed = Client::connect(server.addr).await;
+    let standby = |token: Option<String>| {
+        ToTracker::Standby(Standby {
+            peer_id: peer(50),
+            ext: Some(PeerInfo {
+                token,
+                ..PeerInfo::default()
+            }),
+        })
+    };
+    seed.send(&standby(None)).await;
+    assert!(
+        matches!(seed.recv().await, FromTracker::Error(e) if e.failure_reason.contains("required"))
+    );
+    // A token for one swarm is not a standby token.
+    let one_swarm = JoinToken {
+        swarm: swarm(1),
+        expires: now() + 60,
+        peer: None,
+    };
+    seed.send(&standby(Some(one_swarm.sign(&SECRET)))).await;
+    assert!(matches!(seed.recv().await, FromTracker::Error(_)));
+    let any = JoinToken {
+        swarm: SwarmId([0; 20]),
+        ..one_swarm
+    };
+    seed.send(&standby(Some(any.sign(&SECRET)))).await;
+    assert!(seed.silent().await, "standby has no reply");
+
+    let mut viewer = Client::connect(server.addr).await;
+    let ToTracker::Announce(mut a) = announce(1, 1, 0) else {
+        unreachable!()
+    };
+    a.ext = Some(PeerInfo {
+        token: Some(one_swarm.sign(&SECRET)),
+        stream: Some("http://origin.example/live/master.m3u8".into()),
+        ..PeerInfo::default()
+    });
+    viewer.send(&ToTracker::Announce(a)).await;
+    assert!(matches!(
+        viewer.recv().await,
+        FromTracker::AnnounceResponse(_)
+    ));
+    match seed.recv().await {
+        FromTracker::Demand(d) => {
+            assert_eq!(d.info_hash, swarm(1));
+            assert_eq!(d.stream, "http://origin.example/live/master.m3u8");
+        }
+        other => panic!("expected a demand, got {other:?}"),
+    }
+    let (_, metrics) = http_get(server.addr, "/metrics").await;
+    assert!(
+        metrics.contains("swarmcdn_tracker_standby_seeds 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("swarmcdn_tracker_seed_demands_total 1"));
+}

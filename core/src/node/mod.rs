@@ -209,6 +209,9 @@ pub struct NodeConfig {
     pub locality: Option<String>,
     /// The NAT type, if the shell knows it. Default none.
     pub nat: Option<crate::tracker_proto::NatType>,
+    /// The stream's playlist URL without its query, announced so that the tracker can ask a
+    /// seed on standby to join a swarm that has none. Default none.
+    pub stream: Option<String>,
 }
 
 impl NodeConfig {
@@ -252,6 +255,7 @@ impl NodeConfig {
             join_token: None,
             locality: None,
             nat: None,
+            stream: None,
         }
     }
 }
@@ -925,6 +929,7 @@ impl Node {
                 nat: self.config.nat,
                 upload_slots: free_slots,
                 token: self.config.join_token.clone(),
+                stream: self.config.stream.clone(),
             }),
             ..Announce::new(self.config.swarm, self.config.peer_id)
         };

@@ -154,11 +154,24 @@ impl Harness {
 
     /// A seed with more configuration (TOML sections appended).
     pub fn seed_with(&self, name: &str, extra: &str) -> (Proc, SocketAddr) {
+        let streams = format!("\n[[streams]]\nurl = {:?}\n", self.stream_url());
+        self.seed_config(name, &format!("{streams}{extra}"))
+    }
+
+    /// A seed that follows no stream until a tracker asks (origins: this origin's `/live/`).
+    pub fn seed_on_demand(&self, name: &str) -> (Proc, SocketAddr) {
+        let extra = format!(
+            "\n[on_demand]\norigins = [\"http://{}/live/\"]\n",
+            self.origin_addr
+        );
+        self.seed_config(name, &extra)
+    }
+
+    fn seed_config(&self, name: &str, extra: &str) -> (Proc, SocketAddr) {
         let config = format!(
-            "trackers = [{:?}]\nkey_file = {:?}\nmetrics_listen = \"127.0.0.1:0\"\n\n[[streams]]\nurl = {:?}\n\n[webrtc]\nudp = [\"127.0.0.1:0\"]\n{extra}",
+            "trackers = [{:?}]\nkey_file = {:?}\nmetrics_listen = \"127.0.0.1:0\"\n\n[webrtc]\nudp = [\"127.0.0.1:0\"]\n{extra}",
             self.tracker_url(),
             self.dir.join("seed.key"),
-            self.stream_url()
         );
         let path = self.dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();

@@ -214,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
                     FromTracker::Error(_) => {
                         counters.failures.fetch_add(1, Ordering::Relaxed);
                     }
-                    FromTracker::Scrape(_) => {}
+                    FromTracker::Scrape(_) | FromTracker::Demand(_) => {}
                 }
             }
         }));
