@@ -1,5 +1,6 @@
 //! The origin HTTP client: playlists (whole, size-capped) and segments (streamed, ranged),
-//! with connect, first-byte and idle timeouts.
+//! with connect, first-byte and idle timeouts, over HTTP/1.1 or HTTPS (rustls with the
+//! system's root certificates).
 
 use std::ops::Range;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::header;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -37,7 +39,7 @@ pub const MAX_PLAYLIST_BYTES: usize = 4 << 20;
 /// A shared HTTP/1.1 client with connection pooling.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     timeouts: Timeouts,
 }
 
@@ -96,9 +98,26 @@ impl Body {
 impl HttpClient {
     /// A client with these timeouts.
     pub fn new(timeouts: Timeouts) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeouts.first_byte));
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(timeouts.first_byte));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let tls = match builder.with_provider_and_native_roots(provider.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                // HTTPS origins then fail with a certificate error; plain HTTP still works.
+                tracing::warn!(error = %e, "no system root certificates: HTTPS origins cannot be verified");
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default protocol versions")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+            }
+        };
+        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(16)
@@ -109,9 +128,9 @@ impl HttpClient {
     /// Starts a GET of `url` (the bytes `range` of it, end exclusive) and returns once the
     /// head arrived with 200 or 206.
     pub async fn get(&self, url: &Url, range: Option<Range<u64>>) -> Result<Body, FetchError> {
-        if url.scheme() != "http" {
+        if !matches!(url.scheme(), "http" | "https") {
             return Err(FetchError::BadResponse(format!(
-                "unsupported scheme {} (only http)",
+                "unsupported scheme {} (http or https)",
                 url.scheme()
             )));
         }

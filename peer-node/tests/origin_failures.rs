@@ -105,6 +105,12 @@ fn malformed_playlists_are_clear_errors() {
         assert!(err.contains(want), "{path}: stderr lacks {want:?}:\n{err}");
         assert!(!err.contains("panicked"), "{path}: {err}");
     }
+    // HTTPS is spoken (here to a plain-HTTP server, so the handshake fails clearly).
+    let out = view(&format!("https://{addr}/vod/index.m3u8"), 5);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot load https://"), "{err}");
+    assert!(!err.contains("unsupported scheme"), "{err}");
     // Nothing listening at all.
     let out = view("http://127.0.0.1:9/x.m3u8", 5);
     assert!(!out.status.success());
