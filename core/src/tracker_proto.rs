@@ -569,6 +569,9 @@ enum Action {
     Scrape,
     SeedStandby,
     SeedDemand,
+    /// Any other action: an error to a tracker, ignored in a failure from one.
+    #[serde(other, skip_serializing)]
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -641,12 +644,17 @@ struct RawMessage {
     offer_id: Option<OfferId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trackerid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_lenient_u32"
+    )]
     interval: Option<u32>,
     #[serde(
         default,
         rename = "min interval",
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_lenient_u32"
     )]
     min_interval: Option<u32>,
     #[serde(
@@ -732,6 +740,10 @@ impl RawMessage {
                 kind: "client",
                 reason: "seed_demand is sent by trackers only",
             }),
+            Some(Action::Unknown) => Err(ProtoError::Invalid {
+                kind: "client",
+                reason: "unknown action",
+            }),
             Some(Action::Announce) if self.answer.is_some() => {
                 const KIND: &str = "answer";
                 let info_hash = self.single_info_hash(KIND)?;
@@ -771,14 +783,15 @@ impl RawMessage {
         if let Some(failure_reason) = self.failure_reason {
             return Ok(FromTracker::Error(ErrorResponse {
                 failure_reason,
-                action: self.action.map(|a| {
+                action: self.action.and_then(|a| {
                     match a {
-                        Action::Announce => "announce",
-                        Action::Scrape => "scrape",
-                        Action::SeedStandby => "seed_standby",
-                        Action::SeedDemand => "seed_demand",
+                        Action::Announce => Some("announce"),
+                        Action::Scrape => Some("scrape"),
+                        Action::SeedStandby => Some("seed_standby"),
+                        Action::SeedDemand => Some("seed_demand"),
+                        Action::Unknown => None,
                     }
-                    .to_owned()
+                    .map(str::to_owned)
                 }),
                 info_hash: match self.info_hash {
                     Some(InfoHashes::One(id)) => Some(id),
@@ -809,6 +822,10 @@ impl RawMessage {
             Some(Action::SeedStandby) => Err(ProtoError::Invalid {
                 kind: "tracker",
                 reason: "seed_standby is sent by clients only",
+            }),
+            Some(Action::Unknown) => Err(ProtoError::Invalid {
+                kind: "tracker",
+                reason: "unknown action",
             }),
             Some(Action::Announce) if self.offer.is_some() => {
                 const KIND: &str = "relayed offer";
@@ -944,7 +961,28 @@ mod opt_binary_string {
     pub(super) fn deserialize<'de, T: BinaryId, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<T>, D::Error> {
-        binary_string::deserialize(d).map(Some)
+        // `null` reads as absent (some clients send `"to_peer_id": null`).
+        struct OptVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: BinaryId> Visitor<'de> for OptVisitor<T> {
+            type Value = Option<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a binary string or null")
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+                binary_string::deserialize(d).map(Some)
+            }
+        }
+        d.deserialize_option(OptVisitor(std::marker::PhantomData))
     }
 }
 
@@ -1035,6 +1073,12 @@ fn de_lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Err
         }
     }
     d.deserialize_any(V)
+}
+
+/// A number of seconds: fractions are dropped and values beyond `u32` saturate (trackers
+/// computing `interval` from milliseconds may send `120.5`).
+fn de_lenient_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    de_lenient_u64(d).map(|v| v.map(saturate_u32))
 }
 
 fn de_count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -1185,6 +1229,30 @@ mod tests {
         let json = r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","peer_id":"bbbbbbbbbbbbbbbbbbbb","offer_id":"cccccccccccccccccccc","answer":{"type":"answer","sdp":"x"}}"#;
         let err = ToTracker::from_json(json.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("to_peer_id"), "{err}");
+    }
+
+    #[test]
+    fn what_other_trackers_send_is_read_leniently() {
+        // A fractional interval, a null peer id, a failure naming an action this version does
+        // not know.
+        let json = r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","interval":120.5,"min interval":30.9,"peer_id":null,"complete":1}"#;
+        let FromTracker::AnnounceResponse(r) = FromTracker::from_json(json.as_bytes()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((r.interval, r.min_interval), (Some(120), Some(30)));
+        let json = r#"{"failure reason":"nope","action":"future_thing"}"#;
+        let FromTracker::Error(e) = FromTracker::from_json(json.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!((e.failure_reason.as_str(), e.action), ("nope", None));
+        let json = r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","peer_id":"bbbbbbbbbbbbbbbbbbbb","to_peer_id":null,"offer_id":null}"#;
+        assert!(matches!(
+            ToTracker::from_json(json.as_bytes()).unwrap(),
+            ToTracker::Announce(_)
+        ));
+        let json = r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","interval":-1}"#;
+        assert!(FromTracker::from_json(json.as_bytes()).is_err());
     }
 
     #[test]
