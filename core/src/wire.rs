@@ -36,6 +36,21 @@ use crate::ids::{RENDITION_ID_LEN, RenditionId, SwarmId};
 use crate::integrity::{IntegrityError, SignedDigest};
 use crate::varint::{self, VarintError};
 
+/// `Goodbye` reason codes (`docs/protocol.md` §4.2); receivers treat unknown codes as
+/// [`goodbye::NORMAL`].
+pub mod goodbye {
+    /// Normal close (shutting down).
+    pub const NORMAL: u8 = 0;
+    /// Protocol error.
+    pub const PROTOCOL: u8 = 1;
+    /// Integrity failure: the receiver is banned.
+    pub const INTEGRITY: u8 = 2;
+    /// Overloaded.
+    pub const OVERLOADED: u8 = 3;
+    /// Version or handshake mismatch (also another swarm).
+    pub const HANDSHAKE: u8 = 4;
+}
+
 /// The highest protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
 

@@ -816,7 +816,7 @@ impl Node {
             self.send_frames(
                 id,
                 &[Frame::Goodbye {
-                    code: 0,
+                    code: wire::goodbye::NORMAL,
                     reason: "shutting down".into(),
                 }],
             );
@@ -2398,9 +2398,9 @@ fn sample_http(rate: &mut Throughput, ttfb: Duration, now: Time, h: &download::H
 fn goodbye(reason: &DropReason) -> Option<Frame> {
     let (code, text) = match reason {
         DropReason::Closed | DropReason::ConnectTimeout => return None,
-        DropReason::Protocol(t) => (1, t.clone()),
-        DropReason::Integrity => (2, "integrity failure".into()),
-        DropReason::Handshake(t) => (4, t.clone()),
+        DropReason::Protocol(t) => (wire::goodbye::PROTOCOL, t.clone()),
+        DropReason::Integrity => (wire::goodbye::INTEGRITY, "integrity failure".into()),
+        DropReason::Handshake(t) => (wire::goodbye::HANDSHAKE, t.clone()),
     };
     Some(Frame::Goodbye { code, reason: text })
 }
