@@ -332,18 +332,25 @@ pub struct Availability {
 }
 
 impl Availability {
-    /// The availability of the given sequence numbers (which must span less than
-    /// `8 * MAX_BITMAP_BYTES`; later ones are dropped). Trailing zero bytes are trimmed.
+    /// The availability of the given sequence numbers. They must span less than
+    /// `8 * MAX_BITMAP_BYTES`; when they span more, the newest are kept (live viewers want the
+    /// live edge, and what lies far behind it is least useful). Trailing zero bytes are
+    /// trimmed.
     pub fn from_sequences(rendition: RenditionId, seqs: impl IntoIterator<Item = u64>) -> Self {
         let mut seqs: Vec<u64> = seqs.into_iter().collect();
         seqs.sort_unstable();
-        let base = seqs.first().copied().unwrap_or(0);
+        seqs.dedup();
+        let span = (8 * MAX_BITMAP_BYTES) as u64;
+        let newest = seqs.last().copied().unwrap_or(0);
+        let lowest_kept = newest.saturating_sub(span - 1);
+        let base = seqs
+            .iter()
+            .copied()
+            .find(|s| *s >= lowest_kept)
+            .unwrap_or(0);
         let mut bitmap = Vec::new();
-        for s in seqs {
+        for s in seqs.into_iter().filter(|s| *s >= base) {
             let bit = s - base;
-            if bit >= (8 * MAX_BITMAP_BYTES) as u64 {
-                break;
-            }
             let byte = (bit / 8) as usize;
             if bitmap.len() <= byte {
                 bitmap.resize(byte + 1, 0);
@@ -944,6 +951,22 @@ mod tests {
     }
 
     #[test]
+    fn availability_beyond_the_bitmap_keeps_the_newest() {
+        let span = (8 * MAX_BITMAP_BYTES) as u64;
+        let seqs = [5, 10, 10 + span, 20 + span, 9 + 2 * span];
+        let a = Availability::from_sequences(RenditionId([1; 8]), seqs);
+        assert_eq!(
+            a.iter().collect::<Vec<_>>(),
+            [10 + span, 20 + span, 9 + 2 * span]
+        );
+        assert!(a.bitmap.len() <= MAX_BITMAP_BYTES);
+        let one = Availability::from_sequences(RenditionId([1; 8]), [u64::MAX]);
+        assert_eq!(one.iter().collect::<Vec<_>>(), [u64::MAX]);
+        let none = Availability::from_sequences(RenditionId([1; 8]), []);
+        assert_eq!(none.iter().count(), 0);
+    }
+
+    #[test]
     fn availability_near_the_end_of_the_range_does_not_overflow() {
         let a = Availability {
             rendition: RenditionId([1; 8]),
@@ -1033,7 +1056,10 @@ mod tests {
     #[test]
     fn goodbye_reason_is_truncated_on_a_char_boundary() {
         let reason = "é".repeat(200);
-        let bytes = one(&Frame::Goodbye { code: 1, reason });
+        let bytes = one(&Frame::Goodbye {
+            code: goodbye::PROTOCOL,
+            reason,
+        });
         let [Frame::Goodbye { reason, .. }] =
             &decode_message(&bytes.into(), DEFAULT_MAX_MESSAGE).unwrap()[..]
         else {
