@@ -241,11 +241,54 @@ async fn handle_http(
         };
     }
     let m = &shared.metrics;
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+    // RFC 6455 §4.2.1: a GET with `Connection: Upgrade`, version 13 and a key.
+    if req.method() != hyper::Method::GET {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "a WebSocket upgrade must be a GET\n",
+        );
+    }
+    let connection_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
         return text(
             StatusCode::BAD_REQUEST,
             "text/plain",
-            "missing Sec-WebSocket-Key\n",
+            "missing Connection: Upgrade\n",
+        );
+    }
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut resp = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "text/plain",
+            "unsupported Sec-WebSocket-Version (13 is spoken)\n",
+        );
+        resp.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            header::HeaderValue::from_static("13"),
+        );
+        return resp;
+    }
+    let Some(key) = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| k.len() == 24)
+        .cloned()
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "missing or malformed Sec-WebSocket-Key\n",
         );
     };
     // Connection limits, checked (and the slot taken) before the upgrade is answered.

@@ -250,3 +250,57 @@ async fn a_silent_tcp_connection_is_closed_after_the_header_timeout() {
     let mut other = Client::connect(server.addr).await;
     still_works(server.addr, &mut other, 1, 1).await;
 }
+
+/// RFC 6455 §4.2.1: the upgrade must be a GET with `Connection: Upgrade`, version 13 and a
+/// 16-byte key; anything else gets a clear HTTP error and no WebSocket.
+#[tokio::test]
+async fn malformed_upgrades_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(Config::default()).await;
+    let raw = |method: &str, headers: &str| {
+        format!("{method} / HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\n{headers}\r\n",)
+    };
+    let good = "connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    for (request, status, says) in [
+        (raw("POST", good), 405, "GET"),
+        (
+            raw(
+                "GET",
+                "connection: Upgrade\r\nsec-websocket-version: 8\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            ),
+            426,
+            "13",
+        ),
+        (
+            raw(
+                "GET",
+                "sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            ),
+            400,
+            "Connection",
+        ),
+        (
+            raw(
+                "GET",
+                "connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: short\r\n",
+            ),
+            400,
+            "Key",
+        ),
+        (raw("GET", good), 101, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request:?} -> {text}"
+        );
+        assert!(text.contains(says), "{request:?} -> {text}");
+    }
+}
