@@ -1,14 +1,1012 @@
-//! SwarmCDN browser client.
+//! SwarmCDN browser client: `core::node` driven by the browser's RTCPeerConnection /
+//! RTCDataChannel, WebSocket, fetch and timers, exported to JavaScript as [`SwarmNode`].
 //!
-//! The core compiled to `wasm32-unknown-unknown` with wasm-bindgen. The wasm-client issue drives
-//! the core's peer state machine here with the browser's RTCPeerConnection, WebSocket and fetch,
-//! and wraps it as an hls.js loader. Today it exports the protocol versions, which is enough for
-//! the build pipeline (cargo build for wasm32, then wasm-bindgen-cli) to be exercised end to end.
+//! Single-threaded: the state lives in an `Rc<RefCell<Inner>>`; every browser callback holds a
+//! `Weak` to it, feeds one input to the node, then [`pump`]s its outputs. No callback runs
+//! while another holds the borrow (the browser calls back only from its event loop), and no
+//! panic reaches JavaScript on bad input: network input goes through the core's decoders,
+//! which return errors.
 
-use wasm_bindgen::prelude::wasm_bindgen;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use serde::Deserialize;
+use swarmcdn_core::ids::{PeerId, RenditionAttributes, RenditionId, StreamKey, SwarmId};
+use swarmcdn_core::integrity::{PublicKey, TrustedKeys};
+use swarmcdn_core::node::{
+    Event, FetchError, FetchId, HttpTarget, IntegrityMode, Node, NodeConfig, NodeRole, PeerEvent,
+    PlayerRequestId, PlayerState, Playlist, SegmentMeta, Transmit,
+};
+use swarmcdn_core::time::Time;
+use swarmcdn_core::tracker_proto::{
+    Answer, FromTracker, Offer, OfferId, SessionDescription, ToTracker,
+};
+use swarmcdn_core::wire::SegmentRef;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{JsFuture, spawn_local};
+use web_sys::{
+    AbortController, MessageEvent, RequestInit, Response, RtcConfiguration, RtcDataChannel,
+    RtcDataChannelEvent, RtcDataChannelInit, RtcDataChannelType, RtcIceGatheringState,
+    RtcPeerConnection, RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit, WebSocket,
+};
 
 /// The peer wire protocol version this client speaks (see `docs/protocol.md`).
 #[wasm_bindgen(js_name = wireProtocolVersion)]
 pub fn wire_protocol_version() -> u8 {
     swarmcdn_core::wire::PROTOCOL_VERSION
+}
+
+/// A rendition as the player's master playlist describes it (`EXT-X-STREAM-INF`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RenditionConfig {
+    bandwidth: Option<u64>,
+    codecs: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    frame_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Config {
+    trackers: Vec<String>,
+    stream_url: String,
+    #[serde(default)]
+    content_id: Option<String>,
+    renditions: Vec<RenditionConfig>,
+    #[serde(default)]
+    trusted_keys: Vec<String>,
+    #[serde(default = "yes")]
+    upload: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct SegmentInput {
+    sn: f64,
+    duration: f64,
+    url: String,
+    #[serde(default)]
+    start: Option<f64>,
+    #[serde(default)]
+    end: Option<f64>,
+}
+
+struct Loc {
+    url: String,
+    range: Option<(u64, u64)>,
+}
+
+struct Conn {
+    pc: RtcPeerConnection,
+    dc: Option<RtcDataChannel>,
+    peer: Option<PeerId>,
+    offer: Option<OfferId>,
+    closures: Handlers,
+}
+
+impl Conn {
+    fn close(self) {
+        if let Some(dc) = &self.dc {
+            dc.close();
+        }
+        self.pc.close();
+    }
+}
+
+struct Inner {
+    node: Node,
+    start: f64,
+    swarm: SwarmId,
+    peer_id: PeerId,
+    renditions: Vec<RenditionId>,
+    trackers: Vec<String>,
+    tracker_index: usize,
+    ws: Option<WebSocket>,
+    ws_closures: Handlers,
+    reconnect_ms: u32,
+    conns: HashMap<u64, Conn>,
+    by_peer: HashMap<PeerId, u64>,
+    by_offer: HashMap<OfferId, u64>,
+    next_conn: u64,
+    fetches: HashMap<FetchId, AbortController>,
+    locations: HashMap<SegmentRef, Loc>,
+    replies: HashMap<PlayerRequestId, (Function, Function)>,
+    timer: Option<i32>,
+    timer_closure: Option<Closure<dyn FnMut()>>,
+    on_event: Option<Function>,
+    low_threshold: u32,
+    destroyed: bool,
+}
+
+type Shared = Rc<RefCell<Inner>>;
+
+/// Event handlers kept alive as long as what they listen to.
+type Handlers = Vec<Closure<dyn FnMut(JsValue)>>;
+
+fn window() -> web_sys::Window {
+    web_sys::window().expect("a window")
+}
+
+fn now_ms() -> f64 {
+    window().performance().map_or(0.0, |p| p.now())
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], JsValue> {
+    let mut b = [0u8; N];
+    window().crypto()?.get_random_values_with_u8_array(&mut b)?;
+    Ok(b)
+}
+
+fn err(msg: impl std::fmt::Display) -> JsValue {
+    js_sys::Error::new(&msg.to_string()).into()
+}
+
+/// One stream's peer: give it the playlists and the player's state, ask it for segments.
+#[wasm_bindgen]
+pub struct SwarmNode {
+    inner: Shared,
+}
+
+#[wasm_bindgen]
+impl SwarmNode {
+    /// `config`: `{ trackers: [url], streamUrl, contentId?, renditions: [{ bandwidth, codecs,
+    /// width, height, frameRate }], trustedKeys: [hex], upload? }`. Connects to the tracker
+    /// chosen for the swarm.
+    #[wasm_bindgen(constructor)]
+    pub fn new(config: JsValue) -> Result<Self, JsValue> {
+        let c: Config = serde_wasm_bindgen::from_value(config).map_err(err)?;
+        let renditions: Vec<RenditionId> = c
+            .renditions
+            .iter()
+            .map(|r| {
+                RenditionId::from_attributes(&RenditionAttributes {
+                    bandwidth: r.bandwidth,
+                    codecs: r.codecs.clone(),
+                    resolution: r.width.zip(r.height),
+                    frame_rate: r.frame_rate,
+                    name: None,
+                })
+            })
+            .collect();
+        let key = match &c.content_id {
+            Some(id) => StreamKey::ContentId(id),
+            None => StreamKey::PlaylistUrl(&c.stream_url),
+        };
+        let swarm = SwarmId::derive(key, &renditions);
+        let keys: Vec<PublicKey> = c
+            .trusted_keys
+            .iter()
+            .map(|k| {
+                k.parse()
+                    .map_err(|e| err(format!("trustedKeys: {k:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let integrity = if keys.is_empty() {
+            IntegrityMode::Unverified
+        } else {
+            IntegrityMode::Verify(TrustedKeys::new(keys))
+        };
+        let peer_id = PeerId::generate(random_bytes()?);
+        let mut nc = NodeConfig::new(peer_id, swarm, NodeRole::Viewer, integrity);
+        nc.upload.enabled = c.upload;
+        nc.stream = Some(swarmcdn_core::ids::strip_query(&c.stream_url).to_string());
+        let low_threshold = u32::try_from(nc.send_buffer_low).unwrap_or(u32::MAX);
+        let seed = u64::from_le_bytes(random_bytes()?);
+        let node = Node::new(nc, Time::ZERO, seed).map_err(err)?;
+        let trackers = swarmcdn_core::rendezvous::rank(&swarm, &c.trackers)
+            .into_iter()
+            .cloned()
+            .collect();
+        let inner = Rc::new(RefCell::new(Inner {
+            node,
+            start: now_ms(),
+            swarm,
+            peer_id,
+            renditions,
+            trackers,
+            tracker_index: 0,
+            ws: None,
+            ws_closures: Vec::new(),
+            reconnect_ms: 1000,
+            conns: HashMap::new(),
+            by_peer: HashMap::new(),
+            by_offer: HashMap::new(),
+            next_conn: 0,
+            fetches: HashMap::new(),
+            locations: HashMap::new(),
+            replies: HashMap::new(),
+            timer: None,
+            timer_closure: None,
+            on_event: None,
+            low_threshold,
+            destroyed: false,
+        }));
+        connect_tracker(&inner);
+        Ok(Self { inner })
+    }
+
+    /// The swarm id, hex.
+    #[wasm_bindgen(getter)]
+    pub fn swarm(&self) -> String {
+        self.inner.borrow().swarm.to_hex()
+    }
+
+    /// This peer's id, hex.
+    #[wasm_bindgen(getter, js_name = peerId)]
+    pub fn peer_id(&self) -> String {
+        self.inner.borrow().peer_id.to_hex()
+    }
+
+    /// Calls `f(event)` for each event: `{ type: "peer-connected" | "peer-closed" |
+    /// "integrity-failure", peer }`.
+    #[wasm_bindgen(js_name = onEvent)]
+    pub fn on_event(&self, f: Function) {
+        self.inner.borrow_mut().on_event = Some(f);
+    }
+
+    /// The current media playlist of rendition `index`: `live`, and `segments`:
+    /// `[{ sn, duration (s), url, start?, end? (byte range, end exclusive) }]`.
+    #[wasm_bindgen(js_name = setPlaylist)]
+    pub fn set_playlist(&self, index: u32, live: bool, segments: JsValue) -> Result<(), JsValue> {
+        let segs: Vec<SegmentInput> = serde_wasm_bindgen::from_value(segments).map_err(err)?;
+        let rc = &self.inner;
+        {
+            let mut i = rc.borrow_mut();
+            let rendition = *i
+                .renditions
+                .get(index as usize)
+                .ok_or_else(|| err("no such rendition"))?;
+            let mut metas = Vec::with_capacity(segs.len());
+            for s in &segs {
+                if !(s.sn >= 0.0 && s.duration.is_finite() && s.duration >= 0.0) {
+                    return Err(err("bad segment"));
+                }
+                let seg = SegmentRef {
+                    rendition,
+                    sequence: s.sn as u64,
+                };
+                let range = match (s.start, s.end) {
+                    (Some(a), Some(b)) if b > a && a >= 0.0 => Some((a as u64, b as u64)),
+                    _ => None,
+                };
+                i.locations.insert(
+                    seg,
+                    Loc {
+                        url: s.url.clone(),
+                        range,
+                    },
+                );
+                metas.push(SegmentMeta {
+                    sequence: s.sn as u64,
+                    duration: Duration::from_secs_f64(s.duration.min(3600.0)),
+                });
+            }
+            if let Some(first) = metas.first().map(|m| m.sequence) {
+                i.locations
+                    .retain(|k, _| k.rendition != rendition || k.sequence + 64 >= first);
+            }
+            let now = now_of(&i);
+            i.node.handle_playlist(
+                now,
+                Playlist {
+                    rendition,
+                    live,
+                    segments: metas,
+                },
+            );
+        }
+        pump(rc);
+        Ok(())
+    }
+
+    /// The player's state: the rendition playing, the sequence number under the playhead and
+    /// the seconds buffered ahead of it.
+    #[wasm_bindgen(js_name = setPlayer)]
+    pub fn set_player(&self, index: u32, playhead: f64, buffer_ahead: f64) -> Result<(), JsValue> {
+        {
+            let mut i = self.inner.borrow_mut();
+            let rendition = *i
+                .renditions
+                .get(index as usize)
+                .ok_or_else(|| err("no such rendition"))?;
+            let now = now_of(&i);
+            i.node.handle_player(
+                now,
+                PlayerState {
+                    rendition,
+                    playhead: playhead.max(0.0) as u64,
+                    buffer_ahead: Duration::from_secs_f64(buffer_ahead.clamp(0.0, 3600.0)),
+                },
+            );
+        }
+        pump(&self.inner);
+        Ok(())
+    }
+
+    /// A segment: resolves with `{ data: Uint8Array, http, p2p }` (bytes from each source), or
+    /// rejects when the origin fails.
+    pub fn request(&self, index: u32, sn: f64) -> Promise {
+        let rc = self.inner.clone();
+        Promise::new(&mut |resolve, reject| {
+            let mut i = rc.borrow_mut();
+            let Some(&rendition) = i.renditions.get(index as usize) else {
+                let _ = reject.call1(&JsValue::NULL, &err("no such rendition"));
+                return;
+            };
+            let now = now_of(&i);
+            let id = i.node.request_segment(
+                now,
+                SegmentRef {
+                    rendition,
+                    sequence: sn.max(0.0) as u64,
+                },
+            );
+            i.replies.insert(id, (resolve, reject));
+            drop(i);
+            pump(&rc);
+        })
+    }
+
+    /// Counters: `{ httpBytes, p2pBytesDown, p2pBytesUp, peers, integrityFailures,
+    /// segmentsDelivered, cacheBytes }`.
+    pub fn stats(&self) -> JsValue {
+        let s = self.inner.borrow().node.stats();
+        let o = Object::new();
+        for (k, v) in [
+            ("httpBytes", s.http_bytes as f64),
+            ("p2pBytesDown", s.p2p_bytes_down as f64),
+            ("p2pBytesUp", s.p2p_bytes_up as f64),
+            ("peers", s.peers as f64),
+            ("integrityFailures", s.integrity_failures as f64),
+            ("segmentsDelivered", s.segments_delivered as f64),
+            ("cacheBytes", s.cache_bytes as f64),
+        ] {
+            let _ = Reflect::set(&o, &k.into(), &v.into());
+        }
+        o.into()
+    }
+
+    /// Leaves: tells the tracker and the neighbours, closes everything.
+    pub fn destroy(&self) {
+        {
+            let mut i = self.inner.borrow_mut();
+            if i.destroyed {
+                return;
+            }
+            let now = now_of(&i);
+            i.node.shutdown(now);
+        }
+        pump(&self.inner);
+        let mut i = self.inner.borrow_mut();
+        i.destroyed = true;
+        for (_, c) in i.conns.drain() {
+            c.close();
+        }
+        for (_, a) in i.fetches.drain() {
+            a.abort();
+        }
+        if let Some(t) = i.timer.take() {
+            window().clear_timeout_with_handle(t);
+        }
+        if let Some(ws) = i.ws.take() {
+            let _ = ws.close();
+        }
+        for (_, (_, reject)) in i.replies.drain() {
+            let _ = reject.call1(&JsValue::NULL, &err("destroyed"));
+        }
+    }
+}
+
+fn now_of(i: &Inner) -> Time {
+    Time::from_micros(((now_ms() - i.start).max(0.0) * 1000.0) as u64)
+}
+
+/// Runs `f` with the state and the current time, then pumps; does nothing once destroyed or
+/// dropped.
+fn input(weak: &Weak<RefCell<Inner>>, f: impl FnOnce(&mut Inner, Time)) {
+    let Some(rc) = weak.upgrade() else { return };
+    {
+        let mut i = rc.borrow_mut();
+        if i.destroyed {
+            return;
+        }
+        let now = now_of(&i);
+        f(&mut i, now);
+    }
+    pump(&rc);
+}
+
+/// Performs what the node asks, delivers its events, and re-arms the timer.
+fn pump(rc: &Shared) {
+    loop {
+        let t = rc.borrow_mut().node.poll_transmit();
+        match t {
+            Some(t) => transmit(rc, t),
+            None => break,
+        }
+    }
+    loop {
+        let e = rc.borrow_mut().node.poll_event();
+        match e {
+            Some(e) => event(rc, e),
+            None => break,
+        }
+    }
+    arm_timer(rc);
+}
+
+fn arm_timer(rc: &Shared) {
+    let mut i = rc.borrow_mut();
+    if i.destroyed {
+        return;
+    }
+    if let Some(t) = i.timer.take() {
+        window().clear_timeout_with_handle(t);
+    }
+    let Some(at) = i.node.poll_timeout() else {
+        return;
+    };
+    let now = now_of(&i);
+    let ms = at.saturating_since(now).as_millis().min(60_000) as i32;
+    let weak = Rc::downgrade(rc);
+    let cb = Closure::<dyn FnMut()>::new(move || {
+        input(&weak, |i, now| {
+            i.timer = None;
+            i.node.handle_timeout(now);
+        });
+    });
+    i.timer = window()
+        .set_timeout_with_callback_and_timeout_and_arguments_0(cb.as_ref().unchecked_ref(), ms)
+        .ok();
+    i.timer_closure = Some(cb);
+}
+
+fn emit(rc: &Shared, kind: &str, peer: &PeerId) {
+    let f = rc.borrow().on_event.clone();
+    if let Some(f) = f {
+        let o = Object::new();
+        let _ = Reflect::set(&o, &"type".into(), &kind.into());
+        let _ = Reflect::set(&o, &"peer".into(), &peer.to_hex().into());
+        let _ = f.call1(&JsValue::NULL, &o);
+    }
+}
+
+fn event(rc: &Shared, e: Event) {
+    match e {
+        Event::SegmentReady {
+            request,
+            data,
+            sources,
+            ..
+        } => {
+            let reply = rc.borrow_mut().replies.remove(&request);
+            if let Some((resolve, _)) = reply {
+                let o = Object::new();
+                let _ = Reflect::set(&o, &"data".into(), &Uint8Array::from(&data[..]).into());
+                let _ = Reflect::set(&o, &"http".into(), &(sources.http as f64).into());
+                let _ = Reflect::set(&o, &"p2p".into(), &(sources.p2p as f64).into());
+                let _ = resolve.call1(&JsValue::NULL, &o);
+            }
+        }
+        Event::SegmentFailed { request, error, .. } => {
+            let reply = rc.borrow_mut().replies.remove(&request);
+            if let Some((_, reject)) = reply {
+                let _ = reject.call1(&JsValue::NULL, &err(error));
+            }
+        }
+        Event::PeerConnected { peer, .. } => emit(rc, "peer-connected", &peer),
+        Event::PeerDropped { peer, .. } => emit(rc, "peer-closed", &peer),
+        Event::IntegrityFailure { peer, .. } => emit(rc, "integrity-failure", &peer),
+        _ => {}
+    }
+}
+
+fn send_tracker(i: &Inner, msg: &ToTracker) {
+    if let Some(ws) = &i.ws
+        && ws.ready_state() == WebSocket::OPEN
+    {
+        let _ = ws.send_with_str(&msg.to_json());
+    }
+}
+
+fn connect_tracker(rc: &Shared) {
+    let mut i = rc.borrow_mut();
+    if i.destroyed || i.trackers.is_empty() {
+        return;
+    }
+    let url = i.trackers[i.tracker_index % i.trackers.len()].clone();
+    let Ok(ws) = WebSocket::new(&url) else {
+        i.tracker_index += 1;
+        return;
+    };
+    let weak = Rc::downgrade(rc);
+    let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        input(&weak, |i, now| {
+            i.reconnect_ms = 1000;
+            i.node.handle_tracker_connected(now);
+        });
+    });
+    let weak = Rc::downgrade(rc);
+    let on_message = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+        let Some(text) = e
+            .dyn_ref::<MessageEvent>()
+            .and_then(|m| m.data().as_string())
+        else {
+            return;
+        };
+        // A bad message is ignored (the tracker is not trusted to be well-formed).
+        if let Ok(msg) = FromTracker::from_json(text.as_bytes()) {
+            input(&weak, |i, now| i.node.handle_tracker_msg(now, msg));
+        }
+    });
+    let weak = Rc::downgrade(rc);
+    let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        let Some(rc) = weak.upgrade() else { return };
+        let delay = {
+            let mut i = rc.borrow_mut();
+            if i.destroyed {
+                return;
+            }
+            let now = now_of(&i);
+            i.node.handle_tracker_disconnected(now);
+            i.ws = None;
+            i.tracker_index += 1;
+            let d = i.reconnect_ms;
+            i.reconnect_ms = (d * 2).min(30_000);
+            d
+        };
+        let weak = Rc::downgrade(&rc);
+        let again = Closure::once_into_js(move || {
+            if let Some(rc) = weak.upgrade() {
+                connect_tracker(&rc);
+            }
+        });
+        let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(
+            again.unchecked_ref(),
+            delay as i32,
+        );
+    });
+    ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    i.ws_closures = vec![on_open, on_message, on_close];
+    i.ws = Some(ws);
+}
+
+fn rtc_config() -> RtcConfiguration {
+    RtcConfiguration::new()
+}
+
+/// Resolves once ICE gathering is complete (non-trickle), or after 5 s.
+async fn gathered(pc: &RtcPeerConnection) {
+    for _ in 0..100 {
+        if pc.ice_gathering_state() == RtcIceGatheringState::Complete {
+            return;
+        }
+        let p = Promise::new(&mut |resolve, _| {
+            let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 50);
+        });
+        let _ = JsFuture::from(p).await;
+    }
+}
+
+fn local_sdp(pc: &RtcPeerConnection) -> Option<String> {
+    pc.local_description().map(|d| d.sdp())
+}
+
+async fn make_offer(pc: &RtcPeerConnection) -> Result<String, JsValue> {
+    let offer = JsFuture::from(pc.create_offer()).await?;
+    let sdp = Reflect::get(&offer, &"sdp".into())?
+        .as_string()
+        .ok_or_else(|| err("offer without SDP"))?;
+    let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+    init.set_sdp(&sdp);
+    JsFuture::from(pc.set_local_description(&init)).await?;
+    gathered(pc).await;
+    local_sdp(pc).ok_or_else(|| err("no local description"))
+}
+
+async fn make_answer(pc: &RtcPeerConnection, offer: String) -> Result<String, JsValue> {
+    let remote = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+    remote.set_sdp(&offer);
+    JsFuture::from(pc.set_remote_description(&remote)).await?;
+    let answer = JsFuture::from(pc.create_answer()).await?;
+    let sdp = Reflect::get(&answer, &"sdp".into())?
+        .as_string()
+        .ok_or_else(|| err("answer without SDP"))?;
+    let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+    init.set_sdp(&sdp);
+    JsFuture::from(pc.set_local_description(&init)).await?;
+    gathered(pc).await;
+    local_sdp(pc).ok_or_else(|| err("no local description"))
+}
+
+/// A peer connection whose state changes go to the node under `conn`.
+fn new_pc(rc: &Shared, conn: u64) -> Result<(RtcPeerConnection, Handlers), JsValue> {
+    let pc = RtcPeerConnection::new_with_configuration(&rtc_config())?;
+    let weak = Rc::downgrade(rc);
+    let pc2 = pc.clone();
+    let on_state = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        if matches!(
+            pc2.connection_state(),
+            RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed
+        ) {
+            input(&weak, |i, now| conn_gone(i, now, conn));
+        }
+    });
+    pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+    Ok((pc, vec![on_state]))
+}
+
+/// Wires a DataChannel's events to the node.
+fn attach_channel(rc: &Shared, conn: u64, dc: &RtcDataChannel) -> Handlers {
+    dc.set_binary_type(RtcDataChannelType::Arraybuffer);
+    let low = rc.borrow().low_threshold;
+    dc.set_buffered_amount_low_threshold(low);
+    let peer_event = move |weak: &Weak<RefCell<Inner>>, ev: PeerEvent| {
+        input(weak, |i, now| {
+            if let Some(peer) = i.conns.get(&conn).and_then(|c| c.peer) {
+                let closed = ev == PeerEvent::Closed;
+                i.node.handle_peer_event(now, peer, ev);
+                if closed {
+                    forget(i, conn);
+                }
+            }
+        });
+    };
+    let w = Rc::downgrade(rc);
+    let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| peer_event(&w, PeerEvent::Opened));
+    let w = Rc::downgrade(rc);
+    let on_message = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+        let data = e
+            .dyn_ref::<MessageEvent>()
+            .map(|m| m.data())
+            .filter(|d| d.is_instance_of::<js_sys::ArrayBuffer>())
+            .map(|d| Bytes::from(Uint8Array::new(&d).to_vec()))
+            // Text is not the wire protocol: an empty message, which the core rejects.
+            .unwrap_or_default();
+        peer_event(&w, PeerEvent::Message(data));
+    });
+    let w = Rc::downgrade(rc);
+    let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| peer_event(&w, PeerEvent::Closed));
+    let w = Rc::downgrade(rc);
+    let dc2 = dc.clone();
+    let on_low = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        let buffered = u64::from(dc2.buffered_amount());
+        peer_event(&w, PeerEvent::Drained { buffered });
+    });
+    dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    dc.set_onbufferedamountlow(Some(on_low.as_ref().unchecked_ref()));
+    vec![on_open, on_message, on_close, on_low]
+}
+
+fn conn_gone(i: &mut Inner, now: Time, conn: u64) {
+    if let Some(peer) = i.conns.get(&conn).and_then(|c| c.peer) {
+        i.node.handle_peer_event(now, peer, PeerEvent::Closed);
+    }
+    forget(i, conn);
+}
+
+fn forget(i: &mut Inner, conn: u64) {
+    let Some(c) = i.conns.remove(&conn) else {
+        return;
+    };
+    if let Some(p) = c.peer
+        && i.by_peer.get(&p) == Some(&conn)
+    {
+        i.by_peer.remove(&p);
+    }
+    if let Some(o) = c.offer
+        && i.by_offer.get(&o) == Some(&conn)
+    {
+        i.by_offer.remove(&o);
+    }
+    c.close();
+}
+
+fn transmit(rc: &Shared, t: Transmit) {
+    match t {
+        Transmit::Announce { announce, offers } => {
+            if offers == 0 {
+                send_tracker(&rc.borrow(), &ToTracker::Announce(announce));
+                return;
+            }
+            let weak = Rc::downgrade(rc);
+            let rc2 = rc.clone();
+            spawn_local(async move {
+                let mut made = Vec::new();
+                for _ in 0..offers {
+                    let conn = {
+                        let mut i = rc2.borrow_mut();
+                        i.next_conn += 1;
+                        i.next_conn
+                    };
+                    let Ok((pc, mut closures)) = new_pc(&rc2, conn) else {
+                        continue;
+                    };
+                    let init = RtcDataChannelInit::new();
+                    init.set_ordered(true);
+                    let dc = pc.create_data_channel_with_data_channel_dict("swarmcdn", &init);
+                    match make_offer(&pc).await {
+                        Ok(sdp) => {
+                            closures.extend(attach_channel(&rc2, conn, &dc));
+                            made.push((conn, pc, dc, closures, sdp));
+                        }
+                        Err(_) => pc.close(),
+                    }
+                }
+                drop(rc2);
+                input(&weak, move |i, _| {
+                    let mut announce = announce;
+                    for (conn, pc, dc, closures, sdp) in made {
+                        let Ok(id) = random_bytes::<20>() else {
+                            continue;
+                        };
+                        let offer_id = OfferId(id);
+                        i.conns.insert(
+                            conn,
+                            Conn {
+                                pc,
+                                dc: Some(dc),
+                                peer: None,
+                                offer: Some(offer_id),
+                                closures,
+                            },
+                        );
+                        i.by_offer.insert(offer_id, conn);
+                        announce.offers.push(Offer {
+                            offer_id,
+                            offer: SessionDescription::offer(sdp),
+                        });
+                    }
+                    announce.numwant = Some(announce.offers.len() as u32);
+                    send_tracker(i, &ToTracker::Announce(announce));
+                });
+            });
+        }
+        Transmit::AcceptOffer(o) => {
+            let conn = {
+                let mut i = rc.borrow_mut();
+                i.next_conn += 1;
+                i.next_conn
+            };
+            let Ok((pc, mut closures)) = new_pc(rc, conn) else {
+                return;
+            };
+            let weak = Rc::downgrade(rc);
+            let on_dc = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+                let Some(dc) = e.dyn_ref::<RtcDataChannelEvent>().map(|e| e.channel()) else {
+                    return;
+                };
+                let Some(rc) = weak.upgrade() else { return };
+                let closures = attach_channel(&rc, conn, &dc);
+                if let Some(c) = rc.borrow_mut().conns.get_mut(&conn) {
+                    c.dc = Some(dc);
+                    c.closures.extend(closures);
+                }
+            });
+            pc.set_ondatachannel(Some(on_dc.as_ref().unchecked_ref()));
+            closures.push(on_dc);
+            {
+                let mut i = rc.borrow_mut();
+                if let Some(old) = i.by_peer.insert(o.peer_id, conn) {
+                    forget(&mut i, old);
+                }
+                i.conns.insert(
+                    conn,
+                    Conn {
+                        pc: pc.clone(),
+                        dc: None,
+                        peer: Some(o.peer_id),
+                        offer: Some(o.offer_id),
+                        closures,
+                    },
+                );
+            }
+            let weak = Rc::downgrade(rc);
+            spawn_local(async move {
+                let answer = make_answer(&pc, o.offer.sdp).await;
+                input(&weak, move |i, now| match answer {
+                    Ok(sdp) if i.conns.contains_key(&conn) => {
+                        let a = Answer {
+                            info_hash: i.swarm,
+                            peer_id: i.peer_id,
+                            to_peer_id: o.peer_id,
+                            offer_id: o.offer_id,
+                            answer: SessionDescription::answer(sdp),
+                            ext: None,
+                        };
+                        send_tracker(i, &ToTracker::Answer(a));
+                    }
+                    _ => conn_gone(i, now, conn),
+                });
+            });
+        }
+        Transmit::CompleteOffer(a) => {
+            let mut i = rc.borrow_mut();
+            let Some(conn) = i.by_offer.remove(&a.offer_id) else {
+                let now = now_of(&i);
+                i.node.handle_peer_event(now, a.peer_id, PeerEvent::Closed);
+                return;
+            };
+            if let Some(old) = i.by_peer.insert(a.peer_id, conn) {
+                forget(&mut i, old);
+            }
+            let Some(c) = i.conns.get_mut(&conn) else {
+                return;
+            };
+            c.peer = Some(a.peer_id);
+            let pc = c.pc.clone();
+            drop(i);
+            let weak = Rc::downgrade(rc);
+            spawn_local(async move {
+                let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+                init.set_sdp(&a.answer.sdp);
+                if JsFuture::from(pc.set_remote_description(&init))
+                    .await
+                    .is_err()
+                {
+                    input(&weak, |i, now| conn_gone(i, now, conn));
+                }
+            });
+        }
+        Transmit::DropOffer(offer) => {
+            let mut i = rc.borrow_mut();
+            if let Some(conn) = i.by_offer.get(&offer).copied() {
+                forget(&mut i, conn);
+            }
+        }
+        Transmit::Peer { peer, data } => {
+            let mut i = rc.borrow_mut();
+            let Some(dc) = i
+                .by_peer
+                .get(&peer)
+                .and_then(|c| i.conns.get(c))
+                .and_then(|c| c.dc.clone())
+            else {
+                return;
+            };
+            if dc.send_with_u8_array(&data).is_err() {
+                let now = now_of(&i);
+                i.node.handle_peer_event(now, peer, PeerEvent::Closed);
+                if let Some(conn) = i.by_peer.get(&peer).copied() {
+                    forget(&mut i, conn);
+                }
+                return;
+            }
+            // The browser counts what was queued at once: when it is already at or under the
+            // low mark, say so now (no `bufferedamountlow` will fire).
+            let buffered = dc.buffered_amount();
+            if buffered <= i.low_threshold {
+                let now = now_of(&i);
+                i.node.handle_peer_event(
+                    now,
+                    peer,
+                    PeerEvent::Drained {
+                        buffered: u64::from(buffered),
+                    },
+                );
+            }
+        }
+        Transmit::ClosePeer(peer) => {
+            let mut i = rc.borrow_mut();
+            if let Some(conn) = i.by_peer.get(&peer).copied() {
+                forget(&mut i, conn);
+            }
+        }
+        Transmit::Http(req) => {
+            let HttpTarget::Segment(seg) = req.target;
+            let id = req.id;
+            let loc = {
+                let i = rc.borrow();
+                i.locations.get(&seg).map(|l| (l.url.clone(), l.range))
+            };
+            let Some((url, base)) = loc else {
+                let mut i = rc.borrow_mut();
+                let now = now_of(&i);
+                i.node.handle_http_done(
+                    now,
+                    id,
+                    Err(FetchError::BadResponse("segment no longer listed".into())),
+                );
+                return;
+            };
+            let Ok(abort) = AbortController::new() else {
+                return;
+            };
+            rc.borrow_mut().fetches.insert(id, abort.clone());
+            let weak = Rc::downgrade(rc);
+            spawn_local(async move {
+                let result = fetch(&url, base, req.range, &abort).await;
+                input(&weak, move |i, now| {
+                    if i.fetches.remove(&id).is_none() {
+                        return;
+                    }
+                    match result {
+                        Ok((offset, total, data)) => {
+                            i.node.handle_http_data(now, id, offset, total, data);
+                            i.node.handle_http_done(now, id, Ok(()));
+                        }
+                        Err(e) => i.node.handle_http_done(now, id, Err(e)),
+                    }
+                });
+            });
+        }
+        Transmit::CancelHttp(id) => {
+            if let Some(a) = rc.borrow_mut().fetches.remove(&id) {
+                a.abort();
+            }
+        }
+    }
+}
+
+/// Fetches a segment (or `range` of it, relative to the segment, within the playlist's byte
+/// range `base`): the offset of the bytes within the segment, the segment's length if known,
+/// and the bytes.
+async fn fetch(
+    url: &str,
+    base: Option<(u64, u64)>,
+    range: Option<std::ops::Range<u64>>,
+    abort: &AbortController,
+) -> Result<(u64, Option<u64>, Bytes), FetchError> {
+    let net = |e: JsValue| FetchError::Network(format!("{e:?}"));
+    let start = base.map_or(0, |b| b.0);
+    let wanted = match (&range, base) {
+        (Some(r), _) => Some((start + r.start, start + r.end)),
+        (None, Some(b)) => Some(b),
+        (None, None) => None,
+    };
+    let init = RequestInit::new();
+    init.set_signal(Some(&abort.signal()));
+    let headers = web_sys::Headers::new().map_err(net)?;
+    if let Some((a, b)) = wanted {
+        headers
+            .set("Range", &format!("bytes={a}-{}", b.saturating_sub(1)))
+            .map_err(net)?;
+    }
+    init.set_headers(&headers);
+    let resp: Response = JsFuture::from(window().fetch_with_str_and_init(url, &init))
+        .await
+        .map_err(net)?
+        .dyn_into()
+        .map_err(net)?;
+    let status = resp.status();
+    if status != 200 && status != 206 {
+        return Err(FetchError::Status(status));
+    }
+    let buf = JsFuture::from(resp.array_buffer().map_err(net)?)
+        .await
+        .map_err(net)?;
+    let mut data = Bytes::from(Uint8Array::new(&buf).to_vec());
+    // A 200 to a ranged request carries the whole resource: cut the range out.
+    if status == 200
+        && let Some((a, b)) = wanted
+    {
+        let (a, b) = (a as usize, b as usize);
+        if b > data.len() || a >= b {
+            return Err(FetchError::BadResponse(
+                "body shorter than the range".into(),
+            ));
+        }
+        data = data.slice(a..b);
+    }
+    let offset = range.as_ref().map_or(0, |r| r.start);
+    let total = base.map(|b| b.1 - b.0).or(if range.is_none() {
+        Some(data.len() as u64)
+    } else {
+        None
+    });
+    Ok((offset, total, data))
 }

@@ -169,6 +169,14 @@ fn browser() -> anyhow::Result<()> {
             "swarmcdn-tests",
             "--bin",
             "swarmcdn-origin",
+            "-p",
+            "swarmcdn-tracker",
+            "--bin",
+            "swarmcdn-tracker",
+            "-p",
+            "swarmcdn-peer-node",
+            "--bin",
+            "peer-node",
         ]),
     )?;
     let root = std::env::current_dir()?;

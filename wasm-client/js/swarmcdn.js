@@ -1,0 +1,214 @@
+// SwarmCDN for hls.js: segments from peers over WebRTC DataChannels, the origin as fallback.
+//
+//   import { SwarmCdn } from './swarmcdn.js';
+//   const swarm = await SwarmCdn.create({ trackers: ['wss://tracker.example'], integrityKeys: ['<hex>'] });
+//   const hls = new Hls(swarm.hlsConfig());
+//   swarm.attach(hls);
+//   hls.loadSource(url); hls.attachMedia(video);
+//
+// The wasm module (`swarmcdn_wasm.js` + `swarmcdn_wasm_bg.wasm`) sits beside this file.
+import init, { SwarmNode } from './swarmcdn_wasm.js';
+
+let ready = null;
+
+function attr(level, name) {
+  const a = level.attrs || {};
+  return a[name] !== undefined ? a[name] : undefined;
+}
+
+/** The rendition description the swarm id is derived from (EXT-X-STREAM-INF attributes). */
+function rendition(level) {
+  const bw = attr(level, 'BANDWIDTH');
+  const res = attr(level, 'RESOLUTION');
+  const fps = attr(level, 'FRAME-RATE');
+  const [w, h] = res ? String(res).split('x').map((n) => parseInt(n, 10)) : [undefined, undefined];
+  return {
+    bandwidth: bw !== undefined ? parseInt(bw, 10) : (level.bitrate || undefined),
+    codecs: attr(level, 'CODECS'),
+    width: Number.isFinite(w) ? w : undefined,
+    height: Number.isFinite(h) ? h : undefined,
+    frameRate: fps !== undefined ? parseFloat(fps) : undefined,
+  };
+}
+
+function levelUrl(level) {
+  return Array.isArray(level.url) ? level.url[0] : level.url;
+}
+
+function newStats() {
+  const t = { start: 0, first: 0, end: 0 };
+  return {
+    aborted: false, loaded: 0, retry: 0, total: 0, chunkCount: 0, bwEstimate: 0,
+    loading: { ...t }, parsing: { ...t }, buffering: { ...t },
+  };
+}
+
+export class SwarmCdn {
+  /** Loads the wasm module once and makes a client. */
+  static async create(options) {
+    if (!ready) ready = init(new URL('./swarmcdn_wasm_bg.wasm', import.meta.url));
+    await ready;
+    return new SwarmCdn(options);
+  }
+
+  constructor({ trackers, integrityKeys = [], upload, contentId } = {}) {
+    this.trackers = trackers || [];
+    this.integrityKeys = integrityKeys;
+    // Upload is off when the browser asks to save data.
+    const saveData = typeof navigator !== 'undefined' && navigator.connection && navigator.connection.saveData;
+    this.upload = upload !== undefined ? upload : !saveData;
+    this.contentId = contentId;
+    this.node = null;
+    this.levelIndex = new Map(); // hls.js level index -> rendition index in the master playlist
+    this.listeners = new Set();
+    this.bytes = { http: 0, p2p: 0 };
+    this.segments = []; // { sn, level, http, p2p }
+    this.trace = []; // loader calls, for debugging
+  }
+
+  /** Listen to `{ type: 'segment' | 'peer-connected' | 'peer-closed' | 'integrity-failure', ... }`. */
+  on(f) { this.listeners.add(f); return () => this.listeners.delete(f); }
+
+  emit(e) { for (const f of this.listeners) { try { f(e); } catch (_) { /* a listener's problem */ } } }
+
+  /** hls.js configuration: our fragment loader (others stay hls.js's own). */
+  hlsConfig(extra = {}) {
+    const swarm = this;
+    class Loader {
+      constructor(config) {
+        this.fallback = new config.loader(config);
+        this.stats = newStats();
+        this.aborted = false;
+      }
+      load(context, config, callbacks) {
+        const frag = context.frag;
+        const index = frag && swarm.levelIndex.get(frag.level);
+        const ranged = context.rangeStart !== undefined && context.rangeStart !== 0 && context.rangeEnd !== undefined;
+        if (!swarm.node || !frag || frag.type !== 'main' || typeof frag.sn !== 'number' || index === undefined || ranged) {
+          this.stats = this.fallback.stats;
+          return this.fallback.load(context, config, callbacks);
+        }
+        // hls.js may ask for a fragment before our LEVEL_LOADED handler ran: give the node the
+        // playlist first.
+        const level = swarm.hls && swarm.hls.levels[frag.level];
+        if (level && level.details) swarm.feed(frag.level, level.details);
+        const stats = this.stats;
+        stats.loading.start = performance.now();
+        swarm.trace.push(`load ${frag.level}/${frag.sn}`);
+        // hls.js leaves timeouts to loaders: the core falls back to HTTP before the deadline, so
+        // this only fires when something is badly wrong.
+        const policy = config && config.loadPolicy;
+        const limit = (policy && policy.maxLoadTimeMs) || 20_000;
+        this.timeout = setTimeout(() => {
+          if (this.aborted) return;
+          this.aborted = true;
+          swarm.trace.push(`timeout ${frag.level}/${frag.sn}`);
+          callbacks.onTimeout(stats, context, null);
+        }, limit);
+        swarm.node.request(index, frag.sn).then((r) => {
+          clearTimeout(this.timeout);
+          swarm.trace.push(`done ${frag.level}/${frag.sn}${this.aborted ? ' (aborted)' : ''}`);
+          if (this.aborted) return;
+          stats.loading.first = stats.loading.end = performance.now();
+          stats.loaded = stats.total = r.data.byteLength;
+          swarm.bytes.http += r.http;
+          swarm.bytes.p2p += r.p2p;
+          const seg = { sn: frag.sn, level: frag.level, http: r.http, p2p: r.p2p };
+          swarm.segments.push(seg);
+          swarm.emit({ type: 'segment', ...seg });
+          callbacks.onSuccess({ url: context.url, data: r.data.buffer }, stats, context, null);
+        }, (e) => {
+          clearTimeout(this.timeout);
+          swarm.trace.push(`fail ${frag.level}/${frag.sn}: ${e}`);
+          if (this.aborted) return;
+          stats.loading.end = performance.now();
+          callbacks.onError({ code: 0, text: String(e && e.message || e) }, context, null, stats);
+        });
+      }
+      abort() {
+        clearTimeout(this.timeout);
+        if (!this.aborted) swarm.trace.push('abort');
+        this.aborted = true; this.stats.aborted = true; this.fallback.abort();
+      }
+      destroy() { clearTimeout(this.timeout); this.aborted = true; this.fallback.destroy(); }
+    }
+    return { ...extra, fLoader: Loader };
+  }
+
+  /** Gives the node a level's playlist (once per version of it). */
+  feed(level, details) {
+    const index = this.levelIndex.get(level);
+    if (!this.node || index === undefined || !details) return;
+    if (!this.fed) this.fed = new Map();
+    if (this.fed.get(level) === details) return;
+    this.fed.set(level, details);
+    const segments = details.fragments.map((f) => {
+      const s = { sn: f.sn, duration: f.duration, url: f.url };
+      if (f.byteRangeEndOffset) { s.start = f.byteRangeStartOffset; s.end = f.byteRangeEndOffset; }
+      return s;
+    });
+    try { this.node.setPlaylist(index, !!details.live, segments); } catch (_) { /* ignored */ }
+  }
+
+  /** Follows the player: playlists, playhead, teardown. */
+  attach(hls) {
+    const Events = hls.constructor.Events;
+    hls.on(Events.MANIFEST_PARSED, (_e, data) => {
+      if (this.node) return;
+      // Every rendition of the master playlist makes the swarm id, whatever hls.js keeps.
+      const all = (data.levels || hls.levels);
+      const renditions = all.map(rendition);
+      hls.levels.forEach((l, i) => {
+        const j = all.findIndex((m) => levelUrl(m) === levelUrl(l));
+        this.levelIndex.set(i, j >= 0 ? j : i);
+      });
+      try {
+        this.node = new SwarmNode({
+          trackers: this.trackers,
+          streamUrl: hls.url,
+          contentId: this.contentId,
+          renditions,
+          trustedKeys: this.integrityKeys,
+          upload: this.upload,
+        });
+        this.node.onEvent((e) => this.emit(e));
+      } catch (e) {
+        // No P2P (for example a bad key): hls.js loads from the origin as usual.
+        this.error = String(e && e.message || e);
+        this.node = null;
+      }
+    });
+    hls.on(Events.LEVEL_LOADED, (_e, data) => this.feed(data.level, data.details));
+    const tick = () => {
+      const media = hls.media;
+      const level = hls.currentLevel >= 0 ? hls.currentLevel : hls.loadLevel;
+      const index = this.levelIndex.get(level);
+      const details = hls.levels[level] && hls.levels[level].details;
+      if (!this.node || !media || index === undefined || !details) return;
+      const t = media.currentTime;
+      const frag = details.fragments.find((f) => t >= f.start && t < f.start + f.duration) || details.fragments[0];
+      let ahead = 0;
+      for (let i = 0; i < media.buffered.length; i++) {
+        if (media.buffered.start(i) <= t + 0.1 && t < media.buffered.end(i)) ahead = media.buffered.end(i) - t;
+      }
+      try { this.node.setPlayer(index, frag.sn, ahead); } catch (_) { /* ignored */ }
+    };
+    this.timer = setInterval(tick, 250);
+    hls.on(Events.DESTROYING, () => this.destroy());
+    this.hls = hls;
+  }
+
+  /** `{ httpBytes, p2pBytesDown, p2pBytesUp, peers, integrityFailures, ... }` plus the bytes
+   * hls.js got from each source. */
+  stats() {
+    const s = this.node ? this.node.stats() : {};
+    return { ...s, playerHttpBytes: this.bytes.http, playerP2pBytes: this.bytes.p2p };
+  }
+
+  destroy() {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (this.node) { this.node.destroy(); this.node.free(); }
+    this.node = null;
+  }
+}
