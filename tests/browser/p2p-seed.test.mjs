@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { here, launchBrowser, originBin, startServer, stopServer } from './harness.mjs';
@@ -28,14 +28,14 @@ function start(cmd, args) {
   });
 }
 
-/** The wasm package and the JS module, served by the origin under /dist. */
+/** The npm package (`cargo xtask package`), served by the origin under /dist. */
 function stageDist() {
   const dist = join(here, 'dist');
   mkdirSync(dist, { recursive: true });
-  for (const f of ['swarmcdn_wasm.js', 'swarmcdn_wasm_bg.wasm']) {
-    copyFileSync(join(repo, 'target', 'wasm-pkg', f), join(dist, f));
+  const pkg = join(repo, 'target', 'npm', 'swarmcdn');
+  for (const f of ['swarmcdn.js', 'swarmcdn_wasm.js', 'swarmcdn_wasm_bg.wasm']) {
+    copyFileSync(join(pkg, f), join(dist, f));
   }
-  copyFileSync(join(repo, 'wasm-client', 'js', 'swarmcdn.js'), join(dist, 'swarmcdn.js'));
 }
 
 test('pages with a native seed get their segments from peers', { timeout: 180_000 }, async () => {

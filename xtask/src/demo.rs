@@ -73,11 +73,22 @@ fn start(children: &mut Children, name: &str, cmd: &mut Command) -> anyhow::Resu
 
 pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     setup::all(Needs {
-        wasm: false,
+        wasm: true,
         browser: false,
         ffmpeg: false,
         npm: true,
     })?;
+    // The browser client, served by the origin under /dist for the P2P page.
+    crate::test::package()?;
+    let dist = std::path::Path::new("tests/browser/dist");
+    std::fs::create_dir_all(dist).context("creating tests/browser/dist")?;
+    for f in ["swarmcdn.js", "swarmcdn_wasm.js", "swarmcdn_wasm_bg.wasm"] {
+        std::fs::copy(
+            std::path::Path::new(crate::test::PACKAGE_DIR).join(f),
+            dist.join(f),
+        )
+        .with_context(|| format!("staging {f}"))?;
+    }
     util::run(
         "build the demo",
         cargo().args([
@@ -158,7 +169,10 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     println!();
     println!("  SwarmCDN demo is running.");
     println!();
-    println!("  Open this page:      {origin}/pages/live.html");
+    println!(
+        "  Open this page (in two tabs to see P2P):\n    {origin}/pages/p2p.html?tracker={tracker}&key={public_key}"
+    );
+    println!("  Origin only:         {origin}/pages/live.html");
     println!("  Live playlist:       {origin}/live/master.m3u8");
     println!("  VOD playlist:        {origin}/vod/master.m3u8");
     println!("  Origin counters:     {origin}/stats");

@@ -26,6 +26,8 @@ enum Command {
     /// Install what this machine lacks: the wasm32 target, wasm-bindgen-cli (pinned to
     /// Cargo.lock), Chromium and ffmpeg (apt, as root), the browser tests' npm packages.
     Setup,
+    /// Build the browser client's npm package in target/npm/swarmcdn and print its size.
+    Package,
     /// Set up, then run every check: fmt, clippy, all tests, the wasm32 build, the fuzz
     /// targets' build, the browser tests.
     Test(test::TestArgs),
@@ -54,6 +56,15 @@ fn main() -> anyhow::Result<()> {
     util::cd_repo_root()?;
     match cli.command {
         Command::Setup => setup::all(setup::Needs::everything()),
+        Command::Package => {
+            setup::all(setup::Needs {
+                wasm: true,
+                browser: false,
+                ffmpeg: false,
+                npm: false,
+            })?;
+            test::package()
+        }
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench { args } if args.first().is_some_and(|a| a == "tracker") => {

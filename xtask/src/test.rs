@@ -62,7 +62,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<()> {
             cargo().args(["test", "--workspace", "--locked"]),
         )
     })?;
-    steps.step("wasm32 build + wasm-bindgen", wasm)?;
+    steps.step("wasm32 build + wasm-bindgen + package", wasm)?;
     steps.step("fuzz targets build", fuzz_build)?;
     steps.step("tracker interop (npm bittorrent-tracker)", interop)?;
     if !args.no_browser {
@@ -73,31 +73,8 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<()> {
 }
 
 fn wasm() -> anyhow::Result<()> {
-    util::run(
-        "cargo build --target wasm32-unknown-unknown",
-        cargo().args([
-            "build",
-            "--locked",
-            "--release",
-            "--target",
-            "wasm32-unknown-unknown",
-            "-p",
-            "swarmcdn-core",
-            "-p",
-            "swarmcdn-wasm",
-        ]),
-    )?;
-    let out = Path::new("target/wasm-pkg");
-    util::run(
-        "wasm-bindgen",
-        Command::new("wasm-bindgen").args([
-            "--target",
-            "web",
-            "--out-dir",
-            "target/wasm-pkg",
-            "target/wasm32-unknown-unknown/release/swarmcdn_wasm.wasm",
-        ]),
-    )?;
+    package()?;
+    let out = Path::new(PACKAGE_DIR);
     let wasm = out.join("swarmcdn_wasm_bg.wasm");
     ensure!(
         out.join("swarmcdn_wasm.js").is_file(),
@@ -115,6 +92,67 @@ fn wasm() -> anyhow::Result<()> {
         "    {}: {} bytes, imports only from {modules:?}",
         wasm.display(),
         bytes.len()
+    );
+    Ok(())
+}
+
+/// Where `cargo xtask package` writes the npm package.
+pub(crate) const PACKAGE_DIR: &str = "target/npm/swarmcdn";
+
+/// Builds the browser client (wasm32, the `wasm` profile), runs wasm-bindgen, and assembles
+/// the npm package: the JS module and its types, the wasm-bindgen glue and the `.wasm`. Prints
+/// the sizes.
+pub(crate) fn package() -> anyhow::Result<()> {
+    util::run(
+        "cargo build --target wasm32-unknown-unknown --profile wasm",
+        cargo().args([
+            "build",
+            "--locked",
+            "--profile",
+            "wasm",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "swarmcdn-core",
+            "-p",
+            "swarmcdn-wasm",
+        ]),
+    )?;
+    let out = Path::new(PACKAGE_DIR);
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    util::run(
+        "wasm-bindgen",
+        Command::new("wasm-bindgen").args([
+            "--target",
+            "web",
+            "--out-dir",
+            PACKAGE_DIR,
+            "target/wasm32-unknown-unknown/wasm/swarmcdn_wasm.wasm",
+        ]),
+    )?;
+    for f in ["swarmcdn.js", "swarmcdn.d.ts", "package.json", "README.md"] {
+        std::fs::copy(Path::new("wasm-client/js").join(f), out.join(f))
+            .with_context(|| format!("copying wasm-client/js/{f}"))?;
+    }
+    let _ = std::fs::remove_file(out.join(".gitignore"));
+    let mut raw = 0u64;
+    let mut gzipped = 0u64;
+    for f in ["swarmcdn.js", "swarmcdn_wasm.js", "swarmcdn_wasm_bg.wasm"] {
+        let path = out.join(f);
+        raw += std::fs::metadata(&path)?.len();
+        let gz = Command::new("gzip")
+            .args(["-9", "-c"])
+            .arg(&path)
+            .output()
+            .context("running gzip")?;
+        ensure!(gz.status.success(), "gzip failed on {}", path.display());
+        gzipped += gz.stdout.len() as u64;
+    }
+    println!(
+        "    package {PACKAGE_DIR}: {} KB ({} KB gzipped) of JS and wasm (goal: at most 300 KB gzipped)",
+        raw / 1000,
+        gzipped / 1000
     );
     Ok(())
 }

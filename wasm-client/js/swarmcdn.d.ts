@@ -1,0 +1,48 @@
+// Types of the SwarmCDN hls.js integration (swarmcdn.js).
+
+/** Options of a SwarmCDN client. */
+export interface SwarmCdnOptions {
+  /** Tracker WebSocket URLs; each stream uses the one chosen by rendezvous hashing. */
+  trackers: string[];
+  /** Hex ed25519 public keys of the operator's seeds: only digests they signed are trusted. */
+  integrityKeys?: string[];
+  /** Serve peers (default: true, false when the browser asks to save data). */
+  upload?: boolean;
+  /** The operator's id of the stream, when the seeds use one instead of the playlist URL. */
+  contentId?: string;
+}
+
+/** Counters of the client. */
+export interface SwarmCdnStats {
+  httpBytes?: number;
+  p2pBytesDown?: number;
+  p2pBytesUp?: number;
+  peers?: number;
+  integrityFailures?: number;
+  segmentsDelivered?: number;
+  cacheBytes?: number;
+  /** Bytes of the segments hls.js got through the loader, from the origin. */
+  playerHttpBytes: number;
+  /** Bytes of the segments hls.js got through the loader, from peers. */
+  playerP2pBytes: number;
+}
+
+export type SwarmCdnEvent =
+  | { type: 'segment'; sn: number; level: number; http: number; p2p: number }
+  | { type: 'peer-connected' | 'peer-closed' | 'integrity-failure'; peer: string };
+
+export class SwarmCdn {
+  /** Loads the wasm module (once) and makes a client. */
+  static create(options: SwarmCdnOptions): Promise<SwarmCdn>;
+  /** hls.js configuration with SwarmCDN's fragment loader, merged over `extra`. */
+  hlsConfig<T extends object>(extra?: T): T & { fLoader: unknown };
+  /** Follows an hls.js instance made with `hlsConfig()`: playlists, playhead, teardown. */
+  attach(hls: unknown): void;
+  /** Listens to events; returns a function that stops listening. */
+  on(listener: (event: SwarmCdnEvent) => void): () => void;
+  stats(): SwarmCdnStats;
+  /** Set when P2P could not start (hls.js then loads from the origin as usual). */
+  error?: string;
+  /** Leaves the swarm (also done on `hls.destroy()`). */
+  destroy(): void;
+}
