@@ -10,6 +10,8 @@ export interface SwarmCdnOptions {
   upload?: boolean;
   /** The operator's id of the stream, when the seeds use one instead of the playlist URL. */
   contentId?: string;
+  /** Keep the SHA-256 of every segment handed to hls.js in `segments` (for tests). */
+  recordHashes?: boolean;
 }
 
 /** Counters of the client. */
@@ -41,6 +43,8 @@ export class SwarmCdn {
   /** Listens to events; returns a function that stops listening. */
   on(listener: (event: SwarmCdnEvent) => void): () => void;
   stats(): SwarmCdnStats;
+  /** The segments handed to hls.js, with their sources. */
+  segments: Array<{ sn: number; level: number; url: string; http: number; p2p: number; sha256?: string }>;
   /** Set when P2P could not start (hls.js then loads from the origin as usual). */
   error?: string;
   /** Leaves the swarm (also done on `hls.destroy()`). */

@@ -51,7 +51,8 @@ export class SwarmCdn {
     return new SwarmCdn(options);
   }
 
-  constructor({ trackers, integrityKeys = [], upload, contentId } = {}) {
+  constructor({ trackers, integrityKeys = [], upload, contentId, recordHashes = false } = {}) {
+    this.recordHashes = recordHashes;
     this.trackers = trackers || [];
     this.integrityKeys = integrityKeys;
     // Upload is off when the browser asks to save data.
@@ -113,8 +114,13 @@ export class SwarmCdn {
           stats.loaded = stats.total = r.data.byteLength;
           swarm.bytes.http += r.http;
           swarm.bytes.p2p += r.p2p;
-          const seg = { sn: frag.sn, level: frag.level, http: r.http, p2p: r.p2p };
+          const seg = { sn: frag.sn, level: frag.level, url: context.url, http: r.http, p2p: r.p2p };
           swarm.segments.push(seg);
+          if (swarm.recordHashes && globalThis.crypto && crypto.subtle) {
+            crypto.subtle.digest('SHA-256', r.data).then((h) => {
+              seg.sha256 = [...new Uint8Array(h)].map((b) => b.toString(16).padStart(2, '0')).join('');
+            });
+          }
           swarm.emit({ type: 'segment', ...seg });
           callbacks.onSuccess({ url: context.url, data: r.data.buffer }, stats, context, null);
         }, (e) => {
