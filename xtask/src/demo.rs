@@ -170,7 +170,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     println!("  SwarmCDN demo is running.");
     println!();
     println!(
-        "  Open this page (in two tabs to see P2P):\n    {origin}/pages/p2p.html?tracker={tracker}&key={public_key}"
+        "  Open the demo page (in two tabs to see P2P):\n    {origin}/dist/index.html?tracker={tracker}&key={public_key}"
     );
     println!("  Origin only:         {origin}/pages/live.html");
     println!("  Live playlist:       {origin}/live/master.m3u8");
