@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: criterion benchmarks, the tracker benchmark against the npm
-//! bittorrent-tracker server, and the seed's DataChannel benchmark.
+//! bittorrent-tracker server, the seed's DataChannel benchmark, and the simulator's.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -212,4 +212,35 @@ fn json_number(text: &str, key: &str) -> Option<f64> {
     let rest = &text[i..];
     let end = rest.find([',', '}']).unwrap_or(rest.len());
     rest[..end].trim().parse().ok()
+}
+
+/// The simulator: the event-queue micro-benchmark (timing wheel against a binary heap), then
+/// a live run of many viewers (`swarmcdn-sim bench`, default 10k viewers x 2 min; pass
+/// `--viewers 100000 --minutes 10` for the goal size).
+pub(crate) fn sim(args: &[String]) -> anyhow::Result<()> {
+    util::run(
+        "event queue: timing wheel vs binary heap (criterion)",
+        cargo().args([
+            "bench",
+            "--locked",
+            "-p",
+            "swarmcdn-sim",
+            "--bench",
+            "kernel",
+        ]),
+    )?;
+    util::run(
+        "simulated viewers",
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "swarmcdn-sim",
+                "--",
+                "bench",
+            ])
+            .args(args),
+    )
 }

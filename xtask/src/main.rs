@@ -37,7 +37,8 @@ enum Command {
     /// generator options]` for the tracker against the npm bittorrent-tracker server, or
     /// `bench seed [--seconds N]` for the seed's DataChannel egress.
     Bench {
-        /// `tracker`, `seed`, or arguments for `cargo bench` (e.g. `-p swarmcdn-core`).
+        /// `tracker`, `seed`, `sim [--viewers N --minutes M --channels C]`, or arguments for
+        /// `cargo bench` (e.g. `-p swarmcdn-core`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -72,6 +73,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench { args } if args.first().is_some_and(|a| a == "seed") => {
             bench::seed(&args[1..])
+        }
+        Command::Bench { args } if args.first().is_some_and(|a| a == "sim") => {
+            bench::sim(&args[1..])
         }
         Command::Bench { args } => {
             let mut cmd = util::cargo();

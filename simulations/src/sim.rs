@@ -1,0 +1,1461 @@
+//! One simulation run: the production peer state machine (`core::node::Node`) for every
+//! viewer and the production swarm registry (`core::registry::Registry`) as the tracker, in
+//! virtual time, with the models of [`crate::model`] around them.
+//!
+//! The world around the nodes:
+//! - **Access links**: each viewer has an uplink (its usable P2P upload) and a downlink.
+//!   Every message a node sends is serialized through its uplink (FIFO at message
+//!   granularity; the node interleaves its uploads round-robin, so concurrent transfers share
+//!   the uplink fairly to within one message, a few KiB at the default byte scale), crosses
+//!   the core network (one-way latency by region), and takes its own length at the
+//!   receiver's downlink rate. HTTP bodies queue on the receiver's downlink, one after
+//!   another. Peer messages do not queue on the downlink: a message scheduled now may arrive
+//!   later than one scheduled after it, and a FIFO reservation would hold the earlier one
+//!   behind it; the suite's downlinks are several times faster than the uplinks that pace
+//!   peer messages, so the error is small.
+//! - **Signaling**: announces, offers and answers go through the registry with the tracker's
+//!   latency; a completed offer opens the DataChannel after an ICE time drawn from a
+//!   log-normal, or fails (NAT classes that cannot connect, transient failures, partitions).
+//! - **CDN**: elastic; each response starts after a round trip and a log-normal TTFB.
+//! - **Players**: hls.js-like: start after one segment, one request at a time up to a
+//!   30 s buffer, live start three segments behind the newest, stalls when the buffer runs dry.
+//! - **Churn**: arrivals and session lengths from the scenario; a leaving viewer's
+//!   connections close and its tracker connection drops.
+//!
+//! The CDN-only control run (`control = true`) sends the same viewers (same arrival times,
+//! capacities, sessions) straight to the CDN, as a player without P2P would.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::RngExt;
+use rand::rngs::Xoshiro256PlusPlus;
+use swarmcdn_core::ids::{PeerId, RenditionId, SwarmId};
+use swarmcdn_core::integrity::{
+    DigestSigner, MIN_CHUNK_SIZE, SegmentDigest, SignedDigest, TrustedKeys,
+};
+use swarmcdn_core::node::{
+    Event, FetchError, HttpTarget, IntegrityMode, Node, NodeConfig, NodeRole, PeerEvent,
+    PlayerState, Playlist, SegmentMeta, Transmit,
+};
+use swarmcdn_core::registry::{ConnId, Registry, RegistryConfig};
+use swarmcdn_core::time::Time;
+use swarmcdn_core::tracker_proto::{
+    Answer, FromTracker, Offer, OfferId, SessionDescription, ToTracker,
+};
+use swarmcdn_core::wire::{self, Frame, SegmentRef};
+
+use crate::kernel::EventQueue;
+use crate::metrics::{Counters, Row};
+use crate::model::{self, CapacityModel, NatClass, NatModel, Popularity};
+use crate::scenario::{Fault, Scenario, StreamKind};
+
+/// How a run is made.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The seed of every random stream.
+    pub seed: u64,
+    /// CDN-only control run.
+    pub control: bool,
+    /// Only channels with `channel % n == i` (shard `i` of `n`).
+    pub shard: (u32, u32),
+}
+
+const OPERATOR_SECRET: [u8; 32] = [0x42; 32];
+const LIVE_FIRST_SEQUENCE: u64 = 1000;
+const STARTUP_SEGMENTS: u64 = 1;
+const TARGET_BUFFER_US: u64 = 30_000_000;
+/// HTTP bodies are delivered in pieces of this many chunks.
+const HTTP_PIECE_CHUNKS: u64 = 16;
+/// A DataChannel across a partition dies after this long (ICE consent freshness).
+const CONSENT_TIMEOUT_US: u64 = 15_000_000;
+const NEVER: u64 = u64::MAX;
+
+#[derive(Debug)]
+enum Ev {
+    Arrival,
+    Depart(u32),
+    Wake(u32),
+    Tick(u32),
+    Reload(u32),
+    ToTracker(u32, Box<ToTracker>),
+    FromTracker(u32, Box<FromTracker>),
+    Open(u32, u32),
+    Closed(u32, u32),
+    Msg {
+        to: u32,
+        from: u32,
+        data: Bytes,
+    },
+    Departed {
+        n: u32,
+        to: u32,
+        size: u32,
+    },
+    HttpData {
+        n: u32,
+        fetch: u64,
+        offset: u64,
+        total: u64,
+        data: Bytes,
+    },
+    HttpDone {
+        n: u32,
+        fetch: u64,
+        status: u16,
+    },
+    /// Control run: a segment fetched straight from the CDN.
+    Direct {
+        n: u32,
+        seq: u64,
+        bytes: u64,
+    },
+    Sample,
+    Sweep,
+    Fault {
+        index: u16,
+        start: bool,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Player {
+    started: bool,
+    joined: u64,
+    start_at: u64,
+    playhead: u64,
+    /// Microseconds played of the segment under the playhead.
+    into: u64,
+    /// Segments delivered and not fully played.
+    buffered: u64,
+    next_request: u64,
+    outstanding: bool,
+    last_advance: u64,
+    stalled: bool,
+    stalls: u32,
+    stalled_us: u64,
+    played_us: u64,
+    /// One past the last sequence (VOD), `u64::MAX` live.
+    end: u64,
+    tick_at: u64,
+    ended: bool,
+}
+
+struct Peer {
+    node: Option<Box<Node>>,
+    swarm: u32,
+    region: u8,
+    nat: NatClass,
+    corrupt: bool,
+    /// Bytes per second (scaled).
+    up: u64,
+    down: u64,
+    /// One-way access latency, µs.
+    access_us: u64,
+    up_free: u64,
+    down_free: u64,
+    wake: u64,
+    player: Player,
+    queued: Vec<(u32, u64)>,
+    cancelled: Vec<u64>,
+    alive: bool,
+    offers: u64,
+    /// Usable upload in bits per second (unscaled), for the bounds.
+    up_bps: f64,
+}
+
+struct SwarmState {
+    id: SwarmId,
+    channel: u32,
+    rung: usize,
+    /// Bytes per second of media (scaled).
+    rate: f64,
+    segment_bytes: u64,
+    members: Vec<u32>,
+    open: u64,
+    restricted: u64,
+    up_open: f64,
+    up_restricted: f64,
+    digests: std::collections::VecDeque<(u64, SignedDigest)>,
+}
+
+/// A run in progress.
+pub struct Run<'a> {
+    sc: &'a Scenario,
+    opts: Options,
+    q: EventQueue<Ev>,
+    now: u64,
+    peers: Vec<Peer>,
+    swarms: Vec<SwarmState>,
+    registry: Registry,
+    tracker_up: bool,
+    net: Xoshiro256PlusPlus,
+    arrivals: Xoshiro256PlusPlus,
+    arrivals_drawn: u64,
+    popularity: Popularity,
+    capacity: CapacityModel,
+    nat: NatModel,
+    scale: u64,
+    seg_us: u64,
+    chunk_size: u32,
+    zeros: Bytes,
+    zero_chunk: [u8; 32],
+    signer: DigestSigner,
+    ttfb_factor: f64,
+    partitioned: Vec<bool>,
+    partition_on: bool,
+    corrupt_fraction: f64,
+    /// What the run measured.
+    pub counters: Counters,
+    row: Row,
+    events: u64,
+    end: u64,
+}
+
+fn us(secs: f64) -> u64 {
+    (secs * 1e6).max(0.0) as u64
+}
+
+fn peer_id(n: u32) -> PeerId {
+    let mut id = [0u8; 20];
+    id[..4].copy_from_slice(&n.to_be_bytes());
+    id[4..8].copy_from_slice(b"sim!");
+    PeerId(id)
+}
+
+fn peer_index(id: &PeerId) -> Option<u32> {
+    (&id.0[4..8] == b"sim!").then(|| u32::from_be_bytes(id.0[..4].try_into().expect("4 bytes")))
+}
+
+fn offer_owner(id: &OfferId) -> u32 {
+    u32::from_be_bytes(id.0[..4].try_into().expect("4 bytes"))
+}
+
+impl<'a> Run<'a> {
+    /// Prepares a run of `sc`.
+    pub fn new(sc: &'a Scenario, opts: Options) -> anyhow::Result<Self> {
+        sc.check()?;
+        let scale = sc.scale();
+        let seg_us = us(sc.stream.segment_secs);
+        let mut swarms = Vec::new();
+        for channel in 0..sc.stream.channels {
+            for (rung, mbps) in sc.stream.ladder.iter().enumerate() {
+                let rate = mbps * 1e6 / 8.0 / scale as f64;
+                let mut id = [0u8; 20];
+                id[..8].copy_from_slice(
+                    &model::mix(u64::from(channel) << 8 | rung as u64).to_be_bytes(),
+                );
+                swarms.push(SwarmState {
+                    id: SwarmId(id),
+                    channel,
+                    rung,
+                    rate,
+                    segment_bytes: (rate * sc.stream.segment_secs).round().max(1.0) as u64,
+                    members: Vec::new(),
+                    open: 0,
+                    restricted: 0,
+                    up_open: 0.0,
+                    up_restricted: 0.0,
+                    digests: Default::default(),
+                });
+            }
+        }
+        let biggest = swarms.iter().map(|s| s.segment_bytes).max().unwrap_or(1);
+        let chunk_size = ((64 * 1024) / scale as u32).max(MIN_CHUNK_SIZE);
+        let zeros = Bytes::from(vec![0u8; biggest as usize]);
+        let zero_chunk = sha2_of_zeros(chunk_size as usize);
+        let regions = &sc.network.regions;
+        let mut corrupt_fraction = 0.0;
+        for f in &sc.faults {
+            if let Fault::CorruptPeers { fraction } = f {
+                corrupt_fraction = *fraction;
+            }
+        }
+        let registry = Registry::new(
+            RegistryConfig::default(),
+            model::rng(opts.seed, model::Stream::Tracker, 0).random(),
+        )
+        .map_err(|e| anyhow::anyhow!("registry: {e}"))?;
+        let end = us(sc.duration_secs as f64);
+        let mut run = Self {
+            sc,
+            opts,
+            q: EventQueue::new(),
+            now: 0,
+            peers: Vec::new(),
+            swarms,
+            registry,
+            tracker_up: true,
+            net: model::rng(opts.seed, model::Stream::Network, 0),
+            arrivals: model::rng(opts.seed, model::Stream::Arrivals, 0),
+            arrivals_drawn: 0,
+            popularity: Popularity::new(sc.stream.channels, sc.stream.zipf),
+            capacity: CapacityModel::new(&sc.population.capacity, sc.stream.ladder[0])?
+                .with_cap(sc.population.upload_cap),
+            nat: NatModel::new(&sc.population.nat)?,
+            scale,
+            seg_us,
+            chunk_size,
+            zeros,
+            zero_chunk,
+            signer: DigestSigner::from_secret(OPERATOR_SECRET),
+            ttfb_factor: 1.0,
+            partitioned: vec![false; regions.len()],
+            partition_on: false,
+            corrupt_fraction,
+            counters: Counters::new(sc, opts),
+            row: Row::default(),
+            events: 0,
+            end,
+        };
+        run.schedule_next_arrival();
+        run.q.push(1_000_000, Ev::Sample);
+        run.q.push(1_000_000, Ev::Sweep);
+        for (i, f) in sc.faults.iter().enumerate() {
+            let window = match f {
+                Fault::TrackerOutage {
+                    at_secs,
+                    duration_secs,
+                }
+                | Fault::OriginSlowdown {
+                    at_secs,
+                    duration_secs,
+                    ..
+                }
+                | Fault::Partition {
+                    at_secs,
+                    duration_secs,
+                    ..
+                } => Some((*at_secs, *duration_secs)),
+                Fault::CorruptPeers { .. } => None,
+            };
+            if let Some((at, d)) = window {
+                run.q.push(
+                    us(at),
+                    Ev::Fault {
+                        index: i as u16,
+                        start: true,
+                    },
+                );
+                run.q.push(
+                    us(at + d),
+                    Ev::Fault {
+                        index: i as u16,
+                        start: false,
+                    },
+                );
+            }
+        }
+        Ok(run)
+    }
+
+    /// Runs to the end; `progress` is called with the virtual seconds done about once per
+    /// virtual second.
+    pub fn run(mut self, mut progress: impl FnMut(u64)) -> Counters {
+        let wall = std::time::Instant::now();
+        while let Some(at) = self.q.peek_time() {
+            if at > self.end {
+                break;
+            }
+            let (at, ev) = self.q.pop().expect("peeked just above");
+            self.now = at;
+            self.events += 1;
+            if matches!(ev, Ev::Sample) {
+                progress(at / 1_000_000);
+            }
+            self.dispatch(ev);
+        }
+        self.now = self.end;
+        for n in 0..self.peers.len() as u32 {
+            if self.peers[n as usize].alive {
+                self.finish(n);
+            }
+        }
+        self.counters.events = self.events;
+        self.counters.wall_seconds = wall.elapsed().as_secs_f64();
+        self.counters.peers_created = self.peers.len() as u64;
+        self.counters
+    }
+
+    fn in_shard(&self, channel: u32) -> bool {
+        channel % self.opts.shard.1 == self.opts.shard.0
+    }
+
+    fn measuring(&self) -> bool {
+        self.now >= us(self.sc.warmup_secs as f64)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Arrivals and departures.
+
+    fn schedule_next_arrival(&mut self) {
+        let t = self.now as f64 / 1e6;
+        if let Some(at) = model::next_arrival(
+            &mut self.arrivals,
+            &self.sc.population.arrivals,
+            t,
+            self.arrivals_drawn,
+        ) {
+            self.q.push(us(at), Ev::Arrival);
+        }
+    }
+
+    fn arrival(&mut self) {
+        let index = self.arrivals_drawn;
+        self.arrivals_drawn += 1;
+        let channel = self.popularity.sample(&mut self.arrivals);
+        self.schedule_next_arrival();
+        if self.in_shard(channel) {
+            self.join(index, channel);
+        }
+    }
+
+    /// Viewer `index` of the arrival process joins `channel`.
+    fn join(&mut self, index: u64, channel: u32) {
+        let sc = self.sc;
+        let mut r = model::rng(self.opts.seed, model::Stream::Viewer, index);
+        let access = self.capacity.sample(&mut r);
+        let nat = self.nat.sample(&mut r);
+        let region = {
+            let total: f64 = sc.network.regions.iter().map(|g| g.share).sum();
+            let mut x = r.random::<f64>() * total;
+            let mut region = sc.network.regions.len() - 1;
+            for (i, g) in sc.network.regions.iter().enumerate() {
+                if x < g.share {
+                    region = i;
+                    break;
+                }
+                x -= g.share;
+            }
+            region as u8
+        };
+        let jitter = r.random::<f64>() * sc.network.access_jitter_ms * 1e3;
+        let corrupt = r.random::<f64>() < self.corrupt_fraction;
+        let title = sc.stream.vod_length_secs as f64;
+        let session = model::session_secs(&mut r, &sc.population.session, title);
+        // Static rung choice: the highest rung within 80% of the downlink.
+        let rung = sc
+            .stream
+            .ladder
+            .iter()
+            .rposition(|mbps| mbps * 1e6 <= 0.8 * access.down_bps)
+            .unwrap_or(0);
+        let swarm = channel as usize * sc.stream.ladder.len() + rung;
+        let n = self.peers.len() as u32;
+        let live = sc.stream.kind == StreamKind::Live;
+        let start = if live {
+            self.edge().saturating_sub(sc.stream.live_offset_segments)
+        } else {
+            0
+        };
+        let end = if live {
+            u64::MAX
+        } else {
+            (title / sc.stream.segment_secs).ceil() as u64
+        };
+        let scale = self.scale as f64;
+        let mut peer = Peer {
+            node: None,
+            swarm: swarm as u32,
+            region,
+            nat,
+            corrupt,
+            up: (if access.up_bps > 0.0 {
+                access.up_bps
+            } else {
+                access.line_up_bps
+            } / 8.0
+                / scale)
+                .max(1.0) as u64,
+            down: (access.down_bps / 8.0 / scale).max(1.0) as u64,
+            access_us: jitter as u64,
+            up_free: self.now,
+            down_free: self.now,
+            wake: NEVER,
+            player: Player {
+                joined: self.now,
+                playhead: start,
+                next_request: start,
+                last_advance: self.now,
+                end,
+                tick_at: NEVER,
+                ..Default::default()
+            },
+            queued: Vec::new(),
+            cancelled: Vec::new(),
+            alive: true,
+            offers: 0,
+            up_bps: access.up_bps,
+        };
+        if !self.opts.control {
+            peer.node = Some(Box::new(self.make_node(n, &peer)));
+        }
+        self.peers.push(peer);
+        self.enter_swarm(n);
+        self.counters.sessions += 1;
+        if let Some(secs) = session {
+            let at = self.now + us(secs);
+            self.q.push(at, Ev::Depart(n));
+        }
+        if let Some(node) = self.peers[n as usize].node.as_deref_mut() {
+            node.handle_tracker_connected(Time(self.now));
+            if !self.tracker_up {
+                node.handle_tracker_disconnected(Time(self.now));
+            }
+        }
+        self.reload(n);
+        self.schedule_tick(n, self.now);
+        self.drain(n);
+    }
+
+    fn make_node(&self, n: u32, peer: &Peer) -> Node {
+        let sc = self.sc;
+        let s = &self.swarms[peer.swarm as usize];
+        let integrity = if sc.node.verify_signatures {
+            IntegrityMode::Verify(TrustedKeys::new([self.signer.public_key()]))
+        } else {
+            IntegrityMode::Unverified
+        };
+        let mut c = NodeConfig::new(peer_id(n), s.id, NodeRole::Viewer, integrity);
+        let scale = self.scale;
+        c.upload.enabled = peer.up_bps > 0.0;
+        if let Some(m) = sc.node.max_peers {
+            c.max_peers = m;
+        }
+        if let Some(slots) = sc.node.upload_slots {
+            c.upload.slots = slots;
+        }
+        if let Some(p) = sc.node.prefetch_secs {
+            c.prefetch_window = Duration::from_secs_f64(p);
+        }
+        if let Some(t) = sc.node.request_stall_secs {
+            c.request_stall_timeout = Duration::from_secs_f64(t);
+        }
+        if let Some(k) = sc.node.request_chunks {
+            c.request_chunks = k;
+        }
+        if let Some(m) = sc.node.http_margin_secs {
+            c.http_margin = Duration::from_secs_f64(m);
+        }
+        let cache_secs = sc.node.cache_secs.unwrap_or(60.0);
+        c.cache_bytes = ((s.rate * cache_secs) as u64).max(4 * s.segment_bytes);
+        c.http_initial_rate = (c.http_initial_rate / scale).max(1);
+        c.p2p_initial_rate = (c.p2p_initial_rate / scale).max(1);
+        c.segment_size_guess = s.segment_bytes;
+        c.send_buffer_high = (c.send_buffer_high / scale).max(4 * u64::from(self.chunk_size));
+        c.send_buffer_low = (c.send_buffer_low / scale).max(u64::from(self.chunk_size));
+        c.locality = Some(sc.network.regions[peer.region as usize].name.clone());
+        c.nat = Some(peer.nat.wire());
+        let seed = model::rng(self.opts.seed, model::Stream::Node, u64::from(n)).random();
+        Node::new(c, Time(self.now), seed).expect("the scenario's node settings are valid")
+    }
+
+    fn enter_swarm(&mut self, n: u32) {
+        let p = &self.peers[n as usize];
+        let s = &mut self.swarms[p.swarm as usize];
+        s.members.push(n);
+        match p.nat {
+            NatClass::UdpBlocked => {}
+            c if c.restricted() => {
+                s.restricted += 1;
+                s.up_restricted += p.up_bps;
+            }
+            _ => {
+                s.open += 1;
+                s.up_open += p.up_bps;
+            }
+        }
+    }
+
+    fn leave_swarm(&mut self, n: u32) {
+        let p = &self.peers[n as usize];
+        let s = &mut self.swarms[p.swarm as usize];
+        if let Some(i) = s.members.iter().position(|m| *m == n) {
+            s.members.swap_remove(i);
+        }
+        match p.nat {
+            NatClass::UdpBlocked => {}
+            c if c.restricted() => {
+                s.restricted -= 1;
+                s.up_restricted -= p.up_bps;
+            }
+            _ => {
+                s.open -= 1;
+                s.up_open -= p.up_bps;
+            }
+        }
+    }
+
+    fn depart(&mut self, n: u32) {
+        if !self.peers[n as usize].alive {
+            return;
+        }
+        let channel = self.swarms[self.peers[n as usize].swarm as usize].channel;
+        self.finish(n);
+        if self.tracker_up && !self.opts.control {
+            self.registry.handle_disconnect(ConnId(u64::from(n)));
+        }
+        // Zapping: a switching viewer starts a new session on another channel.
+        let mut r = model::rng(
+            self.opts.seed,
+            model::Stream::Viewer,
+            u64::from(n) | 1 << 40,
+        );
+        if self.sc.stream.channels > 1 && r.random::<f64>() < self.sc.population.channel_switch {
+            let mut next = self.popularity.sample(&mut r);
+            if next == channel {
+                next = (next + 1) % self.sc.stream.channels;
+            }
+            self.counters.channel_switches += 1;
+            if self.in_shard(next) {
+                let index = self.arrivals_drawn + (1 << 40) + u64::from(n);
+                self.join(index, next);
+            }
+        }
+    }
+
+    /// Ends a viewer's session: its connections close, its counters are summed.
+    fn finish(&mut self, n: u32) {
+        self.advance_player(n);
+        self.leave_swarm(n);
+        let now = self.now;
+        let p = &mut self.peers[n as usize];
+        p.alive = false;
+        let pl = &p.player;
+        let c = &mut self.counters;
+        if pl.started {
+            c.startup.record(pl.start_at - pl.joined);
+        } else {
+            c.never_started += 1;
+        }
+        c.stalls += u64::from(pl.stalls);
+        c.stalled_us += pl.stalled_us;
+        c.played_us += pl.played_us;
+        if let Some(node) = p.node.take() {
+            let st = node.stats();
+            c.aborted_p2p_bytes += st.aborted_p2p_bytes * self.scale;
+            c.deadline_fallbacks += st.deadline_fallbacks;
+            c.late_segments += st.late_segments;
+            c.integrity_failures += st.integrity_failures;
+            c.http_requests += st.http_requests;
+            c.uploaded_bytes += st.p2p_bytes_up * self.scale;
+            let me = n;
+            let access = p.access_us;
+            for peer in node.connected_peers() {
+                if let Some(m) = peer_index(&peer) {
+                    let at = now + self.one_way(me, m).max(access);
+                    self.q.push(at, Ev::Closed(m, me));
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Time and latency.
+
+    fn edge(&self) -> u64 {
+        LIVE_FIRST_SEQUENCE + self.now / self.seg_us
+    }
+
+    fn published(&self, seq: u64) -> bool {
+        self.sc.stream.kind == StreamKind::Vod || seq <= self.edge()
+    }
+
+    fn one_way(&self, a: u32, b: u32) -> u64 {
+        let (pa, pb) = (&self.peers[a as usize], &self.peers[b as usize]);
+        let core = if pa.region == pb.region {
+            self.sc.network.rtt_intra_ms
+        } else {
+            self.sc.network.rtt_inter_ms
+        };
+        us(core / 2e3) + pa.access_us + pb.access_us
+    }
+
+    fn cut(&self, a: u32, b: u32) -> bool {
+        self.partition_on
+            && self.partitioned[self.peers[a as usize].region as usize]
+                != self.partitioned[self.peers[b as usize].region as usize]
+    }
+
+    fn tracker_delay(&self, n: u32) -> u64 {
+        us(self.sc.network.tracker_latency_ms / 1e3) + self.peers[n as usize].access_us
+    }
+
+    fn cdn_response_start(&mut self, n: u32) -> u64 {
+        let net = &self.sc.network;
+        let ttfb = model::lognormal(&mut self.net, net.cdn_ttfb_median_ms, net.cdn_ttfb_sigma)
+            * self.ttfb_factor;
+        self.now + us((net.rtt_intra_ms + ttfb) / 1e3) + 2 * self.peers[n as usize].access_us
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Dispatch.
+
+    fn dispatch(&mut self, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::Arrival => self.arrival(),
+            Ev::Depart(n) => self.depart(n),
+            Ev::Wake(n) => {
+                let p = &mut self.peers[n as usize];
+                if !p.alive || p.wake != now {
+                    return;
+                }
+                p.wake = NEVER;
+                if let Some(node) = p.node.as_deref_mut() {
+                    node.handle_timeout(Time(now));
+                }
+                self.drain(n);
+            }
+            Ev::Tick(n) => {
+                let p = &mut self.peers[n as usize];
+                if !p.alive || p.player.tick_at != now {
+                    return;
+                }
+                p.player.tick_at = NEVER;
+                self.player_tick(n);
+            }
+            Ev::Reload(n) => {
+                if !self.peers[n as usize].alive {
+                    return;
+                }
+                self.reload(n);
+            }
+            Ev::ToTracker(n, msg) => {
+                if !self.tracker_up || !self.peers[n as usize].alive {
+                    return;
+                }
+                self.row.tracker_messages += 1;
+                let mut out = Vec::new();
+                self.registry
+                    .handle_message(Time(now), ConnId(u64::from(n)), *msg, &mut out);
+                for (conn, reply) in out {
+                    let m = conn.0 as u32;
+                    let at = now + self.tracker_delay(m);
+                    self.row.tracker_messages += 1;
+                    self.q.push(at, Ev::FromTracker(m, Box::new(reply)));
+                }
+            }
+            Ev::FromTracker(n, msg) => {
+                if !self.tracker_up {
+                    return;
+                }
+                if let Some(node) = self.node(n) {
+                    node.handle_tracker_msg(Time(now), *msg);
+                    self.drain(n);
+                }
+            }
+            Ev::Open(n, from) => {
+                if !self.peers[from as usize].alive {
+                    return;
+                }
+                if let Some(node) = self.node(n) {
+                    node.handle_peer_event(Time(now), peer_id(from), PeerEvent::Opened);
+                    self.drain(n);
+                }
+            }
+            Ev::Closed(n, from) => {
+                if let Some(node) = self.node(n) {
+                    node.handle_peer_event(Time(now), peer_id(from), PeerEvent::Closed);
+                    self.drain(n);
+                }
+            }
+            Ev::Msg { to, from, data } => {
+                if !self.peers[from as usize].alive || self.cut(from, to) {
+                    return;
+                }
+                if let Some(node) = self.node(to) {
+                    node.handle_peer_event(Time(now), peer_id(from), PeerEvent::Message(data));
+                    self.drain(to);
+                }
+            }
+            Ev::Departed { n, to, size } => {
+                let low = self.peers[n as usize]
+                    .node
+                    .as_ref()
+                    .map_or(0, |node| node.config().send_buffer_low);
+                let p = &mut self.peers[n as usize];
+                let Some(i) = p.queued.iter().position(|(m, _)| *m == to) else {
+                    return;
+                };
+                let before = p.queued[i].1;
+                let after = before.saturating_sub(u64::from(size));
+                p.queued[i].1 = after;
+                if after == 0 {
+                    p.queued.swap_remove(i);
+                }
+                if ((before > low && after <= low) || (before > 0 && after == 0))
+                    && let Some(node) = p.node.as_deref_mut()
+                {
+                    node.handle_peer_event(
+                        Time(now),
+                        peer_id(to),
+                        PeerEvent::Drained { buffered: after },
+                    );
+                    self.drain(n);
+                }
+            }
+            Ev::HttpData {
+                n,
+                fetch,
+                offset,
+                total,
+                data,
+            } => {
+                if self.peers[n as usize].cancelled.contains(&fetch) {
+                    return;
+                }
+                if let Some(node) = self.node(n) {
+                    node.handle_http_data(
+                        Time(now),
+                        swarmcdn_core::node::FetchId(fetch),
+                        offset,
+                        Some(total),
+                        data,
+                    );
+                    self.drain(n);
+                }
+            }
+            Ev::HttpDone { n, fetch, status } => {
+                let p = &mut self.peers[n as usize];
+                if let Some(i) = p.cancelled.iter().position(|f| *f == fetch) {
+                    p.cancelled.swap_remove(i);
+                    return;
+                }
+                if let Some(node) = self.node(n) {
+                    let result = if status == 200 {
+                        Ok(())
+                    } else {
+                        Err(FetchError::Status(status))
+                    };
+                    node.handle_http_done(Time(now), swarmcdn_core::node::FetchId(fetch), result);
+                    self.drain(n);
+                }
+            }
+            Ev::Direct { n, seq, bytes } => {
+                if self.peers[n as usize].alive {
+                    self.deliver(n, seq, bytes, 0);
+                }
+            }
+            Ev::Sample => self.sample(),
+            Ev::Sweep => {
+                if let Some(t) = self.registry.poll_timeout()
+                    && t.0 <= now
+                {
+                    self.registry.handle_timeout(Time(now));
+                }
+                self.q.push(now + 1_000_000, Ev::Sweep);
+            }
+            Ev::Fault { index, start } => self.fault(index as usize, start),
+        }
+    }
+
+    fn node(&mut self, n: u32) -> Option<&mut Node> {
+        let p = &mut self.peers[n as usize];
+        if !p.alive {
+            return None;
+        }
+        p.node.as_deref_mut()
+    }
+
+    fn fault(&mut self, index: usize, start: bool) {
+        let now = Time(self.now);
+        match &self.sc.faults[index] {
+            Fault::TrackerOutage { .. } => {
+                self.tracker_up = !start;
+                for n in 0..self.peers.len() as u32 {
+                    let Some(node) = self.node(n) else { continue };
+                    if start {
+                        node.handle_tracker_disconnected(now);
+                    } else {
+                        node.handle_tracker_connected(now);
+                    }
+                    if start {
+                        self.registry.handle_disconnect(ConnId(u64::from(n)));
+                    }
+                    self.drain(n);
+                }
+            }
+            Fault::OriginSlowdown { factor, .. } => {
+                self.ttfb_factor = if start { *factor } else { 1.0 };
+            }
+            Fault::Partition { regions, .. } => {
+                self.partition_on = start;
+                for (i, g) in self.sc.network.regions.iter().enumerate() {
+                    self.partitioned[i] = start && regions.contains(&g.name);
+                }
+                if start {
+                    // Connections across the cut die when ICE consent expires.
+                    for n in 0..self.peers.len() as u32 {
+                        let Some(node) = self.peers[n as usize].node.as_deref() else {
+                            continue;
+                        };
+                        let across: Vec<u32> = node
+                            .connected_peers()
+                            .filter_map(|p| peer_index(&p))
+                            .filter(|m| self.cut(n, *m))
+                            .collect();
+                        for m in across {
+                            self.q.push(self.now + CONSENT_TIMEOUT_US, Ev::Closed(n, m));
+                        }
+                    }
+                }
+            }
+            Fault::CorruptPeers { .. } => {}
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The node's outputs.
+
+    fn drain(&mut self, n: u32) {
+        loop {
+            let Some(node) = self.peers[n as usize].node.as_deref_mut() else {
+                return;
+            };
+            let Some(t) = node.poll_transmit() else {
+                break;
+            };
+            self.transmit(n, t);
+        }
+        loop {
+            let Some(node) = self.peers[n as usize].node.as_deref_mut() else {
+                return;
+            };
+            let Some(e) = node.poll_event() else {
+                break;
+            };
+            self.event(n, e);
+        }
+        let p = &mut self.peers[n as usize];
+        if let Some(t) = p.node.as_deref().and_then(Node::poll_timeout) {
+            let t = t.0.max(self.now);
+            if p.wake != t {
+                p.wake = t;
+                self.q.push(t, Ev::Wake(n));
+            }
+        }
+    }
+
+    fn transmit(&mut self, n: u32, t: Transmit) {
+        let now = self.now;
+        match t {
+            Transmit::Announce {
+                mut announce,
+                offers,
+            } => {
+                for _ in 0..offers {
+                    let p = &mut self.peers[n as usize];
+                    p.offers += 1;
+                    let mut id = [0u8; 20];
+                    id[..4].copy_from_slice(&n.to_be_bytes());
+                    id[4..12].copy_from_slice(&p.offers.to_be_bytes());
+                    announce.offers.push(Offer {
+                        offer_id: OfferId(id),
+                        offer: SessionDescription::offer("v=0 sim"),
+                    });
+                }
+                if self.tracker_up {
+                    let at = now + self.tracker_delay(n);
+                    self.q.push(
+                        at,
+                        Ev::ToTracker(n, Box::new(ToTracker::Announce(announce))),
+                    );
+                }
+            }
+            Transmit::AcceptOffer(o) => {
+                let answer = ToTracker::Answer(Answer {
+                    info_hash: o.info_hash,
+                    peer_id: peer_id(n),
+                    to_peer_id: o.peer_id,
+                    offer_id: o.offer_id,
+                    answer: SessionDescription::answer("v=0 sim"),
+                    ext: None,
+                });
+                if self.tracker_up {
+                    let at = now + self.tracker_delay(n);
+                    self.q.push(at, Ev::ToTracker(n, Box::new(answer)));
+                }
+            }
+            Transmit::CompleteOffer(a) => {
+                let m = offer_owner(&a.offer_id);
+                let Some(other) = peer_index(&a.peer_id) else {
+                    return;
+                };
+                debug_assert_eq!(m, n);
+                if !self.peers[other as usize].alive {
+                    return;
+                }
+                self.counters.ice_attempts += 1;
+                let net = &self.sc.network;
+                let compatible = self.peers[n as usize]
+                    .nat
+                    .connects(self.peers[other as usize].nat)
+                    && !self.cut(n, other);
+                let transient = self.net.random::<f64>() < net.ice_transient_failure;
+                if compatible && !transient {
+                    let setup = model::lognormal(&mut self.net, net.ice_median_ms, net.ice_sigma);
+                    let at = now + us(setup / 1e3) + self.one_way(n, other);
+                    self.q.push(at, Ev::Open(n, other));
+                    self.q.push(at, Ev::Open(other, n));
+                } else {
+                    self.counters.ice_failures += 1;
+                    let at = now + us(net.ice_failure_secs);
+                    self.q.push(at, Ev::Closed(n, other));
+                    self.q.push(at, Ev::Closed(other, n));
+                }
+            }
+            Transmit::DropOffer(_) => {}
+            Transmit::Peer { peer, mut data } => {
+                let Some(m) = peer_index(&peer) else { return };
+                if !self.peers[m as usize].alive {
+                    return;
+                }
+                if self.peers[n as usize].corrupt {
+                    data = corrupt(data);
+                }
+                let size = self.wire_size(&data);
+                let p = &mut self.peers[n as usize];
+                let start = p.up_free.max(now);
+                let sent = start + size * 1_000_000 / p.up.max(1);
+                p.up_free = sent;
+                match p.queued.iter_mut().find(|(q, _)| *q == m) {
+                    Some((_, b)) => *b += size,
+                    None => p.queued.push((m, size)),
+                }
+                self.q.push(
+                    sent,
+                    Ev::Departed {
+                        n,
+                        to: m,
+                        size: size as u32,
+                    },
+                );
+                let mut arrive = sent + self.one_way(n, m);
+                if self.sc.network.loss > 0.0 && self.net.random::<f64>() < self.sc.network.loss {
+                    arrive += 2 * self.one_way(n, m);
+                }
+                // Peer messages are paced by the sender's uplink (the suite's uplinks are
+                // several times slower than downlinks); only HTTP bodies queue on the
+                // downlink (see the module docs).
+                let done = arrive + size * 1_000_000 / self.peers[m as usize].down;
+                self.q.push(
+                    done,
+                    Ev::Msg {
+                        to: m,
+                        from: n,
+                        data,
+                    },
+                );
+            }
+            Transmit::ClosePeer(peer) => {
+                if let Some(m) = peer_index(&peer) {
+                    let at = now + self.one_way(n, m);
+                    self.q.push(at, Ev::Closed(m, n));
+                }
+            }
+            Transmit::Http(req) => {
+                let HttpTarget::Segment(seg) = req.target;
+                let fetch = req.id.0;
+                if !self.published(seg.sequence) {
+                    let at = self.cdn_response_start(n);
+                    self.counters.origin_errors += 1;
+                    self.q.push(
+                        at,
+                        Ev::HttpDone {
+                            n,
+                            fetch,
+                            status: 404,
+                        },
+                    );
+                    return;
+                }
+                let swarm = self.peers[n as usize].swarm as usize;
+                let total = self.swarms[swarm].segment_bytes;
+                let range = req.range.clone().unwrap_or(0..total);
+                let range = range.start.min(total)..range.end.min(total);
+                self.count_origin(range.end - range.start);
+                let first = self.cdn_response_start(n);
+                let down = self.peers[n as usize].down;
+                let mut t = self.peers[n as usize].down_free.max(first);
+                let piece = u64::from(self.chunk_size) * HTTP_PIECE_CHUNKS;
+                let mut off = range.start;
+                while off < range.end {
+                    let end = (off + piece).min(range.end);
+                    t += (end - off) * 1_000_000 / down;
+                    let data = self.zeros.slice(off as usize..end as usize);
+                    self.q.push(
+                        t,
+                        Ev::HttpData {
+                            n,
+                            fetch,
+                            offset: off,
+                            total,
+                            data,
+                        },
+                    );
+                    off = end;
+                }
+                self.peers[n as usize].down_free = t;
+                self.q.push(
+                    t,
+                    Ev::HttpDone {
+                        n,
+                        fetch,
+                        status: 200,
+                    },
+                );
+                // The digest sidecar comes with the segment.
+                let digest = self.digest(swarm, seg.sequence);
+                if let Some(node) = self.node(n) {
+                    node.handle_digest(Time(now), digest);
+                }
+            }
+            Transmit::CancelHttp(id) => self.peers[n as usize].cancelled.push(id.0),
+        }
+    }
+
+    /// The time a message occupies the links, in scaled bytes: segment payload as it is,
+    /// everything else (frame headers, digests, availability) divided by the byte scale, as
+    /// those do not shrink with the segments.
+    fn wire_size(&self, data: &Bytes) -> u64 {
+        if self.scale == 1 {
+            return data.len() as u64;
+        }
+        let payload: u64 = match wire::decode_message(data, wire::LARGE_MAX_MESSAGE) {
+            Ok(frames) => frames
+                .iter()
+                .map(|f| match f {
+                    Frame::Data { payload, .. } => payload.len() as u64,
+                    _ => 0,
+                })
+                .sum(),
+            Err(_) => 0,
+        };
+        payload + (data.len() as u64 - payload).div_ceil(self.scale)
+    }
+
+    fn count_origin(&mut self, bytes: u64) {
+        let real = bytes * self.scale;
+        self.row.origin_bytes += real;
+        self.counters.origin_requests += 1;
+        if self.measuring() {
+            self.counters.origin_bytes += real;
+        }
+    }
+
+    /// The operator's signed digest of a segment (all segments are zeros: the chunk hashes
+    /// are computed once; the signature is per segment).
+    fn digest(&mut self, swarm: usize, seq: u64) -> SignedDigest {
+        let s = &mut self.swarms[swarm];
+        if let Some((_, d)) = s.digests.iter().find(|(q, _)| *q == seq) {
+            return d.clone();
+        }
+        let len = s.segment_bytes;
+        let chunks = len.div_ceil(u64::from(self.chunk_size));
+        let mut hashes = vec![self.zero_chunk; chunks as usize];
+        let tail = len % u64::from(self.chunk_size);
+        if tail != 0 {
+            hashes[chunks as usize - 1] = sha2_of_zeros(tail as usize);
+        }
+        let seg = SegmentRef {
+            rendition: rendition(s.rung),
+            sequence: seq,
+        };
+        let digest = SegmentDigest::from_parts(seg.in_swarm(s.id), len, self.chunk_size, hashes)
+            .expect("geometry chosen within the limits");
+        let signed = self.signer.sign(digest);
+        if s.digests.len() >= 64 {
+            s.digests.pop_front();
+        }
+        s.digests.push_back((seq, signed.clone()));
+        signed
+    }
+
+    fn event(&mut self, n: u32, e: Event) {
+        match e {
+            Event::SegmentReady {
+                segment,
+                data,
+                sources,
+                ..
+            } => {
+                if data.iter().any(|b| *b != 0) {
+                    self.counters.bad_segments += 1;
+                }
+                self.peers[n as usize].player.outstanding = false;
+                self.deliver(
+                    n,
+                    segment.sequence,
+                    sources.http * self.scale,
+                    sources.p2p * self.scale,
+                );
+            }
+            Event::SegmentFailed { .. } => {
+                self.peers[n as usize].player.outstanding = false;
+                self.schedule_tick(n, self.now + 500_000);
+            }
+            _ => {}
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The player.
+
+    fn deliver(&mut self, n: u32, _seq: u64, http: u64, p2p: u64) {
+        self.row.http_bytes += http;
+        self.row.p2p_bytes += p2p;
+        if self.measuring() {
+            self.counters.http_bytes += http;
+            self.counters.p2p_bytes += p2p;
+        }
+        self.advance_player(n);
+        let p = &mut self.peers[n as usize].player;
+        p.outstanding = false;
+        p.buffered += 1;
+        self.schedule_tick(n, self.now);
+    }
+
+    fn schedule_tick(&mut self, n: u32, at: u64) {
+        let p = &mut self.peers[n as usize].player;
+        if at < p.tick_at {
+            p.tick_at = at;
+            self.q.push(at, Ev::Tick(n));
+        }
+    }
+
+    fn buffer_ahead(&self, p: &Player) -> u64 {
+        (p.buffered * self.seg_us).saturating_sub(p.into)
+    }
+
+    fn advance_player(&mut self, n: u32) {
+        let now = self.now;
+        let seg = self.seg_us;
+        let p = &mut self.peers[n as usize].player;
+        let mut dt = now.saturating_sub(p.last_advance);
+        p.last_advance = now;
+        if !p.started || p.ended {
+            return;
+        }
+        while dt > 0 {
+            if p.buffered == 0 {
+                if p.playhead >= p.end {
+                    p.ended = true;
+                    return;
+                }
+                if !p.stalled {
+                    p.stalled = true;
+                    p.stalls += 1;
+                }
+                p.stalled_us += dt;
+                return;
+            }
+            p.stalled = false;
+            let left = seg - p.into;
+            if dt >= left {
+                dt -= left;
+                p.played_us += left;
+                p.into = 0;
+                p.buffered -= 1;
+                p.playhead += 1;
+            } else {
+                p.into += dt;
+                p.played_us += dt;
+                dt = 0;
+            }
+        }
+    }
+
+    fn player_tick(&mut self, n: u32) {
+        self.advance_player(n);
+        let now = self.now;
+        let last = if self.sc.stream.kind == StreamKind::Live {
+            self.edge()
+        } else {
+            self.peers[n as usize].player.end.saturating_sub(1)
+        };
+        let seg = self.seg_us;
+        let swarm = self.peers[n as usize].swarm as usize;
+        let rend = rendition(self.swarms[swarm].rung);
+        let ahead = self.buffer_ahead(&self.peers[n as usize].player);
+        let p = &mut self.peers[n as usize].player;
+        if !p.started && p.buffered >= STARTUP_SEGMENTS {
+            p.started = true;
+            p.start_at = now;
+            p.last_advance = now;
+        }
+        let mut request = None;
+        if !p.outstanding
+            && ahead < TARGET_BUFFER_US
+            && p.next_request <= last
+            && p.next_request < p.end
+        {
+            request = Some(p.next_request);
+            p.next_request += 1;
+            p.outstanding = true;
+        }
+        let next = if p.started {
+            now + ahead.min(seg).max(100_000)
+        } else {
+            now + 250_000
+        };
+        let playhead = p.playhead;
+        self.schedule_tick(n, next);
+        if self.opts.control {
+            if let Some(seq) = request {
+                let bytes = self.swarms[swarm].segment_bytes;
+                self.count_origin(bytes);
+                let first = self.cdn_response_start(n);
+                let peer = &mut self.peers[n as usize];
+                let done = peer.down_free.max(first) + bytes * 1_000_000 / peer.down;
+                peer.down_free = done;
+                self.q.push(
+                    done,
+                    Ev::Direct {
+                        n,
+                        seq,
+                        bytes: bytes * self.scale,
+                    },
+                );
+            }
+            return;
+        }
+        if let Some(node) = self.node(n) {
+            node.handle_player(
+                Time(now),
+                PlayerState {
+                    rendition: rend,
+                    playhead,
+                    buffer_ahead: Duration::from_micros(ahead),
+                },
+            );
+            if let Some(seq) = request {
+                node.request_segment(
+                    Time(now),
+                    SegmentRef {
+                        rendition: rend,
+                        sequence: seq,
+                    },
+                );
+            }
+            self.drain(n);
+        }
+    }
+
+    fn reload(&mut self, n: u32) {
+        let swarm = self.peers[n as usize].swarm as usize;
+        let rend = rendition(self.swarms[swarm].rung);
+        let seg = Duration::from_micros(self.seg_us);
+        let live = self.sc.stream.kind == StreamKind::Live;
+        let (first, last) = if live {
+            let edge = self.edge();
+            (
+                edge.saturating_sub(self.sc.stream.window_segments - 1),
+                edge,
+            )
+        } else {
+            (0, self.peers[n as usize].player.end.saturating_sub(1))
+        };
+        let playlist = Playlist {
+            rendition: rend,
+            live,
+            segments: (first..=last)
+                .map(|sequence| SegmentMeta {
+                    sequence,
+                    duration: seg,
+                })
+                .collect(),
+        };
+        let now = Time(self.now);
+        if let Some(node) = self.node(n) {
+            node.handle_playlist(now, playlist);
+            self.drain(n);
+        }
+        if live {
+            // hls.js reloads a live playlist about once per target duration.
+            self.q.push(self.now + self.seg_us, Ev::Reload(n));
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Measurements.
+
+    fn sample(&mut self) {
+        let t = self.now / 1_000_000;
+        let mut row = std::mem::take(&mut self.row);
+        row.t = t;
+        let mut viewers = 0;
+        for s in &self.swarms {
+            let n = s.members.len() as u64;
+            if n == 0 {
+                continue;
+            }
+            viewers += n;
+            // Real bytes per second of demand and of what peers could supply at most.
+            let rate = s.rate * self.scale as f64;
+            row.demand += n as f64 * rate;
+            let to_bytes = 1.0 / 8.0;
+            row.supply += model::bounds::instant_peer_supply(
+                rate,
+                s.open,
+                s.restricted,
+                s.up_open * to_bytes,
+                s.up_restricted * to_bytes,
+            );
+            row.copy_rate += rate;
+        }
+        row.viewers = viewers;
+        self.counters.peak_viewers = self.counters.peak_viewers.max(viewers);
+        if self.measuring() {
+            self.counters.demand_bytes += row.demand;
+            self.counters.supply_bytes += row.supply;
+            self.counters.copy_bytes += row.copy_rate;
+            self.counters.viewer_seconds += viewers;
+        }
+        self.counters.series.push(row);
+        self.q.push(self.now + 1_000_000, Ev::Sample);
+    }
+}
+
+fn rendition(rung: usize) -> RenditionId {
+    RenditionId([rung as u8 + 1; 8])
+}
+
+fn sha2_of_zeros(len: usize) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(vec![0u8; len]).into()
+}
+
+/// Flips bits in the payload of every Data frame of a message.
+fn corrupt(data: Bytes) -> Bytes {
+    let Ok(frames) = wire::decode_message(&data, wire::LARGE_MAX_MESSAGE) else {
+        return data;
+    };
+    if !frames.iter().any(|f| matches!(f, Frame::Data { .. })) {
+        return data;
+    }
+    let frames: Vec<Frame> = frames
+        .into_iter()
+        .map(|f| match f {
+            Frame::Data {
+                id,
+                segment,
+                offset,
+                payload,
+            } => {
+                let mut p = payload.to_vec();
+                for b in p.iter_mut().step_by(97) {
+                    *b ^= 0x5a;
+                }
+                Frame::Data {
+                    id,
+                    segment,
+                    offset,
+                    payload: Bytes::from(p),
+                }
+            }
+            f => f,
+        })
+        .collect();
+    Bytes::from(wire::encode_frames(&frames))
+}

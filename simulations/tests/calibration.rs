@@ -1,0 +1,237 @@
+//! Calibration and correctness of the harness at sizes CI can afford: determinism, the
+//! control run, the NAT matrix, the bounds, integrity under corrupt peers, sharding. The
+//! closed-form calibration of S0 at u/r = 1 is `s0_matches_bound_one_at_every_size`, which
+//! does not pass yet (ignored; see docs/simulations.md "Calibration status").
+
+use std::path::Path;
+
+use swarmcdn_sim::metrics::Counters;
+use swarmcdn_sim::report;
+use swarmcdn_sim::scenario::Scenario;
+use swarmcdn_sim::sim::{Options, Run};
+
+fn scenario(file: &str, overrides: &[&str]) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(file);
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    Scenario::load_with(&path, &o).unwrap()
+}
+
+fn run(sc: &Scenario, seed: u64, control: bool) -> Counters {
+    Run::new(
+        sc,
+        Options {
+            seed,
+            control,
+            shard: (0, 1),
+        },
+    )
+    .unwrap()
+    .run(|_| {})
+}
+
+fn without_wall(mut c: Counters) -> String {
+    c.wall_seconds = 0.0;
+    serde_json::to_string(&c).unwrap()
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let sc = scenario(
+        "s3-small-room.toml",
+        &["duration_secs=400", "warmup_secs=60"],
+    );
+    let a = without_wall(run(&sc, 7, false));
+    let b = without_wall(run(&sc, 7, false));
+    assert_eq!(a, b, "two runs of one seed differ");
+    let c = without_wall(run(&sc, 8, false));
+    assert_ne!(a, c, "another seed gives another run");
+}
+
+#[test]
+fn the_control_run_has_the_same_viewers_and_no_p2p() {
+    let sc = scenario(
+        "s3-small-room.toml",
+        &["duration_secs=600", "warmup_secs=60"],
+    );
+    let p2p = run(&sc, 3, false);
+    let control = run(&sc, 3, true);
+    assert_eq!(p2p.sessions, control.sessions);
+    assert_eq!(p2p.viewer_seconds, control.viewer_seconds);
+    assert_eq!(control.p2p_bytes, 0);
+    assert_eq!(control.ice_attempts, 0);
+    // Counted at delivery and at request: they differ by what straddles the warmup's end.
+    assert!(control.http_bytes.abs_diff(control.origin_bytes) * 100 < control.origin_bytes);
+    assert!(p2p.p2p_bytes > 0, "peers exchanged nothing");
+    assert!(
+        p2p.origin_bytes < control.origin_bytes,
+        "P2P did not save CDN egress: {} vs {}",
+        p2p.origin_bytes,
+        control.origin_bytes
+    );
+    assert_eq!(control.stalls, 0);
+}
+
+#[test]
+fn peers_that_cannot_reach_each_other_exchange_nothing() {
+    let sc = scenario(
+        "s1-nat-bound.toml",
+        &[
+            "duration_secs=120",
+            "population.arrivals.count=20",
+            "population.nat.restricted=1.0",
+        ],
+    );
+    let c = run(&sc, 1, false);
+    assert!(c.ice_attempts > 0);
+    assert_eq!(c.ice_failures, c.ice_attempts);
+    assert_eq!(c.p2p_bytes, 0);
+    let s = c.summary();
+    assert_eq!(s.offload_bound, 0.0, "bound 2 with f = 1");
+    assert_eq!(c.stalls, 0, "playback must not depend on P2P");
+}
+
+#[test]
+fn offload_stays_under_the_nat_bound() {
+    for f in ["0.7", "0.9"] {
+        let sc = scenario(
+            "s1-nat-bound.toml",
+            &[
+                "duration_secs=240",
+                "population.arrivals.count=60",
+                "population.capacity.up_over_r=4.0",
+                &format!("population.nat.restricted={f}"),
+            ],
+        );
+        let s = run(&sc, 1, false).summary();
+        assert!(
+            s.offload <= s.offload_bound + 1e-9,
+            "f = {f}: offload {} above its bound {}",
+            s.offload,
+            s.offload_bound
+        );
+        assert!(s.offload > 0.0, "f = {f}: open peers still exchange");
+    }
+}
+
+#[test]
+fn the_trajectory_bound_reproduces_the_occupancy_bound() {
+    // Surplus upload, everyone open, one rung: only occupancy limits offload, so the bound
+    // summed over the run's own arrivals matches 1 - (1 - e^-rho) / rho.
+    let sc = scenario(
+        "s3-small-room.toml",
+        &[
+            "duration_secs=7200",
+            "warmup_secs=600",
+            "stream.ladder=[2.5]",
+            "population.capacity={kind=\"homogeneous\",up_over_r=4.0}",
+            "population.nat={kind=\"open\"}",
+            "population.arrivals.per_minute=1.2",
+        ],
+    );
+    let c = run(&sc, 2, false);
+    let s = c.summary();
+    let rho = c.occupancy.unwrap();
+    assert!((rho - 3.0).abs() < 1e-9);
+    let want = s.occupancy_bound.unwrap();
+    assert!(
+        (s.offload_bound - want).abs() < 0.06,
+        "trajectory bound {} vs occupancy bound {want}",
+        s.offload_bound
+    );
+    assert!(s.offload <= s.offload_bound + 1e-9);
+    assert_eq!(c.bad_segments, 0);
+}
+
+#[test]
+fn corrupt_peers_are_caught_and_no_bad_byte_is_played() {
+    let sc = scenario(
+        "s0-calibration.toml",
+        &[
+            "duration_secs=240",
+            "population.arrivals.count=30",
+            "population.capacity.up_over_r=4.0",
+            "fault=[{kind=\"corrupt_peers\",fraction=0.3}]",
+        ],
+    );
+    let c = run(&sc, 5, false);
+    assert!(c.integrity_failures > 0, "no corrupt chunk was caught");
+    assert_eq!(c.bad_segments, 0, "a corrupt segment reached a player");
+    assert!(c.p2p_bytes > 0, "honest peers still exchange");
+    assert_eq!(c.stalls, 0);
+}
+
+#[test]
+fn shards_partition_the_viewers_and_merge_back() {
+    let sc = scenario(
+        "s10-zapping.toml",
+        &[
+            "duration_secs=300",
+            "warmup_secs=60",
+            "population.arrivals.per_minute=60",
+            "population.channel_switch=0.0",
+        ],
+    );
+    let whole = run(&sc, 1, false);
+    let dir = tempdir();
+    let mut parts = Vec::new();
+    for i in 0..3 {
+        let c = Run::new(
+            &sc,
+            Options {
+                seed: 1,
+                control: false,
+                shard: (i, 3),
+            },
+        )
+        .unwrap()
+        .run(|_| {});
+        parts.push(c);
+    }
+    report::write_runs(&dir, &parts).unwrap();
+    let merged = report::merge(std::slice::from_ref(&dir)).unwrap();
+    assert_eq!(merged.len(), 1);
+    let m = &merged[0];
+    assert_eq!(m.shards.len(), 3);
+    assert_eq!(m.sessions, whole.sessions);
+    assert_eq!(m.viewer_seconds, whole.viewer_seconds);
+    assert!(
+        parts.iter().all(|p| p.sessions > 0),
+        "every shard has viewers"
+    );
+    let summary = report::write_report(&dir, "S10", &merged).unwrap();
+    assert!(summary["p2p"]["offload"]["mean"].as_f64().unwrap() > 0.0);
+    assert!(dir.join("plot.svg").exists());
+    assert!(dir.join("timeseries-seed-1.csv").exists());
+    // A shard given twice is refused.
+    report::write_runs(&dir.join("again"), &parts[..1]).unwrap();
+    assert!(report::merge(&[dir.clone(), dir.join("again")]).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("swarmcdn-sim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// S0: within 2 percentage points of bound 1 at every N, u/r = 1. Does not hold yet: the
+/// production scheduler reaches 9% at N = 10, u/r = 1 (42% at u/r = 2, 85% at u/r = 4).
+#[test]
+#[ignore = "S0 calibration at u/r = 1 fails: see docs/simulations.md, Calibration status"]
+fn s0_matches_bound_one_at_every_size() {
+    for n in [2, 5, 10, 50] {
+        let sc = scenario(
+            "s0-calibration.toml",
+            &[&format!("population.arrivals.count={n}")],
+        );
+        let s = run(&sc, 1, false).summary();
+        let bound = swarmcdn_sim::model::bounds::fluid(n as f64, 1.0);
+        assert!(
+            (s.offload - bound).abs() <= 0.02,
+            "N = {n}: offload {} vs bound {bound}",
+            s.offload
+        );
+    }
+}
