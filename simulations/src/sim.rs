@@ -210,6 +210,8 @@ pub struct Run<'a> {
     row: Row,
     events: u64,
     end: u64,
+    /// `SWARMCDN_SIM_TRACE=<viewer index>` prints that viewer's transmits to stderr.
+    trace: Option<u32>,
 }
 
 fn us(secs: f64) -> u64 {
@@ -307,6 +309,9 @@ impl<'a> Run<'a> {
             row: Row::default(),
             events: 0,
             end,
+            trace: std::env::var("SWARMCDN_SIM_TRACE")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         };
         run.schedule_next_arrival();
         run.q.push(1_000_000, Ev::Sample);
@@ -530,6 +535,9 @@ impl<'a> Run<'a> {
         }
         if let Some(t) = sc.node.request_stall_secs {
             c.request_stall_timeout = Duration::from_secs_f64(t);
+        }
+        if let Some(b) = sc.node.chunk_messages {
+            c.chunk_messages = b;
         }
         if let Some(k) = sc.node.request_chunks {
             c.request_chunks = k;
@@ -939,6 +947,9 @@ impl<'a> Run<'a> {
 
     fn transmit(&mut self, n: u32, t: Transmit) {
         let now = self.now;
+        if self.trace == Some(n) {
+            trace(now, n, &t);
+        }
         match t {
             Transmit::Announce {
                 mut announce,
@@ -1414,6 +1425,31 @@ impl<'a> Run<'a> {
         }
         self.counters.series.push(row);
         self.q.push(self.now + 1_000_000, Ev::Sample);
+    }
+}
+
+/// One line per frame or command a traced viewer sends.
+fn trace(now: u64, n: u32, t: &Transmit) {
+    let at = now as f64 / 1e6;
+    match t {
+        Transmit::Peer { peer, data } => {
+            let to = peer_index(peer);
+            for f in wire::decode_message(data, wire::LARGE_MAX_MESSAGE).unwrap_or_default() {
+                let what = match f {
+                    Frame::Data {
+                        segment,
+                        offset,
+                        payload,
+                        ..
+                    } => format!("Data {} @{offset} +{}", segment.sequence, payload.len()),
+                    Frame::Digest(d) => format!("Digest {}", d.digest().segment().sequence),
+                    other => format!("{other:?}"),
+                };
+                eprintln!("{at:.3} {n} -> {to:?}: {what}");
+            }
+        }
+        Transmit::Http(r) => eprintln!("{at:.3} {n} HTTP {:?} {:?}", r.target, r.range),
+        other => eprintln!("{at:.3} {n} {other:?}"),
     }
 }
 

@@ -235,3 +235,28 @@ fn s0_matches_bound_one_at_every_size() {
         );
     }
 }
+
+/// The simulator's first finding, kept as a regression test: with uplinks near the stream
+/// rate, one chunk per upload message (the node's default) beats whole-request messages.
+#[test]
+fn one_chunk_per_message_beats_whole_requests_on_slow_uplinks() {
+    let offload = |chunk_messages: bool| {
+        let sc = scenario(
+            "s0-calibration.toml",
+            &[
+                "duration_secs=240",
+                "population.capacity.up_over_r=2.0",
+                &format!("node.chunk_messages={chunk_messages}"),
+            ],
+        );
+        let c = run(&sc, 1, false);
+        assert_eq!(c.stalls, 0);
+        c.summary().offload
+    };
+    let chunked = offload(true);
+    let whole = offload(false);
+    assert!(
+        chunked > whole + 0.1,
+        "one chunk per message {chunked:.3}, whole requests {whole:.3}"
+    );
+}

@@ -194,6 +194,11 @@ pub struct NodeConfig {
     pub fetching_hold: Duration,
     /// Whether to offer 256 KiB DataChannel messages. Default true.
     pub large_messages: bool,
+    /// Whether uploads send at most one chunk per message (round-robin between neighbours
+    /// chunk by chunk). Default true: with several neighbours served over an uplink of a few
+    /// Mbit/s, whole-request messages of 256 KiB take longer than the requesters' stall
+    /// timeout to arrive (measured in the simulator: 7% offload instead of 28% at u = r).
+    pub chunk_messages: bool,
     /// Bytes handed to the DataChannels and not yet sent (over all neighbours: they share one
     /// uplink) above which the node stops queueing more. Default 512 KiB: 0.2 s at 2.5 MB/s,
     /// so control frames (`Fetching`, `Have`) do not wait long behind data.
@@ -249,6 +254,7 @@ impl NodeConfig {
             join_grace: Duration::from_secs(3),
             fetching_hold: Duration::from_secs(3),
             large_messages: true,
+            chunk_messages: true,
             send_buffer_high: 512 << 10,
             send_buffer_low: 128 << 10,
             ban_duration: Duration::from_secs(600),
@@ -604,6 +610,9 @@ pub struct Node {
     http_rate: Throughput,
     /// Moving average of segment sizes, for estimates before a size is known.
     segment_size: u64,
+    /// The chunk size of the last digest seen: a stream's segments share one, so it sizes
+    /// the probe request for a segment whose digest is not known yet.
+    chunk_size: u32,
     next_fetch: u64,
     fetches: HashMap<FetchId, SegmentRef>,
 
@@ -719,6 +728,7 @@ impl Node {
             digests: BTreeMap::new(),
             http_rate,
             segment_size: config_segment_guess,
+            chunk_size: crate::integrity::DEFAULT_CHUNK_SIZE,
             next_fetch: 0,
             fetches: HashMap::new(),
             upload_bucket,
@@ -1143,6 +1153,7 @@ impl Node {
                 }
             }
         };
+        self.chunk_size = verified.digest().chunk_size();
         if let Some(dl) = self.downloads.get_mut(&seg) {
             dl.set_digest(verified.clone());
             self.on_geometry(seg);
@@ -1894,8 +1905,7 @@ impl Node {
             let Some(peer) = self.pick_peer(&free) else {
                 return;
             };
-            let len =
-                self.config.request_chunks as u64 * u64::from(crate::integrity::DEFAULT_CHUNK_SIZE);
+            let len = self.config.request_chunks as u64 * u64::from(self.chunk_size);
             let id = self.send_request(now, peer, seg, 0, len);
             self.downloads.get_mut(&seg).expect("exists").probe = Some((peer, id));
             return;
@@ -2321,6 +2331,15 @@ impl Node {
                     frames.push(Frame::Digest(Box::new(d.clone())));
                 }
                 let mut n = (job.end - job.next).min(room as u64);
+                if self.config.chunk_messages
+                    && let Some(d) = &stored.digest
+                {
+                    // One chunk per message: the round-robin then gives every neighbour's
+                    // request data at least every `slots` chunks, so a slow uplink delays
+                    // requests instead of starving them past the stall timeout.
+                    let chunk = u64::from(d.digest().chunk_size());
+                    n = n.min(chunk - job.next % chunk);
+                }
                 if let Some(rate) = self.config.upload.rate {
                     // Under a rate cap, smaller messages keep every neighbour's data flowing
                     // (round-robin) instead of starving each for seconds.

@@ -1,0 +1,46 @@
+//! Viewers whose uplink barely exceeds the stream rate: uploads go out one chunk per message,
+//! round-robin between the neighbours served, so every request sees data well within the
+//! stall timeout. With whole-request messages (256 KiB) shared by several neighbours, each
+//! took longer than the timeout to arrive, requests were cancelled and re-issued, and most
+//! segments came over HTTP (found with the simulator, docs/simulations.md).
+
+mod common;
+
+use common::*;
+use swarmcdn_core::node::NodeRole;
+use swarmcdn_core::time::Time;
+
+fn share(chunk_messages: bool) -> (f64, u32) {
+    let mut h = Harness::new(StreamSpec::live(), 11);
+    // 500 KB per 2 s segment: 250 KB/s; the viewers upload 3x that, shared by up to 4
+    // neighbours at a time.
+    for i in 0..8 {
+        let mut c = h.config(i, NodeRole::Viewer);
+        c.chunk_messages = chunk_messages;
+        h.add(
+            c,
+            Link {
+                up: 750_000,
+                ..Link::default()
+            },
+        );
+        h.run_for(ms(700));
+    }
+    h.run_until(Time::from_secs(150));
+    (h.p2p_share(), h.total_stalls())
+}
+
+#[test]
+fn chunk_messages_keep_slow_uplinks_useful() {
+    let (chunked, stalls) = share(true);
+    let (whole, whole_stalls) = share(false);
+    println!(
+        "P2P share: one chunk per message {chunked:.3} ({stalls} stalls), whole requests {whole:.3} ({whole_stalls} stalls)"
+    );
+    assert_eq!(stalls, 0);
+    assert_eq!(whole_stalls, 0);
+    assert!(
+        chunked > whole + 0.15,
+        "chunk messages {chunked:.3} vs whole requests {whole:.3}"
+    );
+}
