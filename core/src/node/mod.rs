@@ -522,7 +522,7 @@ struct Peer {
     conn: Conn,
     seed: bool,
     caps: Capabilities,
-    have: HashMap<RenditionId, BTreeSet<u64>>,
+    have: HaveSets,
     fetching: BTreeMap<SegmentRef, Time>,
     busy_until: Time,
     /// Digests of segments we have sent to this peer.
@@ -539,7 +539,7 @@ impl Peer {
             conn,
             seed,
             caps: Capabilities::default(),
-            have: HashMap::new(),
+            have: HaveSets::default(),
             fetching: BTreeMap::new(),
             busy_until: Time::ZERO,
             digests_sent: HashSet::new(),
@@ -561,6 +561,43 @@ impl Peer {
         self.have
             .get(&seg.rendition)
             .is_some_and(|s| s.contains(&seg.sequence))
+    }
+}
+
+/// What a neighbour has, per rendition. A neighbour has one or a few renditions, so a short
+/// vector beats a hash map on the scheduler's hot path (`holders`, run on every input); it
+/// keeps at most [`HaveSets::MAX_RENDITIONS`], dropping the oldest, so a neighbour announcing
+/// endless renditions cannot grow it.
+#[derive(Debug, Default)]
+struct HaveSets(Vec<(RenditionId, BTreeSet<u64>)>);
+
+impl HaveSets {
+    const MAX_RENDITIONS: usize = 16;
+
+    fn get(&self, rendition: &RenditionId) -> Option<&BTreeSet<u64>> {
+        self.0.iter().find(|(r, _)| r == rendition).map(|(_, s)| s)
+    }
+
+    fn get_mut(&mut self, rendition: &RenditionId) -> Option<&mut BTreeSet<u64>> {
+        self.0
+            .iter_mut()
+            .find(|(r, _)| r == rendition)
+            .map(|(_, s)| s)
+    }
+
+    /// The set of `rendition`, created empty if missing.
+    fn entry(&mut self, rendition: RenditionId) -> &mut BTreeSet<u64> {
+        let i = match self.0.iter().position(|(r, _)| *r == rendition) {
+            Some(i) => i,
+            None => {
+                if self.0.len() >= Self::MAX_RENDITIONS {
+                    self.0.remove(0);
+                }
+                self.0.push((rendition, BTreeSet::new()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
     }
 }
 
@@ -1060,14 +1097,14 @@ impl Node {
                         sequence: *s,
                     });
                 }
-                p.have.insert(a.rendition, set);
+                *p.have.entry(a.rendition) = set;
             }
             Frame::HaveDelta {
                 rendition,
                 added,
                 removed,
             } => {
-                let set = p.have.entry(rendition).or_default();
+                let set = p.have.entry(rendition);
                 for s in removed {
                     set.remove(&s);
                 }
@@ -1880,10 +1917,11 @@ impl Node {
         self.peers
             .iter()
             .filter(|(_, p)| {
-                p.session().is_some()
+                // Cheap field checks before the set lookup.
+                p.busy_until <= now
                     && p.caps.contains(Capabilities::UPLOAD)
+                    && p.session().is_some()
                     && p.has(seg)
-                    && p.busy_until <= now
             })
             .map(|(id, _)| *id)
             .collect()
@@ -2434,4 +2472,24 @@ fn group(segs: &[SegmentRef]) -> BTreeMap<RenditionId, Vec<u64>> {
 
 fn trusted_keys(t: &TrustedKeys) -> Vec<crate::integrity::PublicKey> {
     t.keys().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn have_sets_are_bounded_and_find_their_rendition() {
+        let mut h = HaveSets::default();
+        for r in 0..40u8 {
+            h.entry(RenditionId([r; 8])).insert(u64::from(r));
+        }
+        assert_eq!(h.0.len(), HaveSets::MAX_RENDITIONS);
+        // The oldest were dropped, the newest kept.
+        assert!(h.get(&RenditionId([0; 8])).is_none());
+        assert!(h.get(&RenditionId([39; 8])).unwrap().contains(&39));
+        h.get_mut(&RenditionId([39; 8])).unwrap().insert(40);
+        assert_eq!(h.entry(RenditionId([39; 8])).len(), 2);
+        assert_eq!(h.0.len(), HaveSets::MAX_RENDITIONS);
+    }
 }
