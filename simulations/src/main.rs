@@ -173,7 +173,10 @@ fn bench(viewers: u64, minutes: u64, channels: u32) -> anyhow::Result<()> {
     let counters = run.run(|_| {});
     let after = peak_rss_kib();
     let s = counters.summary();
-    let per_peer = after.saturating_sub(before) as f64 * 1024.0 / viewers as f64;
+    let growth = after.saturating_sub(before) as f64 * 1024.0;
+    let per_peer = growth / viewers as f64;
+    let cached = counters.cached_bytes_at_end as f64;
+    let per_peer_state = (growth - cached).max(0.0) / viewers as f64;
     println!(
         "sim bench: {viewers} viewers x {minutes} min live over {channels} swarms (byte scale {})",
         sc.scale()
@@ -188,8 +191,10 @@ fn bench(viewers: u64, minutes: u64, channels: u32) -> anyhow::Result<()> {
     );
     println!("  peak RSS          {} MiB", after / 1024);
     println!(
-        "  memory per peer   {:.1} KiB (peak RSS growth / viewers, cached segments included)",
-        per_peer / 1024.0
+        "  memory per peer   {:.1} KiB (peak RSS growth / viewers), {:.1} KiB beyond the {:.1} KiB of cached segments",
+        per_peer / 1024.0,
+        per_peer_state / 1024.0,
+        cached / viewers as f64 / 1024.0
     );
     println!(
         "  offload           {:.3} (bound {:.3})",

@@ -154,6 +154,10 @@ pub struct Counters {
     pub events: u64,
     /// Wall-clock seconds.
     pub wall_seconds: f64,
+    /// Segment bytes the nodes held in their caches at the end (scaled bytes: what the
+    /// simulator's memory holds).
+    #[serde(default)]
+    pub cached_bytes_at_end: u64,
     /// Poisson occupancy (arrival rate x mean session) per swarm, if the arrivals are
     /// Poisson with a finite mean session and a single channel and rung.
     pub occupancy: Option<f64>,
@@ -215,6 +219,7 @@ impl Counters {
         self.peers_created += o.peers_created;
         self.events += o.events;
         self.wall_seconds += o.wall_seconds;
+        self.cached_bytes_at_end += o.cached_bytes_at_end;
         if self.series.len() < o.series.len() {
             self.series.resize(o.series.len(), Row::default());
         }

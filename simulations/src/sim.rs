@@ -371,6 +371,12 @@ impl<'a> Run<'a> {
             self.dispatch(ev);
         }
         self.now = self.end;
+        self.counters.cached_bytes_at_end = self
+            .peers
+            .iter()
+            .filter_map(|p| p.node.as_deref())
+            .map(|n| n.stats().cache_bytes)
+            .sum();
         for n in 0..self.peers.len() as u32 {
             if self.peers[n as usize].alive {
                 self.finish(n);
