@@ -525,6 +525,9 @@ struct Peer {
     have: HaveSets,
     fetching: BTreeMap<SegmentRef, Time>,
     busy_until: Time,
+    /// When data for any of our requests last came from it: a neighbour sending data for one
+    /// request is alive, and our other requests to it wait their turn rather than stall.
+    last_data: Time,
     /// Digests of segments we have sent to this peer.
     digests_sent: HashSet<SegmentRef>,
     inflight: HashMap<RequestId, Inflight>,
@@ -542,6 +545,7 @@ impl Peer {
             have: HaveSets::default(),
             fetching: BTreeMap::new(),
             busy_until: Time::ZERO,
+            last_data: Time::ZERO,
             digests_sent: HashSet::new(),
             inflight: HashMap::new(),
             throughput: Throughput::new(initial_rate),
@@ -1292,6 +1296,7 @@ impl Node {
         }
         req.next += payload.len() as u64;
         req.last_data = now;
+        p.last_data = now;
         req.received += payload.len() as u64;
         let done = req.next == req.end;
         let Some(dl) = self.downloads.get_mut(&seg) else {
@@ -1612,7 +1617,9 @@ impl Node {
         let mut stalled = Vec::new();
         for (pid, p) in &mut self.peers {
             for (rid, req) in &p.inflight {
-                if now.saturating_since(req.last_data) >= self.config.request_stall_timeout {
+                if now.saturating_since(req.last_data.max(p.last_data))
+                    >= self.config.request_stall_timeout
+                {
                     stalled.push((*pid, *rid));
                 }
             }
@@ -1883,7 +1890,7 @@ impl Node {
         // Stall checks for requests in flight.
         for p in self.peers.values() {
             for req in p.inflight.values() {
-                note(req.last_data + self.config.request_stall_timeout);
+                note(req.last_data.max(p.last_data) + self.config.request_stall_timeout);
             }
             if let Conn::Connecting { since } = p.conn {
                 note(since + self.config.connect_timeout);
