@@ -38,8 +38,11 @@ fn seg(sequence: u64) -> SegmentRef {
     }
 }
 
+/// A request the node sent: id, segment, offset, length.
+type Sent = (RequestId, SegmentRef, u64, u64);
+
 /// Requests and cancels the node sent to the neighbour.
-fn sent(node: &mut Node) -> (Vec<(RequestId, SegmentRef, u64, u64)>, Vec<RequestId>) {
+fn sent(node: &mut Node) -> (Vec<Sent>, Vec<RequestId>) {
     let (mut requests, mut cancels) = (Vec::new(), Vec::new());
     while let Some(t) = node.poll_transmit() {
         if let Transmit::Peer { peer, data } = t {
