@@ -217,7 +217,8 @@ fn tempdir() -> std::path::PathBuf {
 }
 
 /// S0: within 2 percentage points of bound 1 at every N, u/r = 1. Does not hold yet: the
-/// production scheduler reaches 9% at N = 10, u/r = 1 (42% at u/r = 2, 85% at u/r = 4).
+/// production scheduler reaches 26% at N = 10, u/r = 1 (72% at u/r = 2, 85% at u/r = 4);
+/// live segments are relayed only once complete, so the delay bound binds first.
 #[test]
 #[ignore = "S0 calibration at u/r = 1 fails: see docs/simulations.md, Calibration status"]
 fn s0_matches_bound_one_at_every_size() {
@@ -245,7 +246,7 @@ fn one_chunk_per_message_beats_whole_requests_on_slow_uplinks() {
             "s0-calibration.toml",
             &[
                 "duration_secs=240",
-                "population.capacity.up_over_r=2.0",
+                "population.capacity.up_over_r=1.0",
                 &format!("node.chunk_messages={chunk_messages}"),
             ],
         );
