@@ -125,7 +125,8 @@ pub struct SegmentDigest {
     segment: SegmentId,
     length: u64,
     chunk_size: u32,
-    chunk_hashes: Vec<[u8; 32]>,
+    /// Shared: a digest is cloned into every download and relayed to every neighbour.
+    chunk_hashes: std::sync::Arc<[[u8; 32]]>,
     root: [u8; 32],
 }
 
@@ -172,7 +173,7 @@ impl SegmentDigest {
             segment,
             length,
             chunk_size,
-            chunk_hashes,
+            chunk_hashes: chunk_hashes.into(),
             root,
         })
     }
@@ -430,7 +431,7 @@ impl SignedDigest {
         out.extend_from_slice(&self.digest.segment.to_bytes());
         varint::put(out, self.digest.length);
         varint::put(out, u64::from(self.digest.chunk_size));
-        for h in &self.digest.chunk_hashes {
+        for h in self.digest.chunk_hashes.iter() {
             out.extend_from_slice(h);
         }
         out.extend_from_slice(&self.signer.0);

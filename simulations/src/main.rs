@@ -1,11 +1,64 @@
 //! `swarmcdn-sim`: runs scenario files, merges shards, and measures the simulator.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use swarmcdn_sim::report::{self, Plan};
 use swarmcdn_sim::scenario::Scenario;
+
+/// The system allocator, counting the bytes allocated and not yet freed, so that `bench` can
+/// report the heap per simulated peer (RSS also counts the allocator's free lists).
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only counters are added.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            let live = LIVE.fetch_add(new_size, Ordering::Relaxed) + new_size;
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 #[derive(Parser)]
 #[command(version, about = "SwarmCDN swarm simulations (docs/simulations.md)")]
@@ -170,7 +223,16 @@ fn bench(viewers: u64, minutes: u64, channels: u32) -> anyhow::Result<()> {
             shard: (0, 1),
         },
     )?;
-    let counters = run.run(|_| {});
+    let heap_before = LIVE.load(Ordering::Relaxed);
+    // The run ends by summing and dropping the nodes: read the heap just before, at the last
+    // sample of the series.
+    let mut heap_at_end = 0;
+    let end = minutes * 60;
+    let counters = run.run(|t| {
+        if t == end {
+            heap_at_end = LIVE.load(Ordering::Relaxed);
+        }
+    });
     let after = peak_rss_kib();
     let s = counters.summary();
     let growth = after.saturating_sub(before) as f64 * 1024.0;
@@ -190,6 +252,13 @@ fn bench(viewers: u64, minutes: u64, channels: u32) -> anyhow::Result<()> {
         viewers as f64 * (minutes * 60) as f64 / s.wall_seconds
     );
     println!("  peak RSS          {} MiB", after / 1024);
+    let heap = heap_at_end.saturating_sub(heap_before) as f64;
+    println!(
+        "  heap at the end   {:.1} KiB per peer, {:.1} KiB beyond cached segments (peak heap {} MiB)",
+        heap / viewers as f64 / 1024.0,
+        (heap - cached).max(0.0) / viewers as f64 / 1024.0,
+        PEAK.load(Ordering::Relaxed) >> 20
+    );
     println!(
         "  memory per peer   {:.1} KiB (peak RSS growth / viewers), {:.1} KiB beyond the {:.1} KiB of cached segments",
         per_peer / 1024.0,

@@ -112,7 +112,9 @@ impl Download {
         self.chunk_size = chunk_size;
         let have = self.buf.len() as u64;
         let http_owner = self.http.as_ref().map(|h| Owner::Http(h.id));
-        self.buf.resize(length as usize, 0);
+        // The buffer grows to the segment's length at the first write (`write`): a node knows
+        // the digests of the segments it prefetches long before their bytes come, and holding
+        // zeroed buffers for all of them is most of its memory.
         self.chunks = (0..count)
             .map(|i| {
                 let start = i as u64 * chunk_size;
@@ -223,6 +225,11 @@ impl Download {
                 out.out_of_order = true;
             }
             return out;
+        }
+        if let Some(len) = self.length
+            && (self.buf.len() as u64) < len
+        {
+            self.buf.resize(len as usize, 0);
         }
         let mut pos = offset;
         let mut rest = data;
