@@ -21,9 +21,10 @@ fn upload_rate_cap_holds() {
             ..Link::default()
         },
     );
-    // Viewers with a thin uplink: the seed is everyone's source, so demand exceeds the cap.
+    // Viewers that do not upload: the seed is everyone's source, so demand exceeds the cap.
     for i in 1..=4 {
-        let c = h.config(i, NodeRole::Viewer);
+        let mut c = h.config(i, NodeRole::Viewer);
+        c.upload.enabled = false;
         h.add(
             c,
             Link {

@@ -336,6 +336,8 @@ pub struct NodeOverrides {
     pub prefetch_secs: Option<f64>,
     /// A request to a neighbour that receives nothing for this long is re-issued elsewhere, s.
     pub request_stall_secs: Option<f64>,
+    /// Relay the verified chunks of segments still arriving (the node's default).
+    pub relay_partial: Option<bool>,
     /// One chunk per upload message (the node's default) or whole requests.
     pub chunk_messages: Option<bool>,
     /// Chunks per request to a neighbour.

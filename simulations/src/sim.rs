@@ -542,6 +542,9 @@ impl<'a> Run<'a> {
         if let Some(t) = sc.node.request_stall_secs {
             c.request_stall_timeout = Duration::from_secs_f64(t);
         }
+        if let Some(b) = sc.node.relay_partial {
+            c.relay_partial = b;
+        }
         if let Some(b) = sc.node.chunk_messages {
             c.chunk_messages = b;
         }

@@ -217,8 +217,8 @@ fn tempdir() -> std::path::PathBuf {
 }
 
 /// S0: within 2 percentage points of bound 1 at every N, u/r = 1. Does not hold yet: the
-/// production scheduler reaches 26% at N = 10, u/r = 1 (72% at u/r = 2, 85% at u/r = 4);
-/// live segments are relayed only once complete, so the delay bound binds first.
+/// production scheduler reaches 35% at N = 10, u/r = 1 (86% at u/r = 2, 89.5% at u/r = 4,
+/// against 90%): see docs/simulations.md.
 #[test]
 #[ignore = "S0 calibration at u/r = 1 fails: see docs/simulations.md, Calibration status"]
 fn s0_matches_bound_one_at_every_size() {

@@ -67,6 +67,9 @@ pub(crate) struct Download {
     /// Consecutive failed HTTP fetches, and when the next may start (exponential backoff).
     pub(crate) http_failures: u32,
     pub(crate) retry_at: Option<Time>,
+    /// Neighbours were told this node has the segment while it was still arriving (its
+    /// verified chunks are relayed as they come).
+    pub(crate) announced: bool,
 }
 
 impl Download {
@@ -85,7 +88,37 @@ impl Download {
             deadline_fallback: false,
             http_failures: 0,
             retry_at: None,
+            announced: false,
         }
+    }
+
+    /// Whether any chunk is done (verified, or from the origin).
+    pub(crate) fn any_done(&self) -> bool {
+        self.chunks.iter().any(|c| c.done)
+    }
+
+    /// Whether the chunk at `offset` is done or on its way (owned by a request or a fetch).
+    pub(crate) fn coming(&self, offset: u64) -> bool {
+        if self.chunk_size == 0 {
+            return false;
+        }
+        self.chunks
+            .get((offset / self.chunk_size) as usize)
+            .is_some_and(|c| c.done || c.owner != Owner::Nobody)
+    }
+
+    /// The done bytes from `offset` to the end of its chunk (capped at `end`), if that chunk
+    /// is done: what can be relayed now.
+    pub(crate) fn done_from(&self, offset: u64, end: u64) -> Option<Range<u64>> {
+        if self.chunk_size == 0 {
+            return None;
+        }
+        let i = (offset / self.chunk_size) as usize;
+        let c = self.chunks.get(i)?;
+        if !c.done || (self.buf.len() as u64) < self.chunk_range(i).end {
+            return None;
+        }
+        Some(offset..self.chunk_range(i).end.min(end))
     }
 
     pub(crate) fn has_geometry(&self) -> bool {

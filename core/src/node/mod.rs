@@ -199,6 +199,12 @@ pub struct NodeConfig {
     /// Mbit/s, whole-request messages of 256 KiB take longer than the requesters' stall
     /// timeout to arrive (measured in the simulator: 7% offload instead of 28% at u = r).
     pub chunk_messages: bool,
+    /// Whether a segment still arriving is announced to neighbours once its first chunk is in,
+    /// and its verified chunks relayed as they come, rather than only once complete. Default
+    /// true: store-and-forward of whole segments costs a segment's upload time per hop, which
+    /// on uplinks near the stream rate leaves room for only a hop or two before live
+    /// deadlines (measured in the simulator).
+    pub relay_partial: bool,
     /// Bytes handed to the DataChannels and not yet sent (over all neighbours: they share one
     /// uplink) above which the node stops queueing more. Default 512 KiB: 0.2 s at 2.5 MB/s,
     /// so control frames (`Fetching`, `Have`) do not wait long behind data.
@@ -255,6 +261,7 @@ impl NodeConfig {
             fetching_hold: Duration::from_secs(3),
             large_messages: true,
             chunk_messages: true,
+            relay_partial: true,
             send_buffer_high: 512 << 10,
             send_buffer_low: 128 << 10,
             ban_duration: Duration::from_secs(600),
@@ -530,7 +537,7 @@ struct Peer {
     last_data: Time,
     /// Digests of segments we have sent to this peer.
     digests_sent: HashSet<SegmentRef>,
-    inflight: HashMap<RequestId, Inflight>,
+    inflight: BTreeMap<RequestId, Inflight>,
     throughput: Throughput,
     uploads: VecDeque<UploadJob>,
     send_buffered: u64,
@@ -547,7 +554,7 @@ impl Peer {
             busy_until: Time::ZERO,
             last_data: Time::ZERO,
             digests_sent: HashSet::new(),
-            inflight: HashMap::new(),
+            inflight: BTreeMap::new(),
             throughput: Throughput::new(initial_rate),
             uploads: VecDeque::new(),
             send_buffered: 0,
@@ -1223,11 +1230,29 @@ impl Node {
         offset: u64,
         length: u64,
     ) {
-        let Some(stored) = self.cache.get(&seg).filter(|s| s.digest.is_some()) else {
-            self.send_frames(peer, &[Frame::Absent { id, segment: seg }]);
-            return;
+        let len = match self.cache.get(&seg).filter(|s| s.digest.is_some()) {
+            Some(stored) => stored.data.len() as u64,
+            None => match self.downloads.get(&seg) {
+                Some(dl) if dl.announced && dl.digest.is_some() => {
+                    if !dl.coming(offset) {
+                        // Not here and not on its way: ask again later (or elsewhere).
+                        self.send_frames(
+                            peer,
+                            &[Frame::Busy {
+                                id,
+                                retry_after_ms: 500,
+                            }],
+                        );
+                        return;
+                    }
+                    dl.length.unwrap_or(0)
+                }
+                _ => {
+                    self.send_frames(peer, &[Frame::Absent { id, segment: seg }]);
+                    return;
+                }
+            },
         };
-        let len = stored.data.len() as u64;
         let end = if length == 0 {
             len
         } else {
@@ -1311,6 +1336,7 @@ impl Node {
         if outcome.out_of_order {
             return Err(DropReason::Protocol("data out of order".into()));
         }
+        let full = !outcome.full.is_empty();
         for i in outcome.full {
             let ok = dl.verify(i);
             dl.settle(i, ok);
@@ -1331,6 +1357,8 @@ impl Node {
         }
         if self.downloads.get(&seg).is_some_and(Download::is_complete) {
             self.complete(now, seg);
+        } else if full {
+            self.on_chunks_done(now, seg);
         }
         Ok(())
     }
@@ -1449,6 +1477,9 @@ impl Node {
         if dl.is_complete() {
             self.finish_http(now, id, seg);
             self.complete(now, seg);
+        } else if outcome.accepted > 0 {
+            // Origin bytes need no verification: chunks they fill are done at once.
+            self.on_chunks_done(now, seg);
         }
         self.schedule(now);
     }
@@ -2132,6 +2163,7 @@ impl Node {
             self.fetches.remove(&h.id);
             self.transmits.push_back(Transmit::CancelHttp(h.id));
         }
+        let announced = dl.announced;
         let data = Bytes::from(dl.buf);
         // The digest to relay: the verified one, or our own signature over origin bytes.
         let digest = match &dl.digest {
@@ -2190,9 +2222,11 @@ impl Node {
             });
         }
         let _ = delivered;
-        if digest.is_some() {
+        if digest.is_some() && !announced {
             self.announce_have(seg);
         }
+        // Uploads waiting for chunks of it can go on from the cache.
+        self.pump_uploads(now);
         if !evicted.is_empty() {
             for e in &evicted {
                 self.digests.remove(e);
@@ -2208,6 +2242,29 @@ impl Node {
         }
     }
 
+    /// A download's first chunk is in: tell the neighbours (with the digest) that it can be
+    /// had, and serve uploads waiting for its chunks.
+    fn on_chunks_done(&mut self, now: Time, seg: SegmentRef) {
+        if !self.config.relay_partial || !self.config.upload.enabled {
+            return;
+        }
+        let Some(dl) = self.downloads.get_mut(&seg) else {
+            return;
+        };
+        if !dl.announced {
+            let Some(d) = dl.digest.as_ref() else {
+                return;
+            };
+            if !dl.any_done() {
+                return;
+            }
+            let digest = d.signed().clone();
+            dl.announced = true;
+            self.announce_with(seg, digest);
+        }
+        self.pump_uploads(now);
+    }
+
     fn announce_have(&mut self, seg: SegmentRef) {
         let Some(stored) = self.cache.get(&seg) else {
             return;
@@ -2215,6 +2272,10 @@ impl Node {
         let Some(digest) = stored.digest.clone() else {
             return;
         };
+        self.announce_with(seg, digest);
+    }
+
+    fn announce_with(&mut self, seg: SegmentRef, digest: SignedDigest) {
         if !self.config.upload.enabled {
             return;
         }
@@ -2354,8 +2415,17 @@ impl Node {
                 let max_message = p
                     .session()
                     .map_or(wire::DEFAULT_MAX_MESSAGE, |s| s.max_message);
-                let Some(stored) = self.cache.get(&job.seg) else {
-                    // Evicted since: tell the requester.
+                // The bytes to send from: the cache, or a download still arriving (its done
+                // chunks only).
+                let source = match self.cache.get(&job.seg) {
+                    Some(stored) => Some((stored.digest.clone(), None)),
+                    None => self.downloads.get(&job.seg).and_then(|dl| {
+                        let d = dl.digest.as_ref().filter(|_| dl.announced)?;
+                        Some((Some(d.signed().clone()), dl.done_from(job.next, job.end)))
+                    }),
+                };
+                let Some((digest, partial)) = source else {
+                    // Evicted or abandoned since: tell the requester.
                     let (jid, seg) = (job.id, job.seg);
                     self.peers.get_mut(&id).expect("exists").uploads.pop_front();
                     self.send_frames(
@@ -2368,16 +2438,25 @@ impl Node {
                     progress = true;
                     continue;
                 };
+                let in_cache = partial.is_none() && self.cache.contains(&job.seg);
+                if !in_cache && partial.is_none() {
+                    // The chunk it needs has not arrived yet: it waits (chunks arriving pump
+                    // the uploads again).
+                    continue;
+                }
                 let mut frames = Vec::with_capacity(2);
                 let send_digest = !p.digests_sent.contains(&job.seg);
                 let mut room = max_message - wire::DATA_OVERHEAD;
-                if send_digest && let Some(d) = &stored.digest {
+                if send_digest && let Some(d) = &digest {
                     room = room.saturating_sub(d.encoded_len() + 4);
                     frames.push(Frame::Digest(Box::new(d.clone())));
                 }
                 let mut n = (job.end - job.next).min(room as u64);
+                if let Some(r) = &partial {
+                    n = n.min(r.end - r.start);
+                }
                 if self.config.chunk_messages
-                    && let Some(d) = &stored.digest
+                    && let Some(d) = &digest
                 {
                     // One chunk per message: the round-robin then gives every neighbour's
                     // request data at least every `slots` chunks, so a slow uplink delays
@@ -2398,9 +2477,11 @@ impl Node {
                     }
                     bucket.take(n);
                 }
-                let payload = stored
-                    .data
-                    .slice(job.next as usize..(job.next + n) as usize);
+                let range = job.next as usize..(job.next + n) as usize;
+                let payload = match self.cache.get(&job.seg) {
+                    Some(stored) => stored.data.slice(range),
+                    None => Bytes::copy_from_slice(&self.downloads[&job.seg].buf[range]),
+                };
                 frames.push(Frame::Data {
                     id: job.id,
                     segment: job.seg,
