@@ -4,6 +4,13 @@
 # sources (nothing is downloaded). The origin serves segments of k seconds by concatenating k
 # fragments, so every segment duration that divides 24 is available.
 #
+# No B-frames (-bf 0): with them every frame is presented after it is decoded (a composition
+# offset of two frames, which only the init segment's edit list takes back, and hls.js does
+# not read edit lists). After each EXT-X-DISCONTINUITY of the looping live stream, hls.js
+# places the next loop by the first frame's presentation time, so every loop would start two
+# frames later than the previous one ended: from the second loop boundary on, a hole in the
+# buffer and a stall in every player.
+#
 # Usage: scripts/make-sample-media.sh [output-dir]   (default: tests/media)
 set -euo pipefail
 
@@ -23,7 +30,7 @@ make_rendition() {
     -f lavfi -i "testsrc2=size=${size}:rate=${fps}" \
     -f lavfi -i "sine=frequency=${freq}:sample_rate=48000" \
     -t "$duration" \
-    -c:v libx264 -preset veryfast -profile:v main -pix_fmt yuv420p \
+    -c:v libx264 -preset veryfast -profile:v main -pix_fmt yuv420p -bf 0 \
     -b:v "$vbitrate" -maxrate "$vbitrate" -bufsize "$vbitrate" \
     -g "$fps" -keyint_min "$fps" -sc_threshold 0 -force_key_frames 'expr:gte(t,n_forced*1)' \
     -c:a aac -b:a "$abitrate" -ac 2 \
