@@ -3,24 +3,7 @@
 // bittorrent-tracker server. Every segment a page played is compared with the origin's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bin, checkSegments, describe, openPages, report, run, sleep, swarm } from './p2p.mjs';
-
-async function expectClean(pages, consoles) {
-  const reports = [];
-  for (const [i, page] of pages.entries()) {
-    const t = await report(page);
-    console.log(describe(i, t));
-    assert.equal(t.error, undefined, `page ${i}: P2P off: ${t.error}`);
-    assert.deepEqual(t.errors, [], `page ${i}: fatal errors; console: ${consoles.join('\n')}`);
-    assert.ok(t.playing, `page ${i} not playing; loader: ${t.trace.join(', ')}`);
-    assert.equal(t.stalls, 0, `page ${i} stalled`);
-    const { checked, bad } = await checkSegments(t);
-    assert.ok(checked > 5, `page ${i}: only ${checked} segments hashed`);
-    assert.deepEqual(bad, [], `page ${i} played segments that differ from the origin's`);
-    reports.push(t);
-  }
-  return reports;
-}
+import { bin, expectClean, openPages, run, sleep, swarm } from './p2p.mjs';
 
 test('pages with a native seed get most of their bytes from peers', { timeout: 240_000 }, async () => {
   const s = await swarm();

@@ -1,5 +1,6 @@
 // Helpers of the P2P browser tests: the served package, the processes (origin, tracker, seed,
 // headless peers), pages playing through the SwarmCDN loader, and what they report.
+import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -135,4 +136,27 @@ export async function checkSegments(t) {
     if (want !== s.sha256) bad.push(s.sn);
   }
   return { checked: t.segments.filter((s) => s.sha256).length, bad };
+}
+
+/**
+ * Every page played with P2P on, no fatal error and no stall (the `waiting` events and hls.js
+ * buffer stalls the page counts), filled in hls.js's `frag.stats` on every path of the loader,
+ * and played only segments with the origin's bytes. Returns the pages' reports.
+ */
+export async function expectClean(pages, consoles) {
+  const reports = [];
+  for (const [i, page] of pages.entries()) {
+    const t = await report(page);
+    console.log(describe(i, t));
+    assert.equal(t.error, undefined, `page ${i}: P2P off: ${t.error}`);
+    assert.deepEqual(t.errors, [], `page ${i}: fatal errors; console: ${consoles.join('\n')}`);
+    assert.ok(t.playing, `page ${i} not playing; loader: ${t.trace.join(', ')}`);
+    assert.equal(t.stalls, 0, `page ${i} stalled`);
+    assert.deepEqual(t.badStats, [], `page ${i}: fragments whose stats the loader left unset`);
+    const { checked, bad } = await checkSegments(t);
+    assert.ok(checked > 5, `page ${i}: only ${checked} segments hashed`);
+    assert.deepEqual(bad, [], `page ${i} played segments that differ from the origin's`);
+    reports.push(t);
+  }
+  return reports;
 }

@@ -75,18 +75,21 @@ export class SwarmCdn {
   /** hls.js configuration: our fragment loader (others stay hls.js's own). */
   hlsConfig(extra = {}) {
     const swarm = this;
+    // hls.js's loader contract: one loader per fragment; `stats` is read (and kept as
+    // `frag.stats`) before `load()` is called, so it is the same object on every path; exactly
+    // one of onSuccess / onError / onTimeout / onAbort is called, and none after `destroy()`.
     class Loader {
       constructor(config) {
         this.fallback = new config.loader(config);
-        this.stats = newStats();
-        this.aborted = false;
+        this.stats = this.fallback.stats || newStats();
+        this.callbacks = null;
+        this.context = null;
       }
       load(context, config, callbacks) {
         const frag = context.frag;
         const index = frag && swarm.levelIndex.get(frag.level);
         const ranged = context.rangeStart !== undefined && context.rangeStart !== 0 && context.rangeEnd !== undefined;
         if (!swarm.node || !frag || frag.type !== 'main' || typeof frag.sn !== 'number' || index === undefined || ranged) {
-          this.stats = this.fallback.stats;
           return this.fallback.load(context, config, callbacks);
         }
         // hls.js may ask for a fragment before our LEVEL_LOADED handler ran: give the node the
@@ -95,21 +98,26 @@ export class SwarmCdn {
         if (level && level.details) swarm.feed(frag.level, level.details);
         const stats = this.stats;
         stats.loading.start = performance.now();
+        this.context = context;
+        this.callbacks = callbacks;
         swarm.trace.push(`load ${frag.level}/${frag.sn}`);
+        // Takes the callbacks once: whatever ends the load first (result, timeout, abort,
+        // destroy) is the only one hls.js hears of.
+        const take = () => { const c = this.callbacks; this.callbacks = null; clearTimeout(this.timeout); return c; };
         // hls.js leaves timeouts to loaders: the core falls back to HTTP before the deadline, so
         // this only fires when something is badly wrong.
         const policy = config && config.loadPolicy;
         const limit = (policy && policy.maxLoadTimeMs) || 20_000;
         this.timeout = setTimeout(() => {
-          if (this.aborted) return;
-          this.aborted = true;
+          const c = take();
+          if (!c) return;
           swarm.trace.push(`timeout ${frag.level}/${frag.sn}`);
-          callbacks.onTimeout(stats, context, null);
+          c.onTimeout(stats, context, null);
         }, limit);
         swarm.node.request(index, frag.sn).then((r) => {
-          clearTimeout(this.timeout);
-          swarm.trace.push(`done ${frag.level}/${frag.sn}${this.aborted ? ' (aborted)' : ''}`);
-          if (this.aborted) return;
+          const c = take();
+          swarm.trace.push(`done ${frag.level}/${frag.sn}${c ? '' : ' (aborted)'}`);
+          if (!c) return;
           stats.loading.first = stats.loading.end = performance.now();
           stats.loaded = stats.total = r.data.byteLength;
           swarm.bytes.http += r.http;
@@ -122,21 +130,32 @@ export class SwarmCdn {
             });
           }
           swarm.emit({ type: 'segment', ...seg });
-          callbacks.onSuccess({ url: context.url, data: r.data.buffer }, stats, context, null);
+          // `r.data` is a Uint8Array of its own buffer (offset 0, exact length).
+          c.onSuccess({ url: context.url, data: r.data.buffer, code: 200 }, stats, context, null);
         }, (e) => {
-          clearTimeout(this.timeout);
+          const c = take();
           swarm.trace.push(`fail ${frag.level}/${frag.sn}: ${e}`);
-          if (this.aborted) return;
+          if (!c) return;
           stats.loading.end = performance.now();
-          callbacks.onError({ code: 0, text: String(e && e.message || e) }, context, null, stats);
+          c.onError({ code: 0, text: String(e && e.message || e) }, context, null, stats);
         });
       }
       abort() {
+        this.fallback.abort();
         clearTimeout(this.timeout);
-        if (!this.aborted) swarm.trace.push('abort');
-        this.aborted = true; this.stats.aborted = true; this.fallback.abort();
+        const c = this.callbacks;
+        this.callbacks = null;
+        if (!c) return;
+        swarm.trace.push('abort');
+        this.stats.aborted = true;
+        if (c.onAbort) c.onAbort(this.stats, this.context, null);
       }
-      destroy() { clearTimeout(this.timeout); this.aborted = true; this.fallback.destroy(); }
+      destroy() {
+        clearTimeout(this.timeout);
+        this.callbacks = null;
+        this.context = null;
+        this.fallback.destroy();
+      }
     }
     return { ...extra, fLoader: Loader };
   }
