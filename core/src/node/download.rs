@@ -97,16 +97,6 @@ impl Download {
         self.chunks.iter().any(|c| c.done)
     }
 
-    /// Whether the chunk at `offset` is done or on its way (owned by a request or a fetch).
-    pub(crate) fn coming(&self, offset: u64) -> bool {
-        if self.chunk_size == 0 {
-            return false;
-        }
-        self.chunks
-            .get((offset / self.chunk_size) as usize)
-            .is_some_and(|c| c.done || c.owner != Owner::Nobody)
-    }
-
     /// The done bytes from `offset` to the end of its chunk (capped at `end`), if that chunk
     /// is done: what can be relayed now.
     pub(crate) fn done_from(&self, offset: u64, end: u64) -> Option<Range<u64>> {

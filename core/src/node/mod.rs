@@ -1234,8 +1234,9 @@ impl Node {
             Some(stored) => stored.data.len() as u64,
             None => match self.downloads.get(&seg) {
                 Some(dl) if dl.announced && dl.digest.is_some() => {
-                    if !dl.coming(offset) {
-                        // Not here and not on its way: ask again later (or elsewhere).
+                    if dl.done_from(offset, offset + 1).is_none() {
+                        // Not here yet: ask again later (or elsewhere) rather than wait on
+                        // this node's own source, which may be slow.
                         self.send_frames(
                             peer,
                             &[Frame::Busy {
