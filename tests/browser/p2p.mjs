@@ -12,6 +12,18 @@ const repo = resolve(here, '..', '..');
 export const bin = (name) => join(repo, 'target', 'debug', name);
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** `text` without terminal colour codes (the processes' logs). */
+export const stripAnsi = (text) => text.replace(/\x1b\[[0-9;]*m/g, '');
+
+/** Resolves when `cond()` holds, polling; rejects with `why()` after `ms`. */
+export async function until(cond, ms, why) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(why());
+    await sleep(200);
+  }
+}
+
 /** Starts a process printing `listening on <scheme>://…`; resolves with that URL. */
 export function start(cmd, args, opts = {}) {
   return new Promise((ok, fail) => {
@@ -30,8 +42,8 @@ export function start(cmd, args, opts = {}) {
 }
 
 /** A process that runs to its end (a headless viewer). */
-export function run(cmd, args) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+export function run(cmd, args, env = {}) {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let err = '';
   child.stderr.on('data', (d) => { err += d; });
   return { child, stderr: () => err };

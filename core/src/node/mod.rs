@@ -54,7 +54,8 @@
 //!    ([`crate::wire::Frame::Fetching`]), the node waits for it.
 //! 4. Otherwise the segment is new to the neighbourhood: seeds fetch it from the origin at
 //!    once; a viewer waits a random delay (within [`NodeConfig::scout_spread`], longer when a
-//!    seed is a neighbour or when it was not drawn as one of the neighbourhood's scouts), then,
+//!    seed is a neighbour or when the segment's turn in the neighbourhood's scout rotation is
+//!    not its own, see [`NodeConfig::scouts`]), then,
 //!    if still nobody has it, fetches it from the origin and tells its neighbours
 //!    ([`crate::wire::Frame::Fetching`]). So each segment leaves the origin about once per
 //!    neighbourhood.
@@ -183,9 +184,12 @@ pub struct NodeConfig {
     /// against the time a `Fetching` frame takes to reach the neighbours (so few fetch the
     /// same segment), short against the several segments live viewers play behind the edge.
     pub scout_spread: Duration,
-    /// A viewer is one of its neighbourhood's first scouts with probability
-    /// `min(1, scouts / (neighbours + 1))`. Default 1.
-    pub scouts: f64,
+    /// How many members of a neighbourhood are a new segment's first scouts. The members
+    /// (the node, when it uploads, and its open, uploading viewer neighbours that play the
+    /// rendition) are ordered by peer id, and segment `s` falls to the members at positions
+    /// `s, s + 1, …` modulo their number: a fully connected neighbourhood agrees on its
+    /// scouts without a message, and the role rotates evenly through it. Default 1.
+    pub scouts: usize,
     /// After joining, a node waits this long for neighbours before it fetches from the origin
     /// segments that are not yet due (due ones are always fetched). Default 3 s: a tracker
     /// round trip, an offer and ICE.
@@ -256,7 +260,7 @@ impl NodeConfig {
             request_stall_timeout: Duration::from_millis(1500),
             prefetch_window: Duration::from_secs(30),
             scout_spread: Duration::from_secs(2),
-            scouts: 1.0,
+            scouts: 1,
             join_grace: Duration::from_secs(3),
             fetching_hold: Duration::from_secs(3),
             large_messages: true,
@@ -1810,11 +1814,6 @@ impl Node {
             let t = t.max(now + Duration::from_millis(1));
             wake = Some(wake.map_or(t, |w: Time| w.min(t)));
         };
-        let neighbours = self
-            .peers
-            .values()
-            .filter(|p| p.session().is_some())
-            .count();
         let seed_neighbour = self.peers.values().any(|p| p.seed && p.session().is_some());
 
         for (seg, deadline) in wanted {
@@ -1887,16 +1886,15 @@ impl Node {
                 Some(t) => t,
                 None => {
                     let spread = self.config.scout_spread.as_micros() as u64;
-                    let p_first = (self.config.scouts / (neighbours as f64 + 1.0)).min(1.0);
-                    let first = neighbours == 0 || self.rng.random::<f64>() < p_first;
-                    let mut delay = if spread == 0 {
-                        0
-                    } else {
-                        self.rng.random_range(0..spread)
+                    // A first scout goes within half the spread of listing the segment, the
+                    // others a whole spread later: their playlists may list it up to a
+                    // reload earlier, and the first scout's `Fetching` holds them back.
+                    let first = self.is_first_scout(&seg);
+                    let mut delay = match (spread, first) {
+                        (0, _) => 0,
+                        (_, true) => self.rng.random_range(0..spread.div_ceil(2)),
+                        (_, false) => spread + self.rng.random_range(0..spread),
                     };
-                    if !first {
-                        delay += spread;
-                    }
                     if seed_neighbour {
                         delay += spread;
                     }
@@ -1940,6 +1938,32 @@ impl Node {
             return d.digest().length();
         }
         self.segment_size
+    }
+
+    /// Whether this node is one of `seg`'s first scouts ([`NodeConfig::scouts`]). Alone, or
+    /// not uploading among nobody who does, it is.
+    fn is_first_scout(&self, seg: &SegmentRef) -> bool {
+        let me = &self.config.peer_id;
+        let mut members = 0u64;
+        let mut below = 0u64;
+        for (id, p) in &self.peers {
+            if !p.seed
+                && p.session().is_some()
+                && p.caps.contains(Capabilities::UPLOAD)
+                && p.have.get(&seg.rendition).is_some()
+            {
+                members += 1;
+                below += u64::from(id < me);
+            }
+        }
+        if !self.config.upload.enabled {
+            return members == 0;
+        }
+        members += 1;
+        let turn = seg.sequence % members;
+        let scouts = (self.config.scouts.max(1) as u64).min(members);
+        // Positions turn, turn + 1, …, turn + scouts - 1, modulo `members`.
+        (below + members - turn) % members < scouts
     }
 
     fn listed_at(&self, seg: &SegmentRef) -> Option<Time> {

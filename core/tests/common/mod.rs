@@ -51,6 +51,9 @@ pub struct Link {
     pub down: u64,
     /// Probability that a message needs one retransmission (adds a round trip).
     pub loss: f64,
+    /// How late after a publication the peer reloads the live playlist (a player reloads on
+    /// its own timer, so it sees a new segment up to a target duration late).
+    pub playlist_lag: Duration,
 }
 
 impl Default for Link {
@@ -60,6 +63,7 @@ impl Default for Link {
             up: 2_500_000,
             down: 12_500_000,
             loss: 0.0,
+            playlist_lag: Duration::ZERO,
         }
     }
 }
@@ -616,7 +620,8 @@ impl Harness {
                     let next = self.origin.start
                         + self.origin.spec.segment_duration
                             * (edge + 1 - self.origin.spec.first_sequence) as u32
-                        + self.nodes[n].link.latency * 2;
+                        + self.nodes[n].link.latency * 2
+                        + self.nodes[n].link.playlist_lag;
                     self.push(next, Ev::PlaylistReload(n));
                 }
             }
