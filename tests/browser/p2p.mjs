@@ -105,14 +105,18 @@ export async function swarm({ seed = true, seedToml = '', tracker = 'ours' } = {
   };
 }
 
-/** Opens `n` pages, `gapMs` apart; console errors are collected in `consoles`. */
-export async function openPages(s, n, url, gapMs = 2000) {
+/**
+ * Opens `n` pages, `gapMs` apart; console errors are collected in `consoles`. `prepare(page, i)`
+ * runs before a page loads (init scripts).
+ */
+export async function openPages(s, n, url, gapMs = 2000, prepare = async () => {}) {
   const pages = [];
   const consoles = [];
   for (let i = 0; i < n; i++) {
     const page = await s.browser.context.newPage();
     page.on('console', (m) => { if (m.type() === 'error') consoles.push(`${i}: ${m.text()}`); });
     page.on('pageerror', (e) => consoles.push(`${i}: ${e.message}`));
+    await prepare(page, i);
     await page.goto(url);
     pages.push(page);
     if (i + 1 < n) await sleep(gapMs);

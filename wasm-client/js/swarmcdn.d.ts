@@ -6,7 +6,7 @@ export interface SwarmCdnOptions {
   trackers: string[];
   /** Hex ed25519 public keys of the operator's seeds: only digests they signed are trusted. */
   integrityKeys?: string[];
-  /** Serve peers (default: true, false when the browser asks to save data). */
+  /** Serve peers (default: true; false when the browser asks to save data or reports a metered or cellular connection). */
   upload?: boolean;
   /** The operator's id of the stream, when the seeds use one instead of the playlist URL. */
   contentId?: string;

@@ -55,9 +55,11 @@ export class SwarmCdn {
     this.recordHashes = recordHashes;
     this.trackers = trackers || [];
     this.integrityKeys = integrityKeys;
-    // Upload is off when the browser asks to save data.
-    const saveData = typeof navigator !== 'undefined' && navigator.connection && navigator.connection.saveData;
-    this.upload = upload !== undefined ? upload : !saveData;
+    // Upload is off when the browser asks to save data or says the connection is metered
+    // (cellular, or the older Network Information API's `metered`).
+    const conn = typeof navigator !== 'undefined' && navigator.connection;
+    const frugal = !!conn && (conn.saveData === true || conn.metered === true || conn.type === 'cellular');
+    this.upload = upload !== undefined ? upload : !frugal;
     this.contentId = contentId;
     this.node = null;
     this.levelIndex = new Map(); // hls.js level index -> rendition index in the master playlist
@@ -100,10 +102,17 @@ export class SwarmCdn {
         stats.loading.start = performance.now();
         this.context = context;
         this.callbacks = callbacks;
+        this.pending = { index, sn: frag.sn };
         swarm.trace.push(`load ${frag.level}/${frag.sn}`);
         // Takes the callbacks once: whatever ends the load first (result, timeout, abort,
         // destroy) is the only one hls.js hears of.
-        const take = () => { const c = this.callbacks; this.callbacks = null; clearTimeout(this.timeout); return c; };
+        const take = () => {
+          const c = this.callbacks;
+          this.callbacks = null;
+          this.pending = null;
+          clearTimeout(this.timeout);
+          return c;
+        };
         // hls.js leaves timeouts to loaders: the core falls back to HTTP before the deadline, so
         // this only fires when something is badly wrong.
         const policy = config && config.loadPolicy;
@@ -145,6 +154,11 @@ export class SwarmCdn {
         clearTimeout(this.timeout);
         const c = this.callbacks;
         this.callbacks = null;
+        // The node stops fetching what nobody wants any more (it keeps prefetching what it
+        // still wants for itself).
+        const p = this.pending;
+        this.pending = null;
+        if (p && swarm.node) swarm.node.cancel(p.index, p.sn);
         if (!c) return;
         swarm.trace.push('abort');
         this.stats.aborted = true;

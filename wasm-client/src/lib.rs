@@ -120,7 +120,7 @@ struct Inner {
     next_conn: u64,
     fetches: HashMap<FetchId, AbortController>,
     locations: HashMap<SegmentRef, Loc>,
-    replies: HashMap<PlayerRequestId, (Function, Function)>,
+    replies: HashMap<PlayerRequestId, (SegmentRef, Function, Function)>,
     timer: Option<i32>,
     timer_closure: Option<Closure<dyn FnMut()>>,
     on_event: Option<Function>,
@@ -344,17 +344,49 @@ impl SwarmNode {
                 return;
             };
             let now = now_of(&i);
-            let id = i.node.request_segment(
-                now,
-                SegmentRef {
-                    rendition,
-                    sequence: sn.max(0.0) as u64,
-                },
-            );
-            i.replies.insert(id, (resolve, reject));
+            let seg = SegmentRef {
+                rendition,
+                sequence: sn.max(0.0) as u64,
+            };
+            let id = i.node.request_segment(now, seg);
+            i.replies.insert(id, (seg, resolve, reject));
             drop(i);
             pump(&rc);
         })
+    }
+
+    /// The player no longer wants a segment (hls.js aborted its load): its pending requests
+    /// reject with "aborted", and the node stops fetching it unless it is still prefetching
+    /// it for itself.
+    pub fn cancel(&self, index: u32, sn: f64) {
+        let mut i = self.inner.borrow_mut();
+        let Some(&rendition) = i.renditions.get(index as usize) else {
+            return;
+        };
+        let seg = SegmentRef {
+            rendition,
+            sequence: sn.max(0.0) as u64,
+        };
+        let ids: Vec<PlayerRequestId> = i
+            .replies
+            .iter()
+            .filter(|(_, (s, _, _))| *s == seg)
+            .map(|(id, _)| *id)
+            .collect();
+        let now = now_of(&i);
+        let mut rejects = Vec::with_capacity(ids.len());
+        for id in ids {
+            i.node.cancel_request(now, id);
+            if let Some((_, _, reject)) = i.replies.remove(&id) {
+                rejects.push(reject);
+            }
+        }
+        drop(i);
+        // Outside the borrow: a rejection's handlers may call back into the node.
+        for reject in rejects {
+            let _ = reject.call1(&JsValue::NULL, &err("aborted"));
+        }
+        pump(&self.inner);
     }
 
     /// Counters: `{ httpBytes, p2pBytesDown, p2pBytesUp, peers, integrityFailures,
@@ -401,7 +433,7 @@ impl SwarmNode {
         if let Some(ws) = i.ws.take() {
             let _ = ws.close();
         }
-        for (_, (_, reject)) in i.replies.drain() {
+        for (_, (_, _, reject)) in i.replies.drain() {
             let _ = reject.call1(&JsValue::NULL, &err("destroyed"));
         }
     }
@@ -490,7 +522,7 @@ fn event(rc: &Shared, e: Event) {
             ..
         } => {
             let reply = rc.borrow_mut().replies.remove(&request);
-            if let Some((resolve, _)) = reply {
+            if let Some((_, resolve, _)) = reply {
                 let o = Object::new();
                 let _ = Reflect::set(&o, &"data".into(), &Uint8Array::from(&data[..]).into());
                 let _ = Reflect::set(&o, &"http".into(), &(sources.http as f64).into());
@@ -500,7 +532,7 @@ fn event(rc: &Shared, e: Event) {
         }
         Event::SegmentFailed { request, error, .. } => {
             let reply = rc.borrow_mut().replies.remove(&request);
-            if let Some((_, reject)) = reply {
+            if let Some((_, _, reject)) = reply {
                 let _ = reject.call1(&JsValue::NULL, &err(error));
             }
         }
