@@ -1,4 +1,5 @@
-//! Rendezvous (highest random weight) hashing: which tracker instance a swarm lives on.
+//! Rendezvous (highest random weight) hashing: which tracker instance a swarm lives on, and
+//! which peers of a neighbourhood scout a new segment.
 //!
 //! Swarms are independent, so tracker instances shard by swarm id. Every client computes the
 //! same choice from the swarm id and the configured tracker list alone, so the peers of one
@@ -11,10 +12,21 @@
 //! ```
 //!
 //! The tracker with the highest weight wins (ties: the smaller URL).
+//!
+//! The same idea orders the peers of a swarm for each new live segment: where neighbourhoods
+//! overlap only in part, a node is the segment's first scout when no member of its
+//! neighbourhood weighs more ([`scout_weight`]). Every node computes the weights alike, so
+//! two neighbours never both come first, and the role moves from segment to segment.
+//!
+//! ```text
+//! scout_weight(segment, peer) = first 8 bytes, big-endian, of
+//!     SHA-256("swarmcdn/scout/v1" 00 rendition(8) sequence(u64 BE) 00 peer_id(20))
+//! ```
 
 use sha2::{Digest, Sha256};
 
-use crate::ids::SwarmId;
+use crate::ids::{PeerId, SwarmId};
+use crate::wire::SegmentRef;
 
 /// The weight of `tracker` for `swarm`.
 pub fn weight(swarm: &SwarmId, tracker: &str) -> u64 {
@@ -57,9 +69,24 @@ pub fn rank<'a, S: AsRef<str>>(swarm: &SwarmId, trackers: &'a [S]) -> Vec<&'a S>
     v
 }
 
+/// The weight of `peer` as the scout of `segment` (the heaviest scouts first).
+pub fn scout_weight(segment: &SegmentRef, peer: &PeerId) -> u64 {
+    let mut h = Sha256::new();
+    h.update(b"swarmcdn/scout/v1\0");
+    h.update(segment.rendition.0);
+    h.update(segment.sequence.to_be_bytes());
+    h.update(b"\0");
+    h.update(peer.0);
+    let d = h.finalize();
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(w)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::RenditionId;
 
     fn swarm(i: u32) -> SwarmId {
         let mut id = [0u8; 20];
@@ -102,5 +129,33 @@ mod tests {
             }
         }
         assert!((600..900).contains(&moved), "{moved}");
+    }
+
+    #[test]
+    fn scout_weights_spread_the_role_evenly() {
+        let peers: Vec<PeerId> = (0..4u8).map(|i| PeerId([i; 20])).collect();
+        let mut counts = [0usize; 4];
+        for sequence in 0..4000 {
+            let seg = SegmentRef {
+                rendition: RenditionId([7; 8]),
+                sequence,
+            };
+            let top = (0..4)
+                .max_by_key(|&i| scout_weight(&seg, &peers[i]))
+                .unwrap();
+            counts[top] += 1;
+        }
+        for c in counts {
+            assert!((850..1150).contains(&c), "{counts:?}");
+        }
+        let a = SegmentRef {
+            rendition: RenditionId([1; 8]),
+            sequence: 5,
+        };
+        let b = SegmentRef {
+            rendition: RenditionId([2; 8]),
+            sequence: 5,
+        };
+        assert_ne!(scout_weight(&a, &peers[0]), scout_weight(&b, &peers[0]));
     }
 }

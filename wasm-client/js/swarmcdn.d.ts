@@ -23,6 +23,10 @@ export interface SwarmCdnStats {
   integrityFailures?: number;
   segmentsDelivered?: number;
   cacheBytes?: number;
+  /** Origin requests the client made. */
+  httpRequests?: number;
+  /** Origin requests forced by a segment's deadline (peers too slow or nobody had it). */
+  deadlineFallbacks?: number;
   /** Bytes of the segments hls.js got through the loader, from the origin. */
   playerHttpBytes: number;
   /** Bytes of the segments hls.js got through the loader, from peers. */

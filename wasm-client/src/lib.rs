@@ -390,7 +390,7 @@ impl SwarmNode {
     }
 
     /// Counters: `{ httpBytes, p2pBytesDown, p2pBytesUp, peers, integrityFailures,
-    /// segmentsDelivered, cacheBytes }`.
+    /// segmentsDelivered, cacheBytes, httpRequests, deadlineFallbacks }`.
     pub fn stats(&self) -> JsValue {
         let s = self.inner.borrow().node.stats();
         let o = Object::new();
@@ -402,6 +402,8 @@ impl SwarmNode {
             ("integrityFailures", s.integrity_failures as f64),
             ("segmentsDelivered", s.segments_delivered as f64),
             ("cacheBytes", s.cache_bytes as f64),
+            ("httpRequests", s.http_requests as f64),
+            ("deadlineFallbacks", s.deadline_fallbacks as f64),
         ] {
             let _ = Reflect::set(&o, &k.into(), &v.into());
         }

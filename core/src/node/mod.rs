@@ -184,11 +184,10 @@ pub struct NodeConfig {
     /// against the time a `Fetching` frame takes to reach the neighbours (so few fetch the
     /// same segment), short against the several segments live viewers play behind the edge.
     pub scout_spread: Duration,
-    /// How many members of a neighbourhood are a new segment's first scouts. The members
-    /// (the node, when it uploads, and its open, uploading viewer neighbours that play the
-    /// rendition) are ordered by peer id, and segment `s` falls to the members at positions
-    /// `s, s + 1, …` modulo their number: a fully connected neighbourhood agrees on its
-    /// scouts without a message, and the role rotates evenly through it. Default 1.
+    /// How many members of a neighbourhood are a new segment's first scouts (the members:
+    /// the node, when it uploads, and its open, uploading viewer neighbours that play the
+    /// rendition). In a full mesh the role rotates through them in peer id order; otherwise
+    /// they rank by [`crate::rendezvous::scout_weight`]. Default 1.
     pub scouts: usize,
     /// After joining, a node waits this long for neighbours before it fetches from the origin
     /// segments that are not yet due (due ones are always fetched). Default 3 s: a tracker
@@ -1886,13 +1885,17 @@ impl Node {
                 Some(t) => t,
                 None => {
                     let spread = self.config.scout_spread.as_micros() as u64;
-                    // A first scout goes within half the spread of listing the segment, the
-                    // others a whole spread later: their playlists may list it up to a
-                    // reload earlier, and the first scout's `Fetching` holds them back.
+                    // A first scout goes within an eighth of the spread of listing the
+                    // segment: a neighbour may have listed it up to a playlist reload
+                    // earlier, and one that plays close to the live edge may already be near
+                    // its deadline; the short jitter keeps first scouts whose views of the
+                    // neighbourhood differ from fetching at the same instant (the first one's
+                    // `Fetching` holds the others back). The others wait one to two spreads,
+                    // then step in for a scout that is gone.
                     let first = self.is_first_scout(&seg);
                     let mut delay = match (spread, first) {
                         (0, _) => 0,
-                        (_, true) => self.rng.random_range(0..spread.div_ceil(2)),
+                        (_, true) => self.rng.random_range(0..spread.div_ceil(8)),
                         (_, false) => spread + self.rng.random_range(0..spread),
                     };
                     if seed_neighbour {
@@ -1942,10 +1945,25 @@ impl Node {
 
     /// Whether this node is one of `seg`'s first scouts ([`NodeConfig::scouts`]). Alone, or
     /// not uploading among nobody who does, it is.
+    ///
+    /// When every peer of the swarm is a neighbour (the tracker's count), all members see
+    /// the same neighbourhood, and the role rotates through it in peer id order: segment `s`
+    /// falls to position `s mod members`, so each fetches an equal share. Otherwise views
+    /// differ from node to node, and a rotation modulo different counts would make
+    /// neighbours disagree; there the members rank by [`crate::rendezvous::scout_weight`],
+    /// a per-segment order every node computes alike, so two neighbours never both think
+    /// they come first.
     fn is_first_scout(&self, seg: &SegmentRef) -> bool {
         let me = &self.config.peer_id;
+        let open = self
+            .peers
+            .values()
+            .filter(|p| p.session().is_some())
+            .count() as u64;
+        let full_mesh = self.swarm_size > 0 && open + 1 >= self.swarm_size;
+        let my_weight = (!full_mesh).then(|| crate::rendezvous::scout_weight(seg, me));
         let mut members = 0u64;
-        let mut below = 0u64;
+        let mut ahead = 0u64;
         for (id, p) in &self.peers {
             if !p.seed
                 && p.session().is_some()
@@ -1953,17 +1971,23 @@ impl Node {
                 && p.have.get(&seg.rendition).is_some()
             {
                 members += 1;
-                below += u64::from(id < me);
+                ahead += u64::from(match my_weight {
+                    None => id < me,
+                    Some(w) => crate::rendezvous::scout_weight(seg, id) > w,
+                });
             }
         }
         if !self.config.upload.enabled {
             return members == 0;
         }
+        let scouts = self.config.scouts.max(1) as u64;
+        if my_weight.is_some() {
+            return ahead < scouts;
+        }
         members += 1;
         let turn = seg.sequence % members;
-        let scouts = (self.config.scouts.max(1) as u64).min(members);
         // Positions turn, turn + 1, …, turn + scouts - 1, modulo `members`.
-        (below + members - turn) % members < scouts
+        (ahead + members - turn) % members < scouts.min(members)
     }
 
     fn listed_at(&self, seg: &SegmentRef) -> Option<Time> {
