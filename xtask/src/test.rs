@@ -126,6 +126,9 @@ pub(crate) fn package() -> anyhow::Result<()> {
         Command::new("wasm-bindgen").args([
             "--target",
             "web",
+            // Function names and the toolchain's signature are of no use to viewers.
+            "--remove-name-section",
+            "--remove-producers-section",
             "--out-dir",
             PACKAGE_DIR,
             "target/wasm32-unknown-unknown/wasm/swarmcdn_wasm.wasm",
