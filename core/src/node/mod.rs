@@ -54,8 +54,8 @@
 //!    ([`crate::wire::Frame::Fetching`]), the node waits for it.
 //! 4. Otherwise the segment is new to the neighbourhood: seeds fetch it from the origin at
 //!    once; a viewer waits a random delay (within [`NodeConfig::scout_spread`], longer when a
-//!    seed is a neighbour or when the segment's turn in the neighbourhood's scout rotation is
-//!    not its own, see [`NodeConfig::scouts`]), then,
+//!    seed is a neighbour or when it is not one of the segment's first scouts, see
+//!    [`NodeConfig::scouts`]), then,
 //!    if still nobody has it, fetches it from the origin and tells its neighbours
 //!    ([`crate::wire::Frame::Fetching`]). So each segment leaves the origin about once per
 //!    neighbourhood.
