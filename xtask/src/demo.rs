@@ -78,7 +78,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         ffmpeg: false,
         npm: true,
     })?;
-    // The browser client, served by the origin under /dist for the P2P page.
+    // The browser client and the demo page beside it, served by the origin under /dist.
     crate::test::package()?;
     let dist = std::path::Path::new("tests/browser/dist");
     std::fs::create_dir_all(dist).context("creating tests/browser/dist")?;
@@ -89,6 +89,8 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         )
         .with_context(|| format!("staging {f}"))?;
     }
+    std::fs::copy("wasm-client/demo/index.html", dist.join("index.html"))
+        .context("staging the demo page")?;
     util::run(
         "build the demo",
         cargo().args([
@@ -139,6 +141,11 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
             &format!("{}:{}", args.host, args.port),
             "--static",
             "tests/browser",
+            // The live stream starts with half a minute of segments listed, so a page opened
+            // at once joins a few segments behind the edge (with time for peers to deliver),
+            // not at the edge where every segment is due the moment it appears.
+            "--live-start-offset",
+            "30",
         ]),
     )?;
     let tracker = start(
