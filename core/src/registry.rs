@@ -583,9 +583,10 @@ impl Registry {
                     swarm.complete += 1;
                 }
                 swarm.peers.insert(a.peer_id, peer);
+                // Most connections announce in one swarm: no room for four up front.
                 self.conns
                     .entry(conn)
-                    .or_default()
+                    .or_insert_with(|| Vec::with_capacity(1))
                     .push((a.info_hash, a.peer_id));
             }
         }

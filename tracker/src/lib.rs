@@ -17,6 +17,7 @@
 
 mod config;
 mod metrics;
+mod outbox;
 mod worker;
 
 use std::collections::HashMap;
@@ -49,7 +50,8 @@ use tracing::Instrument;
 
 pub use config::{Config, Limits, SwarmConfig, Tokens};
 pub use metrics::Metrics;
-use worker::{Outgoing, ToWorker};
+use outbox::Outbox;
+use worker::ToWorker;
 
 /// Runs the tracker until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -342,7 +344,7 @@ async fn handle_http(
                             Some(config),
                         )
                         .await;
-                        serve_ws(ws, conn, shared2, worker_tx, shutdown).await;
+                        serve_ws(Box::new(ws), conn, shared2, worker_tx, shutdown).await;
                     }
                     .instrument(tracing::debug_span!("conn", id = conn.0)),
                 );
@@ -489,29 +491,33 @@ enum WriteError {
 
 /// Runs a write to the client, at most `timeout` long: a client that stops reading cannot hold
 /// its connection task (and its slot) forever.
-async fn write<E>(
+///
+/// The write is boxed: it exists only while a connection writes, and inline it would add its
+/// size to the state of every connection task, idle ones included.
+fn write<'a, E>(
     timeout: Duration,
-    f: impl Future<Output = Result<(), E>>,
-) -> Result<(), WriteError> {
-    match tokio::time::timeout(timeout, f).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(WriteError::Failed),
-        Err(_) => Err(WriteError::TimedOut),
+    f: impl Future<Output = Result<(), E>> + 'a,
+) -> impl Future<Output = Result<(), WriteError>> + 'a {
+    let boxed = Box::pin(tokio::time::timeout(timeout, f));
+    async move {
+        match boxed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteError::Failed),
+            Err(_) => Err(WriteError::TimedOut),
+        }
     }
 }
 
 /// Longest wait for a close frame to go out: it is a courtesy, and the socket may be stuck.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn failure(reason: String) -> Message {
-    Message::text(
-        FromTracker::Error(ErrorResponse {
-            failure_reason: reason,
-            action: None,
-            info_hash: None,
-        })
-        .to_json(),
-    )
+fn failure_text(reason: String) -> String {
+    FromTracker::Error(ErrorResponse {
+        failure_reason: reason,
+        action: None,
+        info_hash: None,
+    })
+    .to_json()
 }
 
 fn close(code: CloseCode, reason: &'static str) -> Message {
@@ -521,9 +527,74 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
     }))
 }
 
+/// What a connection task does next (see `serve_ws`).
+enum Step {
+    Nothing,
+    /// A decoded message for the worker.
+    Forward(Box<ToTracker>),
+    /// A reply of the task's own (a `failure reason`).
+    Reply(String),
+    /// A message from the worker, with any others queued behind it.
+    Send(String),
+    /// Close with a frame, then end for `reason`.
+    Close(CloseCode, &'static str, &'static str),
+    /// End without a close frame.
+    End(&'static str),
+}
+
+/// The step for a frame from the client (or the end of its stream).
+fn on_frame(
+    shared: &Shared,
+    rate: &mut RateLimit,
+    frame: Option<Result<Message, tungstenite::Error>>,
+) -> Step {
+    let m = &shared.metrics;
+    match frame {
+        // Every frame counts against the message rate (announces, answers, scrapes, pings),
+        // except the client's own close.
+        Some(Ok(ref msg)) if !msg.is_close() && !rate.allow() => {
+            m.reject("flood");
+            Step::Close(CloseCode::Policy, "too many messages", "flood")
+        }
+        Some(Ok(Message::Text(t))) => {
+            m.messages_in.fetch_add(1, Ordering::Relaxed);
+            match ToTracker::from_json(t.as_bytes()) {
+                Ok(msg) => match check_token(shared, &msg) {
+                    Ok(()) => Step::Forward(Box::new(msg)),
+                    Err(e) => {
+                        m.reject("bad_token");
+                        Step::Reply(failure_text(e.to_string()))
+                    }
+                },
+                Err(e) => {
+                    m.reject("malformed");
+                    Step::Reply(failure_text(e.to_string()))
+                }
+            }
+        }
+        Some(Ok(Message::Binary(_))) => {
+            m.messages_in.fetch_add(1, Ordering::Relaxed);
+            m.reject("malformed");
+            Step::Reply(failure_text(
+                "binary messages are not part of the protocol".into(),
+            ))
+        }
+        Some(Ok(Message::Close(_))) | None => Step::End("closed by client"),
+        Some(Ok(_)) => Step::Nothing, // ping/pong: tungstenite answers pings itself
+        Some(Err(tungstenite::Error::Capacity(_))) => {
+            m.reject("message_too_large");
+            Step::Close(CloseCode::Size, "message too large", "message too large")
+        }
+        Some(Err(_)) => Step::End("protocol error"),
+    }
+}
+
 /// One WebSocket client, from the upgrade to the close.
+///
+/// The stream comes boxed: an async fn keeps its arguments for its whole life, and the
+/// stream is split (moved into the halves' shared state) at once.
 async fn serve_ws<S>(
-    ws: WebSocketStream<S>,
+    ws: Box<WebSocketStream<S>>,
     conn: ConnId,
     shared: Arc<Shared>,
     worker_tx: mpsc::Sender<ToWorker>,
@@ -535,113 +606,90 @@ async fn serve_ws<S>(
     let limits = &shared.config.limits;
     let wt = Duration::from_millis(limits.write_timeout_ms);
     let ct = wt.min(CLOSE_TIMEOUT);
-    let (out_tx, mut out_rx) = mpsc::channel(limits.outgoing_queue);
-    if worker_tx
-        .send(ToWorker::Open { conn, tx: out_tx })
-        .await
-        .is_err()
-    {
+    let outbox = Arc::new(Outbox::new(limits.outgoing_queue));
+    let open = Box::pin(worker_tx.send(ToWorker::Open {
+        conn,
+        outbox: outbox.clone(),
+    }));
+    if open.await.is_err() {
         return;
     }
     m.connections.fetch_add(1, Ordering::Relaxed);
     m.connections_total.fetch_add(1, Ordering::Relaxed);
     tracing::debug!("connected");
-    let (mut sink, mut stream) = ws.split();
+    let (mut sink, mut stream) = (*ws).split();
     let mut rate = RateLimit::new(limits.messages_per_second, limits.message_burst);
+    // Each turn decides a step without awaiting, then awaits only the step: the decoded
+    // message, the frame and their errors never live across an await, so they do not size
+    // the state every idle connection task keeps.
     let reason = loop {
-        tokio::select! {
-            frame = stream.next() => match frame {
-                // Every frame counts against the message rate (announces, answers, scrapes,
-                // pings), except the client's own close.
-                Some(Ok(ref msg)) if !msg.is_close() && !rate.allow() => {
-                    m.reject("flood");
-                    let _ = write(ct, sink.send(close(CloseCode::Policy, "too many messages"))).await;
-                    break "flood";
-                }
-                Some(Ok(Message::Text(t))) => {
-                    m.messages_in.fetch_add(1, Ordering::Relaxed);
-                    match ToTracker::from_json(t.as_bytes()) {
-                        Ok(msg) if let Err(e) = check_token(&shared, &msg) => {
-                            m.reject("bad_token");
-                            m.messages_out.fetch_add(1, Ordering::Relaxed);
-                            if write(wt, sink.send(failure(e.to_string()))).await.is_err() {
-                                break "write failed";
-                            }
-                        }
-                        Ok(msg) => {
-                            if worker_tx.send(ToWorker::Message { conn, msg: Box::new(msg) }).await.is_err() {
-                                break "shutdown";
-                            }
-                        }
-                        Err(e) => {
-                            m.reject("malformed");
-                            m.messages_out.fetch_add(1, Ordering::Relaxed);
-                            if write(wt, sink.send(failure(e.to_string()))).await.is_err() {
-                                break "write failed";
-                            }
-                        }
-                    }
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    m.messages_in.fetch_add(1, Ordering::Relaxed);
-                    m.reject("malformed");
-                    m.messages_out.fetch_add(1, Ordering::Relaxed);
-                    if write(wt, sink.send(failure("binary messages are not part of the protocol".into()))).await.is_err() {
-                        break "write failed";
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None => break "closed by client",
-                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
-                Some(Err(tungstenite::Error::Capacity(_))) => {
-                    m.reject("message_too_large");
-                    let _ = write(ct, sink.send(close(CloseCode::Size, "message too large"))).await;
-                    break "message too large";
-                }
-                Some(Err(_)) => break "protocol error",
-            },
-            out = out_rx.recv() => match out {
-                Some(Outgoing::Text(json)) => {
-                    // Write every message already queued, then flush once: one write for a
-                    // burst of relayed offers instead of one per message.
-                    let mut batch = 1;
-                    let written = write(wt, async {
-                        sink.feed(Message::text(json)).await?;
-                        while batch < 64 {
-                            let Ok(Outgoing::Text(next)) = out_rx.try_recv() else { break };
-                            sink.feed(Message::text(next)).await?;
-                            batch += 1;
-                        }
-                        sink.flush().await
-                    })
-                    .await;
-                    m.messages_out.fetch_add(batch, Ordering::Relaxed);
-                    match written {
-                        Ok(()) => {}
-                        Err(WriteError::Failed) => break "write failed",
-                        Err(WriteError::TimedOut) => {
-                            // Not reading: no point in a close frame either.
-                            m.reject("slow_consumer");
-                            break "write timed out";
-                        }
-                    }
-                }
+        let step = tokio::select! {
+            frame = stream.next() => on_frame(&shared, &mut rate, frame),
+            out = outbox.pop() => match out {
+                Some(json) => Step::Send(json),
+                // The worker dropped us: our queue overflowed.
                 None => {
-                    // The worker dropped us: our queue overflowed.
                     m.reject("slow_consumer");
-                    let _ = write(ct, sink.send(close(CloseCode::Again, "too slow"))).await;
-                    break "slow consumer";
+                    Step::Close(CloseCode::Again, "too slow", "slow consumer")
                 }
             },
             () = shutdown.cancelled() => {
-                let _ = write(ct, sink.send(close(CloseCode::Away, "tracker shutting down"))).await;
-                break "shutdown";
+                Step::Close(CloseCode::Away, "tracker shutting down", "shutdown")
             }
+        };
+        match step {
+            Step::Nothing => {}
+            Step::Forward(msg) => {
+                // Boxed, as `write`: a channel send waiting for room is large.
+                let send = Box::pin(worker_tx.send(ToWorker::Message { conn, msg }));
+                if send.await.is_err() {
+                    break "shutdown";
+                }
+            }
+            Step::Reply(text) => {
+                m.messages_out.fetch_add(1, Ordering::Relaxed);
+                if write(wt, sink.send(Message::text(text))).await.is_err() {
+                    break "write failed";
+                }
+            }
+            Step::Send(json) => {
+                // Write every message already queued, then flush once: one write for a
+                // burst of relayed offers instead of one per message.
+                let mut batch = 1;
+                let written = write(wt, async {
+                    sink.feed(Message::text(json)).await?;
+                    while batch < 64 {
+                        let Some(next) = outbox.try_pop() else { break };
+                        sink.feed(Message::text(next)).await?;
+                        batch += 1;
+                    }
+                    sink.flush().await
+                })
+                .await;
+                m.messages_out.fetch_add(batch, Ordering::Relaxed);
+                match written {
+                    Ok(()) => {}
+                    Err(WriteError::Failed) => break "write failed",
+                    Err(WriteError::TimedOut) => {
+                        // Not reading: no point in a close frame either.
+                        m.reject("slow_consumer");
+                        break "write timed out";
+                    }
+                }
+            }
+            Step::Close(code, why, reason) => {
+                let _ = write(ct, sink.send(close(code, why))).await;
+                break reason;
+            }
+            Step::End(reason) => break reason,
         }
     };
     if reason != "write timed out" {
         let _ = write(ct, sink.close()).await;
     }
     tracing::debug!(reason, "disconnected");
+    // Replies still on their way are dropped, not queued for nobody.
+    outbox.close();
     m.connections.fetch_sub(1, Ordering::Relaxed);
-    let _ = worker_tx.send(ToWorker::Close { conn }).await;
+    let _ = Box::pin(worker_tx.send(ToWorker::Close { conn })).await;
 }

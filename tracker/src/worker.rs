@@ -2,32 +2,26 @@
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
 use swarmcdn_core::registry::{ConnId, Registry, RegistryConfig, RegistryStats};
 use swarmcdn_core::time::Time;
 use swarmcdn_core::tracker_proto::ToTracker;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::outbox::Outbox;
+
 /// What connection tasks tell the worker.
 #[derive(Debug)]
 pub(crate) enum ToWorker {
-    /// A client connected; its replies go to `tx`.
-    Open {
-        conn: ConnId,
-        tx: mpsc::Sender<Outgoing>,
-    },
+    /// A client connected; its replies (JSON text) go to `outbox`.
+    Open { conn: ConnId, outbox: Arc<Outbox> },
     /// A decoded message from a client.
     Message { conn: ConnId, msg: Box<ToTracker> },
     /// A client is gone: its peers leave every swarm.
     Close { conn: ConnId },
     /// A snapshot of the registry's counters, for `/stats` and `/metrics`.
     Stats(oneshot::Sender<RegistryStats>),
-}
-
-/// What the worker sends a connection.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// A JSON message.
-    Text(String),
 }
 
 /// Asks the worker for its counters (None if it is gone).
@@ -42,7 +36,7 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
     let mut registry = Registry::new(config, seed).expect("validated at startup");
     let epoch = tokio::time::Instant::now();
     let now = || Time::from_micros(epoch.elapsed().as_micros() as u64);
-    let mut conns: HashMap<ConnId, mpsc::Sender<Outgoing>> = HashMap::new();
+    let mut conns: HashMap<ConnId, Arc<Outbox>> = HashMap::new();
     let mut out = Vec::new();
     loop {
         let deadline = registry
@@ -59,8 +53,8 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
             }
         };
         match msg {
-            ToWorker::Open { conn, tx } => {
-                conns.insert(conn, tx);
+            ToWorker::Open { conn, outbox } => {
+                conns.insert(conn, outbox);
             }
             ToWorker::Message { conn, msg } => {
                 // A connection dropped as a slow reader may still have messages in flight:
@@ -78,10 +72,13 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
             }
         }
         for (conn, reply) in out.drain(..) {
-            let Some(tx) = conns.get(&conn) else { continue };
-            if tx.try_send(Outgoing::Text(reply.to_json())).is_err() {
-                // Full (a slow reader) or closed: drop it. Its task sees the channel close and
+            let Some(outbox) = conns.get(&conn) else {
+                continue;
+            };
+            if outbox.try_push(reply.to_json()).is_err() {
+                // Full (a slow reader) or closed: drop it. Its task sees the queue close and
                 // says goodbye; its peers leave the swarms now.
+                outbox.close();
                 conns.remove(&conn);
                 registry.handle_disconnect(conn);
             }
@@ -126,18 +123,18 @@ mod tests {
     async fn a_full_outgoing_queue_drops_only_that_connection() {
         let (tx, rx) = mpsc::channel(16);
         let worker = tokio::spawn(run(RegistryConfig::default(), 1, rx));
-        let (slow_tx, mut slow_rx) = mpsc::channel(1);
-        let (fast_tx, mut fast_rx) = mpsc::channel(16);
+        let slow_box = Arc::new(Outbox::new(1));
+        let fast_box = Arc::new(Outbox::new(16));
         let (slow, fast) = (ConnId(1), ConnId(2));
         tx.send(ToWorker::Open {
             conn: slow,
-            tx: slow_tx,
+            outbox: slow_box.clone(),
         })
         .await
         .unwrap();
         tx.send(ToWorker::Open {
             conn: fast,
-            tx: fast_tx,
+            outbox: fast_box.clone(),
         })
         .await
         .unwrap();
@@ -153,19 +150,19 @@ mod tests {
         })
         .await
         .unwrap();
-        let Outgoing::Text(first) = tokio::time::timeout(WAIT, slow_rx.recv())
+        let first = tokio::time::timeout(WAIT, slow_box.pop())
             .await
             .unwrap()
             .expect("the reply that fitted");
         assert!(first.contains("interval"), "{first}");
         assert!(
-            tokio::time::timeout(WAIT, slow_rx.recv())
+            tokio::time::timeout(WAIT, slow_box.pop())
                 .await
                 .unwrap()
                 .is_none(),
             "the slow connection's queue is closed"
         );
-        let Outgoing::Text(reply) = tokio::time::timeout(WAIT, fast_rx.recv())
+        let reply = tokio::time::timeout(WAIT, fast_box.pop())
             .await
             .unwrap()
             .unwrap();
