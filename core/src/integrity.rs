@@ -351,6 +351,11 @@ impl TrustedKeys {
     pub fn contains(&self, key: &PublicKey) -> bool {
         self.keys.iter().any(|(k, _)| k == key)
     }
+
+    /// The verifying key of `key`, if it is trusted.
+    pub fn verifying_key(&self, key: &PublicKey) -> Option<&VerifyingKey> {
+        self.keys.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
 }
 
 /// A digest with its signer and signature, as it travels between peers.

@@ -23,6 +23,7 @@
 
 pub mod ids;
 pub mod integrity;
+pub mod mesh_proto;
 pub mod node;
 pub mod registry;
 pub mod rendezvous;

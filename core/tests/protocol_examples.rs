@@ -283,3 +283,23 @@ fn rendezvous() {
     let trackers = ["wss://t1.example", "wss://t2.example", "wss://t3.example"];
     assert_eq!(trackers[pick(&s, &trackers).unwrap()], "wss://t2.example");
 }
+
+#[test]
+fn section_6_mesh_request_example() {
+    use swarmcdn_core::mesh_proto::{FetchRequest, Gossip};
+    let req = FetchRequest {
+        segment: SegmentId::new(SwarmId([0x11; 20]), RenditionId([0x22; 8]), 5),
+        range: None,
+        url: "http://o/s.m4s".into(),
+        resource_range: None,
+    };
+    let bytes = req.encode();
+    assert_eq!(
+        hex(&bytes),
+        "01 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 \
+         22 22 22 22 22 22 22 22 00 00 00 00 00 00 00 05 00 \
+         0e 68 74 74 70 3a 2f 2f 6f 2f 73 2e 6d 34 73 00"
+    );
+    assert_eq!(FetchRequest::decode(&bytes).unwrap(), req);
+    assert_eq!(hex(&Gossip::Bye.encode()), "03");
+}

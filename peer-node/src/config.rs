@@ -53,6 +53,8 @@ pub struct Config {
     pub origin: Origin,
     /// Joining streams when a tracker asks.
     pub on_demand: OnDemand,
+    /// The seed mesh over libp2p (off unless `mesh.listen` is set).
+    pub mesh: Mesh,
 }
 
 /// Joining streams on demand: the seed stands by at every tracker; a tracker whose swarm has
@@ -105,6 +107,7 @@ impl Default for Config {
             upload: Upload::default(),
             origin: Origin::default(),
             on_demand: OnDemand::default(),
+            mesh: Mesh::default(),
         }
     }
 }
@@ -200,6 +203,55 @@ impl Default for Upload {
     }
 }
 
+/// The seed mesh: the operator's seeds find each other over libp2p, and each segment is pulled
+/// from the origin by one of them (its owner, by rendezvous hashing over the live seeds) and
+/// fetched from it by the others (see `docs/architecture.md`, "Seed mesh").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mesh {
+    /// libp2p listen addresses, e.g. `["/ip4/0.0.0.0/udp/4001/quic-v1",
+    /// "/ip4/0.0.0.0/tcp/4001"]` (QUIC, and TCP with noise and yamux as the fallback). Default
+    /// none: the mesh is off and this seed pulls every segment from the origin itself.
+    pub listen: Vec<String>,
+    /// Addresses of other seeds to join through (`/p2p/<peer id>` optional); the rest are found
+    /// with Kademlia. Default none.
+    pub bootstrap: Vec<String>,
+    /// A secret key file (as written by `peer-node keygen`) for this seed's mesh identity, so
+    /// that its peer id survives restarts. Default none: a new identity at every start.
+    pub key_file: Option<PathBuf>,
+    /// Milliseconds a seed waits for a segment's owner before pulling it from the origin itself.
+    /// Default 3000.
+    pub fetch_timeout_ms: u64,
+    /// Milliseconds between a seed's hellos on each stream's topic. Default 1000.
+    pub hello_interval_ms: u64,
+    /// Milliseconds without a hello after which a seed no longer counts as live. Default 3500.
+    pub member_timeout_ms: u64,
+    /// Bytes of whole segments the mesh keeps to serve other seeds. Default 128 MiB.
+    pub store_bytes: u64,
+    /// Test helper (`peer-node seed --mesh-lie-bytes`): serve corrupt bytes to other seeds.
+    #[serde(skip)]
+    pub lie_bytes: bool,
+    /// Test helper (`peer-node seed --mesh-lie-digests`): announce wrong digests.
+    #[serde(skip)]
+    pub lie_digests: bool,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            key_file: None,
+            fetch_timeout_ms: 3000,
+            hello_interval_ms: 1000,
+            member_timeout_ms: 3500,
+            store_bytes: 128 << 20,
+            lie_bytes: false,
+            lie_digests: false,
+        }
+    }
+}
+
 /// Origin requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -253,6 +305,15 @@ impl Config {
             url::Url::parse(&s.url).with_context(|| format!("streams: bad url {:?}", s.url))?;
         }
         ensure!(self.upload.slots > 0, "upload.slots must be at least 1");
+        for a in self.mesh.listen.iter().chain(&self.mesh.bootstrap) {
+            a.parse::<libp2p::Multiaddr>()
+                .with_context(|| format!("mesh: bad multiaddr {a:?}"))?;
+        }
+        ensure!(
+            self.mesh.hello_interval_ms > 0
+                && self.mesh.member_timeout_ms > self.mesh.hello_interval_ms,
+            "mesh.member_timeout_ms must exceed mesh.hello_interval_ms (> 0)"
+        );
         ensure!(
             self.webrtc.max_peers > 0,
             "webrtc.max_peers must be at least 1"

@@ -115,6 +115,8 @@ pub struct LoopConfig {
     pub rtc: RtcConfig,
     /// How long an offer waits for its answer.
     pub offer_timeout: Duration,
+    /// The seed mesh: segment fetches go through it instead of straight to the origin.
+    pub mesh: Option<crate::mesh::Mesh>,
 }
 
 /// Counters the loop publishes for metrics (refreshed every second).
@@ -181,6 +183,7 @@ struct Conn {
 
 struct Loop {
     node: Node,
+    swarm: SwarmId,
     config: LoopConfig,
     start: Instant,
     inputs: mpsc::Sender<Input>,
@@ -230,6 +233,7 @@ pub fn spawn(
     let published = Arc::new(Published::default());
     let lp = Loop {
         node,
+        swarm,
         config,
         start,
         inputs: inputs.clone(),
@@ -642,13 +646,23 @@ impl Loop {
                     );
                     return;
                 };
-                let handle = tokio::spawn(fetch_segment(
-                    self.http.clone(),
-                    loc,
-                    req.range,
-                    id,
-                    self.inputs.clone(),
-                ));
+                let handle = match &self.config.mesh {
+                    Some(mesh) => tokio::spawn(mesh_segment(
+                        mesh.clone(),
+                        seg.in_swarm(self.swarm),
+                        loc,
+                        req.range,
+                        id,
+                        self.inputs.clone(),
+                    )),
+                    None => tokio::spawn(fetch_segment(
+                        self.http.clone(),
+                        loc,
+                        req.range,
+                        id,
+                        self.inputs.clone(),
+                    )),
+                };
                 self.fetches.insert(id, handle.abort_handle());
             }
             Transmit::CancelHttp(id) => {
@@ -746,6 +760,50 @@ async fn fetch_segment(
     inputs: mpsc::Sender<Input>,
 ) {
     let result = fetch_into(&http, &loc, range, id, &inputs).await;
+    let _ = inputs.send(Input::HttpDone { id, result }).await;
+}
+
+/// Gets a segment through the seed mesh and feeds `range` of it (all of it for `None`) to the
+/// node loop.
+async fn mesh_segment(
+    mesh: crate::mesh::Mesh,
+    key: swarmcdn_core::ids::SegmentId,
+    loc: Location,
+    range: Option<std::ops::Range<u64>>,
+    id: FetchId,
+    inputs: mpsc::Sender<Input>,
+) {
+    let result = match mesh.segment(key, loc).await {
+        Ok(held) => {
+            let total = held.data.len() as u64;
+            let part = match range {
+                Some(r) if r.end > total || r.start >= r.end => {
+                    Err(FetchError::BadResponse("range beyond the segment".into()))
+                }
+                Some(r) => Ok((
+                    r.start,
+                    held.data.slice(
+                        usize::try_from(r.start).unwrap_or(0)..usize::try_from(r.end).unwrap_or(0),
+                    ),
+                )),
+                None => Ok((0, held.data.clone())),
+            };
+            match part {
+                Ok((offset, data)) => {
+                    let input = Input::HttpData {
+                        id,
+                        offset,
+                        total: Some(total),
+                        data,
+                    };
+                    let _ = inputs.send(input).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
     let _ = inputs.send(Input::HttpDone { id, result }).await;
 }
 

@@ -10,12 +10,14 @@
 //! - [`driver`]: the node loop that ties them to the core.
 //! - [`viewer`]: the headless player.
 //! - [`seed`]: the seed service with its metrics endpoint.
+//! - [`mesh`]: the seed mesh over libp2p (one origin pull per segment per fleet).
 
 pub mod bench;
 pub mod config;
 pub mod driver;
 pub mod hls;
 pub mod http;
+pub mod mesh;
 pub mod puller;
 pub mod rtc;
 pub mod seed;

@@ -43,6 +43,12 @@ enum Command {
         /// Print the configuration (with every default) and exit.
         #[arg(long)]
         print_config: bool,
+        /// Test helper: serve corrupt bytes to other seeds of the mesh.
+        #[arg(long, hide = true)]
+        mesh_lie_bytes: bool,
+        /// Test helper: announce wrong digests to other seeds of the mesh.
+        #[arg(long, hide = true)]
+        mesh_lie_digests: bool,
     },
     /// Play a stream headless and report.
     View(ViewArgs),
@@ -125,8 +131,10 @@ fn main() -> anyhow::Result<()> {
         Command::Seed {
             config,
             print_config,
+            mesh_lie_bytes,
+            mesh_lie_digests,
         } => {
-            let config = match &config {
+            let mut config = match &config {
                 Some(p) => Config::load(p)?,
                 None if print_config => Config::default(),
                 None => anyhow::bail!("--config is required (see --print-config)"),
@@ -135,6 +143,8 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", toml::to_string(&config)?);
                 return Ok(());
             }
+            config.mesh.lie_bytes = mesh_lie_bytes;
+            config.mesh.lie_digests = mesh_lie_digests;
             init_logs(&config.log);
             rt.block_on(async {
                 let shutdown = CancellationToken::new();
@@ -237,6 +247,7 @@ async fn view(v: ViewArgs) -> anyhow::Result<()> {
             ..RtcConfig::default()
         },
         offer_timeout: Duration::from_secs(60),
+        mesh: None,
     };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());

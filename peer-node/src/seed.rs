@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, StreamConfig};
 use crate::driver::{self, LoopConfig, NodeHandle};
 use crate::http::HttpClient;
+use crate::mesh::Mesh;
 use crate::puller::{self, PullStats};
 use crate::tracker::TrackerEvent;
 use swarmcdn_core::ids::SwarmId;
@@ -44,6 +45,8 @@ pub struct Seed {
     pub streams: std::sync::Mutex<Vec<Followed>>,
     /// Playlist counters of streams that did not load yet.
     pub pending: std::sync::Mutex<Vec<(StreamConfig, Arc<PullStats>)>>,
+    /// The seed mesh, when `mesh.listen` is set.
+    pub mesh: Option<Mesh>,
 }
 
 /// Runs the seed until `shutdown`. `ready` gets the metrics address once bound.
@@ -56,7 +59,21 @@ pub async fn run(
     let secret = crate::config::read_secret(&config.key_file)?;
     let trusted = config.trusted()?;
     let http = HttpClient::new(config.origin.timeouts());
-    let seed = Arc::new(Seed::default());
+    let mesh = if config.mesh.listen.is_empty() {
+        None
+    } else {
+        Some(Mesh::start(
+            &config.mesh,
+            secret,
+            trusted.clone(),
+            http.clone(),
+            shutdown.clone(),
+        )?)
+    };
+    let seed = Arc::new(Seed {
+        mesh,
+        ..Seed::default()
+    });
     let listener = TcpListener::bind(config.metrics_listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "metrics on http://{addr}/metrics");
@@ -256,6 +273,8 @@ async fn follow_stream(
     let mut nc = NodeConfig::new(peer_id, loaded.swarm, NodeRole::Seed, integrity);
     nc.cache_bytes = config.cache.max_bytes;
     nc.max_peers = config.webrtc.max_peers;
+    // In the mesh, the mesh is this seed's source; its neighbours are there to be served.
+    nc.download_from_peers = seed.mesh.is_none();
     nc.upload = UploadConfig {
         enabled: true,
         slots: config.upload.slots,
@@ -266,7 +285,11 @@ async fn follow_stream(
         trackers: crate::tracker::ranked(&loaded.swarm, &config.trackers),
         rtc: config.webrtc.rtc(),
         offer_timeout: Duration::from_secs(config.webrtc.offer_timeout_secs),
+        mesh: seed.mesh.clone(),
     };
+    if let Some(mesh) = &seed.mesh {
+        mesh.follow(loaded.swarm, &url).await;
+    }
     let (node, task) = match driver::spawn(nc, lc, http.clone(), shutdown.clone()) {
         Ok(x) => x,
         Err(e) => {
@@ -479,12 +502,100 @@ pub fn prometheus_text(seed: &Seed) -> String {
             );
         }
     }
+    if let Some(mesh) = &seed.mesh {
+        mesh_metrics(&mut out, mesh);
+    }
     let pending = seed.pending.lock().expect("not poisoned").len();
     let _ = writeln!(
         out,
         "# HELP swarmcdn_seed_streams_pending Configured streams whose playlist did not load yet.\n# TYPE swarmcdn_seed_streams_pending gauge\nswarmcdn_seed_streams_pending {pending}"
     );
     out
+}
+
+fn mesh_metrics(out: &mut String, mesh: &Mesh) {
+    let st = mesh.stats();
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let series: [(&str, &str, &str, u64); 12] = [
+        (
+            "swarmcdn_mesh_origin_requests_total",
+            "counter",
+            "Segment requests this seed made to the origin (as owner, or taking over).",
+            get(&st.origin_requests),
+        ),
+        (
+            "swarmcdn_mesh_origin_bytes_total",
+            "counter",
+            "Segment bytes this seed pulled from the origin.",
+            get(&st.origin_bytes),
+        ),
+        (
+            "swarmcdn_mesh_fetched_total",
+            "counter",
+            "Segments fetched from other seeds.",
+            get(&st.fetched),
+        ),
+        (
+            "swarmcdn_mesh_bytes_in_total",
+            "counter",
+            "Verified segment bytes received from other seeds.",
+            get(&st.bytes_in),
+        ),
+        (
+            "swarmcdn_mesh_bytes_out_total",
+            "counter",
+            "Segment bytes sent to other seeds.",
+            get(&st.bytes_out),
+        ),
+        (
+            "swarmcdn_mesh_takeovers_total",
+            "counter",
+            "Segments pulled from the origin because their owner did not deliver in time.",
+            get(&st.takeovers),
+        ),
+        (
+            "swarmcdn_mesh_pulled_through_total",
+            "counter",
+            "Segments pulled from the origin for another seed before this one listed them.",
+            get(&st.pulled_through),
+        ),
+        (
+            "swarmcdn_mesh_ownership_changes_total",
+            "counter",
+            "Seeds joining or leaving a stream's live set (each moves segment ownership).",
+            get(&st.ownership_changes),
+        ),
+        (
+            "swarmcdn_mesh_integrity_failures_total",
+            "counter",
+            "Responses or announced digests from other seeds that failed verification.",
+            get(&st.integrity_failures),
+        ),
+        (
+            "swarmcdn_mesh_members",
+            "gauge",
+            "Live seeds over all followed streams (this one included, once per stream).",
+            mesh.member_count() as u64,
+        ),
+        (
+            "swarmcdn_mesh_connected_peers",
+            "gauge",
+            "Connected mesh peers.",
+            mesh.connected_count() as u64,
+        ),
+        (
+            "swarmcdn_mesh_banned_peers",
+            "gauge",
+            "Seeds banned for failing verification.",
+            mesh.banned_count() as u64,
+        ),
+    ];
+    for (name, kind, help, v) in series {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
 }
 
 fn stats_json(seed: &Seed) -> String {
@@ -524,7 +635,8 @@ fn stats_json(seed: &Seed) -> String {
             })
         })
         .collect();
-    serde_json::json!({ "streams": list, "pending": pending }).to_string()
+    let mesh = seed.mesh.as_ref().map(Mesh::view);
+    serde_json::json!({ "streams": list, "pending": pending, "mesh": mesh }).to_string()
 }
 
 #[cfg(test)]

@@ -197,6 +197,10 @@ pub struct NodeConfig {
     pub fetching_hold: Duration,
     /// Whether to offer 256 KiB DataChannel messages. Default true.
     pub large_messages: bool,
+    /// Whether segments are downloaded from neighbours at all. Default true; a seed in the
+    /// seed mesh sets it false: its "HTTP" fetches go through the mesh, which already shares
+    /// each origin pull among the seeds, and its neighbours are there to be served.
+    pub download_from_peers: bool,
     /// Whether uploads send at most one chunk per message (round-robin between neighbours
     /// chunk by chunk). Default true: with several neighbours served over an uplink of a few
     /// Mbit/s, whole-request messages of 256 KiB take longer than the requesters' stall
@@ -263,6 +267,7 @@ impl NodeConfig {
             join_grace: Duration::from_secs(3),
             fetching_hold: Duration::from_secs(3),
             large_messages: true,
+            download_from_peers: true,
             chunk_messages: true,
             relay_partial: true,
             send_buffer_high: 512 << 10,
@@ -1842,6 +1847,14 @@ impl Node {
                     (true, false) => note(dl.retry_at.expect("set when not allowed")),
                     (false, _) => note(switch),
                 }
+            }
+            if !self.config.download_from_peers {
+                if http_allowed {
+                    self.start_http(now, seg, false);
+                } else {
+                    note(dl.retry_at.expect("set when not allowed"));
+                }
+                continue;
             }
             let holders = self.holders(now, &seg);
             if !holders.is_empty() {

@@ -167,7 +167,21 @@ impl Harness {
         self.seed_config(name, &extra)
     }
 
+    /// A seed in the seed mesh, listening on loopback (QUIC and TCP) and joining through
+    /// `bootstrap` (multiaddrs); `args` go to `peer-node seed`.
+    pub fn mesh_seed(&self, name: &str, bootstrap: &[String], args: &[&str]) -> (Proc, SocketAddr) {
+        let extra = format!(
+            "\n[[streams]]\nurl = {:?}\n\n[mesh]\nlisten = [\"/ip4/127.0.0.1/udp/0/quic-v1\", \"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {bootstrap:?}\n",
+            self.stream_url()
+        );
+        self.seed_args(name, &extra, args)
+    }
+
     fn seed_config(&self, name: &str, extra: &str) -> (Proc, SocketAddr) {
+        self.seed_args(name, extra, &[])
+    }
+
+    fn seed_args(&self, name: &str, extra: &str, args: &[&str]) -> (Proc, SocketAddr) {
         let config = format!(
             "trackers = [{:?}]\nkey_file = {:?}\nmetrics_listen = \"127.0.0.1:0\"\n\n[webrtc]\nudp = [\"127.0.0.1:0\"]\n{extra}",
             self.tracker_url(),
@@ -178,6 +192,7 @@ impl Harness {
         let mut child = Command::new(peer_node())
             .args(["seed", "--config"])
             .arg(&path)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(log_file(&self.dir, name))
             .spawn()
@@ -275,7 +290,9 @@ impl Drop for Harness {
     fn drop(&mut self) {
         self.shutdown.cancel();
         if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            if std::env::var_os("SWARMCDN_KEEP_LOGS").is_none() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
         } else {
             eprintln!("logs kept in {}", self.dir.display());
         }
@@ -284,6 +301,22 @@ impl Drop for Harness {
 
 fn log_file(dir: &Path, name: &str) -> std::fs::File {
     std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()
+}
+
+/// Fetches a seed's `/stats`.
+pub fn stats(addr: SocketAddr) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("/stats: {e}: {body}"))
 }
 
 /// Fetches a seed's `/metrics` and returns the value of a series (first match).
