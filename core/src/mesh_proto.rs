@@ -2,11 +2,11 @@
 //! request-response (the transport, libp2p, lives in `peer-node`).
 //!
 //! Every seed of a stream publishes on the stream's topic ([`topic`]):
-//! - [`Gossip::Hello`] every second: "I follow this stream", signed with the seed's operator key
-//!   over its mesh peer id and the swarm id, so only the operator's seeds take part in the
-//!   ownership draw ([`owner_rank`]);
+//! - a Hello [`Presence`] every second: "I follow this stream", signed with the seed's operator
+//!   key over its mesh peer id, the swarm id and the time, so only the operator's seeds take
+//!   part in the ownership draw ([`owner_rank`]) and old hellos cannot be replayed;
 //! - [`Gossip::Have`] once it holds a segment: the segment's [`SignedDigest`];
-//! - [`Gossip::Bye`] when it stops following the stream.
+//! - a Bye [`Presence`] when it shuts down.
 //!
 //! A seed fetches a segment it does not own from its owner with a [`FetchRequest`]; the
 //! [`FetchResponse`] carries the signed digest and the bytes (or the chunk-aligned cover of the
@@ -14,9 +14,9 @@
 //!
 //! Encodings (all integers varints unless said otherwise; see `docs/protocol.md` §6):
 //! ```text
-//! Gossip        = 0x01 Hello: signer(32) signature(64)
+//! Gossip        = 0x01 Hello: time_ms(u64 BE) signer(32) signature(64)
 //!               | 0x02 Have:  signed_digest (integrity encoding)
-//!               | 0x03 Bye
+//!               | 0x03 Bye:   time_ms(u64 BE) signer(32) signature(64)
 //! FetchRequest  = version(1) segment_id(36) range_flag(1) [start end]
 //!                 url_len url resource_flag(1) [start end]
 //! FetchResponse = 0x00 Found: digest_len signed_digest offset data_len data
@@ -55,6 +55,7 @@ pub const MAX_DATA_LEN: u64 = 64 * 1024 * 1024;
 pub const MAX_GOSSIP_LEN: usize = 40 * 1024;
 
 const HELLO_DOMAIN: &[u8] = b"swarmcdn/mesh-hello/v1\0";
+const BYE_DOMAIN: &[u8] = b"swarmcdn/mesh-bye/v1\0";
 const OWNER_DOMAIN: &[u8] = b"swarmcdn/mesh-owner/v1\0";
 
 /// Errors decoding mesh messages.
@@ -122,47 +123,107 @@ pub fn owner_rank<'a, M: AsRef<[u8]>>(segment: &SegmentId, members: &'a [M]) -> 
     v.into_iter().map(|(_, m)| m).collect()
 }
 
-/// A seed's signed claim to follow a stream under a mesh peer id.
+/// Whether a [`Presence`] says the seed is there or leaving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceKind {
+    /// "I follow this stream."
+    Hello,
+    /// "I stop following this stream."
+    Bye,
+}
+
+/// A seed's signed, timestamped statement that it follows (Hello) or leaves (Bye) a stream
+/// under a mesh peer id. The time bounds replays: receivers reject statements older than their
+/// window (clocks are assumed synchronized to within it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hello {
+pub struct Presence {
+    /// Hello or Bye.
+    pub kind: PresenceKind,
+    /// When it was signed: milliseconds since the Unix epoch.
+    pub time_ms: u64,
     /// The operator key that signed it.
     pub signer: PublicKey,
-    /// Ed25519 over `"swarmcdn/mesh-hello/v1\0" swarm_id(20) peer_id`.
+    /// Ed25519 over `domain swarm_id(20) time_ms(u64 BE) peer_id`, where the domain is
+    /// `"swarmcdn/mesh-hello/v1\0"` or `"swarmcdn/mesh-bye/v1\0"`.
     pub signature: [u8; SIGNATURE_LEN],
 }
 
-impl Hello {
-    /// Signs a hello for `peer` (the mesh peer id's bytes) in `swarm`.
-    pub fn sign(secret: &[u8; 32], peer: &[u8], swarm: &SwarmId) -> Self {
+impl Presence {
+    /// Signs a statement for `peer` (the mesh peer id's bytes) in `swarm` at `time_ms`.
+    pub fn sign(
+        kind: PresenceKind,
+        secret: &[u8; 32],
+        peer: &[u8],
+        swarm: &SwarmId,
+        time_ms: u64,
+    ) -> Self {
         let key = SigningKey::from_bytes(secret);
         Self {
+            kind,
+            time_ms,
             signer: PublicKey(key.verifying_key().to_bytes()),
-            signature: key.sign(&hello_message(peer, swarm)).to_bytes(),
+            signature: key
+                .sign(&presence_message(kind, peer, swarm, time_ms))
+                .to_bytes(),
         }
     }
 
-    /// Checks that a trusted key signed this hello for `peer` in `swarm`.
+    /// Checks that a trusted key signed this statement for `peer` in `swarm`, and that it is
+    /// at most `window_ms` away from `now_ms`.
     pub fn verify(
         &self,
         trusted: &TrustedKeys,
         peer: &[u8],
         swarm: &SwarmId,
-    ) -> Result<(), IntegrityError> {
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<(), PresenceError> {
+        if self.time_ms.abs_diff(now_ms) > window_ms {
+            return Err(PresenceError::Stale {
+                time_ms: self.time_ms,
+                now_ms,
+            });
+        }
         let key = trusted
             .verifying_key(&self.signer)
-            .ok_or(IntegrityError::UntrustedKey)?;
+            .ok_or(PresenceError::UntrustedKey)?;
         key.verify(
-            &hello_message(peer, swarm),
+            &presence_message(self.kind, peer, swarm, self.time_ms),
             &Signature::from_bytes(&self.signature),
         )
-        .map_err(|_| IntegrityError::BadSignature)
+        .map_err(|_| PresenceError::BadSignature)
     }
 }
 
-fn hello_message(peer: &[u8], swarm: &SwarmId) -> Vec<u8> {
-    let mut m = Vec::with_capacity(HELLO_DOMAIN.len() + 20 + peer.len());
-    m.extend_from_slice(HELLO_DOMAIN);
+/// Why a [`Presence`] was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PresenceError {
+    /// Signed too long ago (or in the future): a replay, or clocks too far apart.
+    #[error("presence signed at {time_ms} ms, now is {now_ms} ms")]
+    Stale {
+        /// Its time.
+        time_ms: u64,
+        /// The receiver's time.
+        now_ms: u64,
+    },
+    /// The signer is not trusted.
+    #[error("presence signed by an untrusted key")]
+    UntrustedKey,
+    /// The signature does not verify.
+    #[error("bad presence signature")]
+    BadSignature,
+}
+
+fn presence_message(kind: PresenceKind, peer: &[u8], swarm: &SwarmId, time_ms: u64) -> Vec<u8> {
+    let domain = match kind {
+        PresenceKind::Hello => HELLO_DOMAIN,
+        PresenceKind::Bye => BYE_DOMAIN,
+    };
+    let mut m = Vec::with_capacity(domain.len() + 28 + peer.len());
+    m.extend_from_slice(domain);
     m.extend_from_slice(&swarm.0);
+    m.extend_from_slice(&time_ms.to_be_bytes());
     m.extend_from_slice(peer);
     m
 }
@@ -170,12 +231,10 @@ fn hello_message(peer: &[u8], swarm: &SwarmId) -> Vec<u8> {
 /// A message on a stream's topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gossip {
-    /// "I follow this stream" (see [`Hello`]).
-    Hello(Hello),
+    /// "I follow this stream" or "I stop following it" (see [`Presence`]).
+    Presence(Presence),
     /// "I hold this segment, and this is its digest."
     Have(Box<SignedDigest>),
-    /// "I stop following this stream."
-    Bye,
 }
 
 impl Gossip {
@@ -183,17 +242,20 @@ impl Gossip {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            Self::Hello(h) => {
-                out.push(1);
-                out.extend_from_slice(&h.signer.0);
-                out.extend_from_slice(&h.signature);
+            Self::Presence(p) => {
+                out.push(match p.kind {
+                    PresenceKind::Hello => 1,
+                    PresenceKind::Bye => 3,
+                });
+                out.extend_from_slice(&p.time_ms.to_be_bytes());
+                out.extend_from_slice(&p.signer.0);
+                out.extend_from_slice(&p.signature);
             }
             Self::Have(d) => {
                 out.reserve(1 + d.encoded_len());
                 out.push(2);
                 d.encode(&mut out);
             }
-            Self::Bye => out.push(3),
         }
         out
     }
@@ -203,21 +265,23 @@ impl Gossip {
         limit("gossip message", buf.len() as u64, MAX_GOSSIP_LEN as u64)?;
         let (&kind, mut rest) = buf.split_first().ok_or(MeshProtoError::Truncated("type"))?;
         let msg = match kind {
-            1 => {
+            1 | 3 => {
+                let time: &[u8; 8] = take(&mut rest, "time")?;
                 let signer: &[u8; PUBLIC_KEY_LEN] = take(&mut rest, "signer")?;
                 let signature: &[u8; SIGNATURE_LEN] = take(&mut rest, "signature")?;
-                let m = Self::Hello(Hello {
+                end(rest)?;
+                Self::Presence(Presence {
+                    kind: if kind == 1 {
+                        PresenceKind::Hello
+                    } else {
+                        PresenceKind::Bye
+                    },
+                    time_ms: u64::from_be_bytes(*time),
                     signer: PublicKey(*signer),
                     signature: *signature,
-                });
-                end(rest)?;
-                m
+                })
             }
             2 => Self::Have(Box::new(SignedDigest::decode(rest)?)),
-            3 => {
-                end(rest)?;
-                Self::Bye
-            }
             k => return Err(MeshProtoError::UnknownType(k)),
         };
         Ok(msg)
@@ -494,22 +558,41 @@ mod tests {
     }
 
     #[test]
-    fn hello_verifies_only_for_its_peer_swarm_and_a_trusted_key() {
-        let h = Hello::sign(&[5; 32], b"peer-a", &SwarmId([1; 20]));
+    fn presence_verifies_only_for_its_kind_peer_swarm_time_and_a_trusted_key() {
+        let sw = SwarmId([1; 20]);
+        let h = Presence::sign(PresenceKind::Hello, &[5; 32], b"peer-a", &sw, 1_000_000);
         let trusted = TrustedKeys::new([DigestSigner::from_secret([5; 32]).public_key()]);
-        h.verify(&trusted, b"peer-a", &SwarmId([1; 20])).unwrap();
+        h.verify(&trusted, b"peer-a", &sw, 1_004_000, 10_000)
+            .unwrap();
+        let bad = Err(PresenceError::BadSignature);
+        assert_eq!(h.verify(&trusted, b"peer-b", &sw, 1_000_000, 10_000), bad);
         assert_eq!(
-            h.verify(&trusted, b"peer-b", &SwarmId([1; 20])),
-            Err(IntegrityError::BadSignature)
+            h.verify(&trusted, b"peer-a", &SwarmId([2; 20]), 1_000_000, 10_000),
+            bad
         );
+        // A Bye cannot be made of a Hello, nor a later Hello of an old one.
+        let bye = Presence {
+            kind: PresenceKind::Bye,
+            ..h.clone()
+        };
+        assert_eq!(bye.verify(&trusted, b"peer-a", &sw, 1_000_000, 10_000), bad);
+        let later = Presence {
+            time_ms: 1_020_000,
+            ..h.clone()
+        };
         assert_eq!(
-            h.verify(&trusted, b"peer-a", &SwarmId([2; 20])),
-            Err(IntegrityError::BadSignature)
+            later.verify(&trusted, b"peer-a", &sw, 1_020_000, 10_000),
+            bad
         );
+        // A replay after the window is stale.
+        assert!(matches!(
+            h.verify(&trusted, b"peer-a", &sw, 1_010_001, 10_000),
+            Err(PresenceError::Stale { .. })
+        ));
         let other = TrustedKeys::new([DigestSigner::from_secret([6; 32]).public_key()]);
         assert_eq!(
-            h.verify(&other, b"peer-a", &SwarmId([1; 20])),
-            Err(IntegrityError::UntrustedKey)
+            h.verify(&other, b"peer-a", &sw, 1_000_000, 10_000),
+            Err(PresenceError::UntrustedKey)
         );
     }
 
@@ -542,9 +625,19 @@ mod tests {
     fn bad_input_is_an_error() {
         assert_eq!(Gossip::decode(&[]), Err(MeshProtoError::Truncated("type")));
         assert_eq!(Gossip::decode(&[9]), Err(MeshProtoError::UnknownType(9)));
+        let mut bye = Gossip::Presence(Presence::sign(
+            PresenceKind::Bye,
+            &[1; 32],
+            b"p",
+            &SwarmId([1; 20]),
+            5,
+        ))
+        .encode();
+        bye.push(0);
+        assert_eq!(Gossip::decode(&bye), Err(MeshProtoError::TrailingBytes(1)));
         assert_eq!(
             Gossip::decode(&[3, 0]),
-            Err(MeshProtoError::TrailingBytes(1))
+            Err(MeshProtoError::Truncated("time"))
         );
         let mut req = FetchRequest {
             segment: seg(1),
@@ -624,8 +717,10 @@ mod tests {
             prop_assert_eq!(FetchResponse::decode(Bytes::from(refused.encode())), Ok(refused));
             let have = Gossip::Have(Box::new(d));
             prop_assert_eq!(Gossip::decode(&have.encode()), Ok(have));
-            let hello = Gossip::Hello(Hello::sign(&[1; 32], &n.to_be_bytes(), &SwarmId([9; 20])));
-            prop_assert_eq!(Gossip::decode(&hello.encode()), Ok(hello));
+            for kind in [PresenceKind::Hello, PresenceKind::Bye] {
+                let p = Gossip::Presence(Presence::sign(kind, &[1; 32], &n.to_be_bytes(), &SwarmId([9; 20]), offset));
+                prop_assert_eq!(Gossip::decode(&p.encode()), Ok(p));
+            }
         }
 
         #[test]

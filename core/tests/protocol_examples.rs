@@ -286,7 +286,7 @@ fn rendezvous() {
 
 #[test]
 fn section_6_mesh_request_example() {
-    use swarmcdn_core::mesh_proto::{FetchRequest, Gossip};
+    use swarmcdn_core::mesh_proto::FetchRequest;
     let req = FetchRequest {
         segment: SegmentId::new(SwarmId([0x11; 20]), RenditionId([0x22; 8]), 5),
         range: None,
@@ -301,5 +301,4 @@ fn section_6_mesh_request_example() {
          0e 68 74 74 70 3a 2f 2f 6f 2f 73 2e 6d 34 73 00"
     );
     assert_eq!(FetchRequest::decode(&bytes).unwrap(), req);
-    assert_eq!(hex(&Gossip::Bye.encode()), "03");
 }

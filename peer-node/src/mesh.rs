@@ -35,15 +35,21 @@ use swarmcdn_core::ids::{SegmentId, SwarmId};
 use swarmcdn_core::integrity::{
     DEFAULT_CHUNK_SIZE, DigestSigner, SegmentDigest, SignedDigest, TrustedKeys,
 };
-use swarmcdn_core::mesh_proto::{self, FetchRequest, FetchResponse, Gossip, Hello};
+use swarmcdn_core::mesh_proto::{
+    self, FetchRequest, FetchResponse, Gossip, Presence, PresenceError, PresenceKind,
+};
 use swarmcdn_core::node::FetchError;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
 use crate::hls::Location;
 use crate::http::HttpClient;
+
+/// The identify protocol version of seeds (peers saying anything else are not added to
+/// Kademlia).
+const IDENTIFY_PROTOCOL: &str = "/swarmcdn/mesh/1";
 
 /// The request-response protocol.
 const FETCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarmcdn/segment/1");
@@ -56,6 +62,16 @@ const CLAIMS_KEPT: usize = 512;
 
 /// Segments per rendition announced again when a seed joins a stream.
 const REANNOUNCED: usize = 10;
+
+/// How far a hello's or bye's time may be from this seed's clock (replays older than this are
+/// rejected; seeds' clocks must agree within it).
+const PRESENCE_WINDOW_MS: u64 = 10_000;
+
+/// How long a seed stays banned after failing verification.
+const BAN: Duration = Duration::from_secs(300);
+
+/// Requests from other seeds served at once; more are refused as busy.
+const SERVING: usize = 64;
 
 /// A segment as the mesh holds it: bytes and their signed digest.
 #[derive(Debug)]
@@ -133,12 +149,15 @@ struct Stream {
     /// Live seeds and when each last said hello.
     members: HashMap<PeerId, Instant>,
     /// Digest roots other seeds announced, for segments not held yet.
-    claims: HashMap<SegmentId, Vec<(PeerId, [u8; 32])>>,
+    claims: HashMap<SegmentId, Vec<(PeerId, Fingerprint)>>,
     claim_order: VecDeque<SegmentId>,
 }
 
+/// An acquisition's result, once it has one.
+type Outcome = Option<Result<Arc<Held>, FetchError>>;
+
 enum Slot {
-    Pending(watch::Receiver<Option<Result<Arc<Held>, FetchError>>>),
+    Pending(watch::Receiver<Outcome>),
     Ready(Arc<Held>),
 }
 
@@ -165,7 +184,8 @@ struct Shared {
     cmds: mpsc::Sender<Command>,
     streams: Mutex<HashMap<SwarmId, Stream>>,
     store: Mutex<Store>,
-    banned: Mutex<HashSet<PeerId>>,
+    banned: Mutex<HashMap<PeerId, Instant>>,
+    serving: Arc<Semaphore>,
     listen: Mutex<Vec<Multiaddr>>,
     connected: Mutex<HashSet<PeerId>>,
     stats: MeshStats,
@@ -224,6 +244,8 @@ impl Mesh {
                 let gossip_config = gossipsub::ConfigBuilder::default()
                     .heartbeat_interval(Duration::from_millis(500))
                     .validation_mode(gossipsub::ValidationMode::Strict)
+                    // Forwarded only once this seed has checked them (signatures, members).
+                    .validate_messages()
                     .max_transmit_size(mesh_proto::MAX_GOSSIP_LEN + 1024)
                     .build()
                     .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
@@ -240,7 +262,7 @@ impl Mesh {
                 kad.set_mode(Some(kad::Mode::Server));
                 Ok(Behaviour {
                     identify: identify::Behaviour::new(identify::Config::new(
-                        "/swarmcdn/mesh/1".into(),
+                        IDENTIFY_PROTOCOL.into(),
                         key.public(),
                     )),
                     kad,
@@ -249,7 +271,9 @@ impl Mesh {
                         FetchCodec,
                         [(FETCH_PROTOCOL, request_response::ProtocolSupport::Full)],
                         request_response::Config::default()
-                            .with_request_timeout(fetch_timeout + Duration::from_secs(2))
+                            // Requesters keep their own deadline (`fetch_timeout`); this bounds
+                            // the transfer of a large segment, both ways.
+                            .with_request_timeout(fetch_timeout + Duration::from_secs(30))
                             .with_max_concurrent_streams(256),
                     ),
                 })
@@ -289,7 +313,8 @@ impl Mesh {
             cmds,
             streams: Mutex::new(HashMap::new()),
             store: Mutex::new(Store::default()),
-            banned: Mutex::new(HashSet::new()),
+            banned: Mutex::new(HashMap::new()),
+            serving: Arc::new(Semaphore::new(SERVING)),
             listen: Mutex::new(Vec::new()),
             connected: Mutex::new(HashSet::new()),
             stats: MeshStats::default(),
@@ -418,13 +443,7 @@ impl Mesh {
             listen,
             connected: s.connected.lock().expect("not poisoned").len(),
             members,
-            banned: s
-                .banned
-                .lock()
-                .expect("not poisoned")
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            banned: s.banned_now().iter().map(ToString::to_string).collect(),
             held,
         }
     }
@@ -444,7 +463,7 @@ impl Mesh {
 
     /// Banned seeds.
     pub fn banned_count(&self) -> usize {
-        self.shared.banned.lock().expect("not poisoned").len()
+        self.shared.banned_now().len()
     }
 
     /// Connected mesh peers.
@@ -455,7 +474,7 @@ impl Mesh {
 
 impl Shared {
     fn members(&self, swarm: &SwarmId) -> Vec<PeerId> {
-        let banned = self.banned.lock().expect("not poisoned").clone();
+        let banned = self.banned_now();
         let mut v: Vec<PeerId> = self
             .streams
             .lock()
@@ -478,8 +497,15 @@ impl Shared {
         self.stats
             .integrity_failures
             .fetch_add(1, Ordering::Relaxed);
-        if self.banned.lock().expect("not poisoned").insert(peer) {
-            tracing::warn!(%peer, why, "seed banned from the mesh");
+        let until = Instant::now() + BAN;
+        if self
+            .banned
+            .lock()
+            .expect("not poisoned")
+            .insert(peer, until)
+            .is_none_or(|old| old <= Instant::now())
+        {
+            tracing::warn!(%peer, why, "seed banned from the mesh for {} s", BAN.as_secs());
             let mut streams = self.streams.lock().expect("not poisoned");
             for s in streams.values_mut() {
                 if s.members.remove(&peer).is_some() {
@@ -490,7 +516,30 @@ impl Shared {
     }
 
     fn is_banned(&self, peer: &PeerId) -> bool {
-        self.banned.lock().expect("not poisoned").contains(peer)
+        self.banned
+            .lock()
+            .expect("not poisoned")
+            .get(peer)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// Seeds banned now (expired bans are dropped).
+    fn banned_now(&self) -> HashSet<PeerId> {
+        let now = Instant::now();
+        let mut banned = self.banned.lock().expect("not poisoned");
+        banned.retain(|_, until| *until > now);
+        banned.keys().copied().collect()
+    }
+
+    /// Whether `peer` is a live seed of `swarm`.
+    fn is_member(&self, swarm: &SwarmId, peer: &PeerId) -> bool {
+        !self.is_banned(peer)
+            && self
+                .streams
+                .lock()
+                .expect("not poisoned")
+                .get(swarm)
+                .is_some_and(|s| s.members.contains_key(peer))
     }
 
     async fn segment(
@@ -510,9 +559,13 @@ impl Shared {
                     drop(store);
                     let me = self.clone();
                     tokio::spawn(async move {
-                        let r = me.clone().acquire(key, loc, from_origin).await;
-                        me.settle(key, &r);
-                        let _ = tx.send(Some(r));
+                        let mut guard = Settle {
+                            shared: me.clone(),
+                            key,
+                            tx: Some(tx),
+                        };
+                        let r = me.acquire(key, loc, from_origin).await;
+                        guard.done(r);
                     });
                     rx
                 }
@@ -556,12 +609,13 @@ impl Shared {
         from_origin: bool,
     ) -> Result<Arc<Held>, FetchError> {
         if !from_origin {
+            // Seeds that announced it, then the owner and the next ranks: all of it within
+            // one `fetch_timeout`.
+            let deadline = Instant::now() + self.fetch_timeout;
             for holder in self.claimants(&key) {
-                if let Ok(Ok(data)) = tokio::time::timeout(
-                    self.fetch_timeout,
-                    self.fetch_remote(holder, key, &loc, None),
-                )
-                .await
+                if let Ok(Ok(data)) =
+                    tokio::time::timeout_at(deadline, self.fetch_remote(holder, key, &loc, None))
+                        .await
                 {
                     let digest =
                         self.signer
@@ -572,14 +626,12 @@ impl Shared {
             }
             // The owner first; when it fails, the next seed in rank order (which pulls the
             // segment through), and so on down to this seed, which pulls it from the origin.
-            // All of it within one `fetch_timeout`.
             let members = self.members(&key.swarm);
             let bytes = members_bytes(&members);
             let ranked: Vec<PeerId> = mesh_proto::owner_rank(&key, &bytes)
                 .into_iter()
                 .filter_map(|b| members.iter().find(|m| m.to_bytes() == *b).copied())
                 .collect();
-            let deadline = Instant::now() + self.fetch_timeout;
             let mut failed = false;
             for (i, seed) in ranked.into_iter().enumerate() {
                 if seed == self.local {
@@ -633,7 +685,7 @@ impl Shared {
 
     /// Checks other seeds' claims against a verified segment and announces it.
     async fn keep(&self, key: SegmentId, data: Bytes, digest: SignedDigest) -> Arc<Held> {
-        let root = *digest.digest().root();
+        let mine = Fingerprint::of(&digest);
         let claims = self
             .streams
             .lock()
@@ -642,7 +694,7 @@ impl Shared {
             .and_then(|s| s.claims.remove(&key))
             .unwrap_or_default();
         for (peer, claimed) in claims {
-            if claimed != root {
+            if mine.contradicts(&claimed) {
                 self.ban(peer, "announced a wrong digest");
             }
         }
@@ -721,10 +773,12 @@ impl Shared {
 
     /// Answers another seed's request.
     async fn serve(self: Arc<Self>, peer: PeerId, req: FetchRequest) -> FetchResponse {
-        if self.is_banned(&peer) {
-            return FetchResponse::Refused("banned".into());
-        }
         let key = req.segment;
+        // Only live seeds of the stream (their hellos carry an operator key's signature) are
+        // served: their URLs are trusted as far as their digests are.
+        if !self.is_member(&key.swarm, &peer) {
+            return FetchResponse::Refused("not a live seed of this stream".into());
+        }
         let held = {
             let store = self.store.lock().expect("not poisoned");
             match store.slots.get(&key) {
@@ -803,58 +857,74 @@ impl Shared {
         }
     }
 
-    /// A message on a stream's topic from `source`. Returns whether `source` is a new live
-    /// seed of the stream.
-    fn gossip(&self, swarm: SwarmId, source: PeerId, msg: Gossip) -> bool {
+    /// A message on a stream's topic from `source`: whether to forward it, and whether
+    /// `source` just became a live seed of the stream.
+    fn gossip(&self, swarm: SwarmId, source: PeerId, msg: Gossip) -> (Verdict, bool) {
         if self.is_banned(&source) {
-            return false;
+            return (Verdict::Ignore, false);
         }
         match msg {
-            Gossip::Hello(h) => {
-                if let Err(e) = h.verify(&self.trusted, &source.to_bytes(), &swarm) {
-                    tracing::debug!(%source, error = %e, "hello that does not verify: ignored");
-                    return false;
+            Gossip::Presence(p) => {
+                if let Err(e) = p.verify(
+                    &self.trusted,
+                    &source.to_bytes(),
+                    &swarm,
+                    now_ms(),
+                    PRESENCE_WINDOW_MS,
+                ) {
+                    tracing::debug!(%source, error = %e, "hello or bye that does not verify: ignored");
+                    let verdict = match e {
+                        PresenceError::Stale { .. } => Verdict::Ignore,
+                        _ => Verdict::Reject,
+                    };
+                    return (verdict, false);
                 }
                 let mut streams = self.streams.lock().expect("not poisoned");
                 let Some(s) = streams.get_mut(&swarm) else {
-                    return false;
+                    return (Verdict::Accept, false);
                 };
-                if s.members.insert(source, Instant::now()).is_none() {
-                    tracing::info!(peer = %source, swarm = %swarm.to_hex(), "seed joined the stream's mesh");
-                    self.stats.ownership_changes.fetch_add(1, Ordering::Relaxed);
-                    return true;
+                match p.kind {
+                    PresenceKind::Hello => {
+                        if s.members.insert(source, Instant::now()).is_none() {
+                            tracing::info!(peer = %source, swarm = %swarm.to_hex(), "seed joined the stream's mesh");
+                            self.stats.ownership_changes.fetch_add(1, Ordering::Relaxed);
+                            return (Verdict::Accept, true);
+                        }
+                    }
+                    PresenceKind::Bye => {
+                        if s.members.remove(&source).is_some() {
+                            tracing::info!(peer = %source, swarm = %swarm.to_hex(), "seed left the stream's mesh");
+                            self.stats.ownership_changes.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
-            }
-            Gossip::Bye => {
-                let mut streams = self.streams.lock().expect("not poisoned");
-                if let Some(s) = streams.get_mut(&swarm)
-                    && s.members.remove(&source).is_some()
-                {
-                    tracing::info!(peer = %source, swarm = %swarm.to_hex(), "seed left the stream's mesh");
-                    self.stats.ownership_changes.fetch_add(1, Ordering::Relaxed);
-                }
+                (Verdict::Accept, false)
             }
             Gossip::Have(d) => {
                 let key = d.digest().segment();
-                if key.swarm != swarm {
-                    return false;
-                }
-                if d.verify(&self.trusted).is_err() {
+                if key.swarm != swarm || d.verify(&self.trusted).is_err() {
                     tracing::debug!(%source, "announced digest does not verify: ignored");
-                    return false;
+                    return (Verdict::Reject, false);
                 }
-                let root = *d.digest().root();
+                // Only live seeds' claims count (and are kept).
+                if !self.is_member(&swarm, &source) {
+                    return (Verdict::Ignore, false);
+                }
+                let claimed = Fingerprint::of(&d);
                 let held = match self.store.lock().expect("not poisoned").slots.get(&key) {
-                    Some(Slot::Ready(h)) => Some(*h.digest.digest().root()),
+                    Some(Slot::Ready(h)) => Some(Fingerprint::of(&h.digest)),
                     _ => None,
                 };
                 match held {
-                    Some(r) if r != root => self.ban(source, "announced a wrong digest"),
+                    Some(h) if h.contradicts(&claimed) => {
+                        self.ban(source, "announced a wrong digest");
+                        return (Verdict::Reject, false);
+                    }
                     Some(_) => {}
                     None => {
                         let mut streams = self.streams.lock().expect("not poisoned");
                         let Some(s) = streams.get_mut(&swarm) else {
-                            return false;
+                            return (Verdict::Accept, false);
                         };
                         if !s.claims.contains_key(&key) {
                             s.claim_order.push_back(key);
@@ -866,13 +936,13 @@ impl Shared {
                         }
                         let claims = s.claims.entry(key).or_default();
                         if !claims.iter().any(|(p, _)| *p == source) {
-                            claims.push((source, root));
+                            claims.push((source, claimed));
                         }
                     }
                 }
+                (Verdict::Accept, false)
             }
         }
-        false
     }
 
     /// Digests of the newest segments held of a stream (up to `per_rendition` of each
@@ -947,6 +1017,70 @@ impl Shared {
             });
         }
     }
+}
+
+/// Settles an acquisition in the store, also when its task panics or is dropped: the slot
+/// is then removed and its waiters get an error, so a later call starts afresh.
+struct Settle {
+    shared: Arc<Shared>,
+    key: SegmentId,
+    tx: Option<watch::Sender<Outcome>>,
+}
+
+impl Settle {
+    fn done(&mut self, r: Result<Arc<Held>, FetchError>) {
+        self.shared.settle(self.key, &r);
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Some(r));
+        }
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.done(Err(FetchError::Network("mesh acquisition failed".into())));
+        }
+    }
+}
+
+/// What a seed makes of a gossip message (forwarded by gossipsub only when accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Accept,
+    Ignore,
+    Reject,
+}
+
+/// What two digests of one segment are compared by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    length: u64,
+    chunk_size: u32,
+    root: [u8; 32],
+}
+
+impl Fingerprint {
+    fn of(d: &SignedDigest) -> Self {
+        Self {
+            length: d.digest().length(),
+            chunk_size: d.digest().chunk_size(),
+            root: *d.digest().root(),
+        }
+    }
+
+    /// Whether the two cannot be digests of the same bytes. Digests cut in different chunk
+    /// sizes (seeds of different versions) are not compared beyond the length.
+    fn contradicts(&self, other: &Self) -> bool {
+        self.length != other.length
+            || (self.chunk_size == other.chunk_size && self.root != other.root)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn members_bytes(members: &[PeerId]) -> Vec<Vec<u8>> {
@@ -1089,14 +1223,22 @@ impl SwarmTask {
             }
         }
         // Say bye, and give the messages a moment to leave.
-        let topics: Vec<gossipsub::IdentTopic> =
-            self.followed.values().map(|(_, t)| t.clone()).collect();
-        for t in topics {
+        let topics: Vec<(SwarmId, gossipsub::IdentTopic)> =
+            self.followed.values().cloned().collect();
+        let local = self.shared.local.to_bytes();
+        for (swarm, t) in topics {
+            let bye = Presence::sign(
+                PresenceKind::Bye,
+                &self.shared.secret,
+                &local,
+                &swarm,
+                now_ms(),
+            );
             let _ = self
                 .swarm
                 .behaviour_mut()
                 .gossipsub
-                .publish(t, Gossip::Bye.encode());
+                .publish(t, Gossip::Presence(bye).encode());
         }
         let _ = tokio::time::timeout(Duration::from_millis(300), async {
             loop {
@@ -1112,13 +1254,19 @@ impl SwarmTask {
         let topics: Vec<(SwarmId, gossipsub::IdentTopic)> =
             self.followed.values().cloned().collect();
         for (swarm, t) in topics {
-            let h = Hello::sign(&self.shared.secret, &local, &swarm);
+            let h = Presence::sign(
+                PresenceKind::Hello,
+                &self.shared.secret,
+                &local,
+                &swarm,
+                now_ms(),
+            );
             // No subscribed peer yet is the normal state of a lone seed.
             let _ = self
                 .swarm
                 .behaviour_mut()
                 .gossipsub
-                .publish(t, Gossip::Hello(h).encode());
+                .publish(t, Gossip::Presence(h).encode());
         }
     }
 
@@ -1204,7 +1352,7 @@ impl SwarmTask {
                 peer_id,
                 info,
                 ..
-            })) => {
+            })) if info.protocol_version == IDENTIFY_PROTOCOL => {
                 for a in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
                 }
@@ -1215,23 +1363,38 @@ impl SwarmTask {
                 let _ = self.swarm.dial(peer);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
                 message,
-                ..
             })) => {
-                let Some(source) = message.source else {
-                    return;
-                };
-                let Some((swarm, _)) = self.followed.get(&message.topic) else {
-                    return;
-                };
-                let swarm = *swarm;
-                match Gossip::decode(&message.data) {
-                    Ok(g) => {
-                        if self.shared.gossip(swarm, source, g) {
-                            self.reannounce(swarm);
+                let (verdict, joined) = match (message.source, self.followed.get(&message.topic)) {
+                    (Some(source), Some((swarm, _))) => {
+                        let swarm = *swarm;
+                        match Gossip::decode(&message.data) {
+                            Ok(g) => {
+                                let (v, joined) = self.shared.gossip(swarm, source, g);
+                                (v, joined.then_some(swarm))
+                            }
+                            Err(e) => {
+                                tracing::debug!(%source, error = %e, "bad mesh gossip: rejected");
+                                (Verdict::Reject, None)
+                            }
                         }
                     }
-                    Err(e) => tracing::debug!(%source, error = %e, "bad mesh gossip: ignored"),
+                    _ => (Verdict::Ignore, None),
+                };
+                let acceptance = match verdict {
+                    Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+                    Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+                    Verdict::Reject => gossipsub::MessageAcceptance::Reject,
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                if let Some(swarm) = joined {
+                    self.reannounce(swarm);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Fetch(ev)) => self.fetch_event(ev),
@@ -1245,9 +1408,19 @@ impl SwarmTask {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    let Ok(permit) = self.shared.serving.clone().try_acquire_owned() else {
+                        let busy = FetchResponse::Refused("busy".into());
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .fetch
+                            .send_response(channel, busy);
+                        return;
+                    };
                     let shared = self.shared.clone();
                     tokio::spawn(async move {
                         let response = shared.clone().serve(peer, request).await;
+                        drop(permit);
                         let _ = shared
                             .cmds
                             .send(Command::Respond { channel, response })
@@ -1293,8 +1466,15 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: u64) -> io::Re
             format!("mesh frame of {len} bytes exceeds {max}"),
         ));
     }
-    let mut buf = vec![0u8; len as usize];
-    io.read_exact(&mut buf).await?;
+    // Grows as bytes arrive: the length alone commits no memory.
+    let mut buf = Vec::with_capacity(len.min(64 * 1024) as usize);
+    io.take(len).read_to_end(&mut buf).await?;
+    if (buf.len() as u64) < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "mesh frame ended early",
+        ));
+    }
     Ok(buf)
 }
 
@@ -1383,7 +1563,7 @@ mod tests {
     async fn pair(
         transport: &str,
         shutdown: &CancellationToken,
-    ) -> (Mesh, Mesh, Arc<Origin>, url::Url) {
+    ) -> (Mesh, Mesh, Arc<Origin>, url::Url, config::Mesh) {
         let origin = Arc::new(
             Origin::new(
                 OriginConfig {
@@ -1427,12 +1607,19 @@ mod tests {
         for m in [&a, &b] {
             assert_eq!(m.members(&swarm).len(), 2, "{:?}", m.view());
         }
-        (a, b, origin, base)
+        (a, b, origin, base, config)
+    }
+
+    fn loc_of(base: &url::Url, rendition: &str, n: u64) -> Location {
+        Location {
+            url: base.join(&format!("{rendition}/seg-{n}.m4s")).unwrap(),
+            range: None,
+        }
     }
 
     async fn ranges_and_pull_through_over(transport: &str) {
         let shutdown = CancellationToken::new();
-        let (a, b, origin, base) = pair(transport, &shutdown).await;
+        let (a, b, origin, base, config) = pair(transport, &shutdown).await;
         let rendition = origin.rendition_names()[0].clone();
         let n = origin.live_edge().unwrap();
         let want = origin.segment_bytes(&rendition, n).unwrap();
@@ -1479,6 +1666,27 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("outside"), "{e}");
+        // A peer without an operator key is not a live seed: refused, nothing fetched.
+        let http = HttpClient::new(crate::http::Timeouts::default());
+        let stranger = Mesh::start(
+            &config,
+            [8; 32],
+            TrustedKeys::default(),
+            http,
+            shutdown.clone(),
+        )
+        .unwrap();
+        let e = stranger
+            .fetch_from(
+                a.peer_id(),
+                key(n - 2),
+                &loc_of(&base, &rendition, n - 2),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("not a live seed"), "{e}");
+        assert_eq!(pulls(&a) + pulls(&b), 2);
         shutdown.cancel();
     }
 

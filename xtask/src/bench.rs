@@ -44,8 +44,43 @@ fn figure(report: &str, key: &str) -> Option<f64> {
     })
 }
 
+/// The soft limit on open files of this process.
+fn nofile_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// `program`, run with at least `files` open files allowed (through `prlimit`, which raising
+/// the hard limit needs root for, when the current limit is lower).
+fn with_files(program: &str, files: u64) -> Command {
+    if files <= nofile_limit() {
+        return Command::new(program);
+    }
+    let mut c = Command::new("prlimit");
+    c.arg(format!("--nofile={files}:{files}"))
+        .arg("--")
+        .arg(program);
+    c
+}
+
 /// Same load against our tracker and against bittorrent-tracker; prints both and the ratios.
+/// `--connections` above the open-file limit raises the limit for the servers and the load
+/// generator (root needed); the load generator spreads connections over 127.0.0.x addresses.
 pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
+    let connections: u64 = args
+        .iter()
+        .position(|a| a == "--connections")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let files = connections + 4096;
     setup::all(Needs {
         wasm: false,
         browser: false,
@@ -68,10 +103,10 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         "log = \"warn\"\n[limits]\nmessages_per_second = 1000000.0\nmessage_burst = 1000000\n\
-         max_connections_per_ip = 1000000\n",
+         max_connections_per_ip = 1000000\nmax_connections = 10000000\n",
     )?;
     let load = |name: &str, url: &str, pid: u32| -> anyhow::Result<String> {
-        let out = Command::new("target/release/swarmcdn-tracker-load")
+        let out = with_files("target/release/swarmcdn-tracker-load", files)
             .args([
                 "--url",
                 url,
@@ -98,7 +133,7 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
         "\n==> tracker benchmark (same load, one server at a time; the load generator shares the machine)"
     );
     let (ours, url) = start(
-        Command::new("target/release/swarmcdn-tracker")
+        with_files("target/release/swarmcdn-tracker", files)
             .args(["--config"])
             .arg(&config)
             .args(["--listen", "127.0.0.1:0"]),
@@ -108,7 +143,7 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
 
     let dir = Path::new("tracker/tests/interop");
     let (theirs, url) = start(
-        Command::new("node")
+        with_files("node", files)
             .current_dir(dir)
             .arg("bench-server.mjs"),
     )?;

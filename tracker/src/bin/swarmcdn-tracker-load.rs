@@ -9,7 +9,7 @@
 //!
 //! It speaks only the WebTorrent protocol, so it measures any WebTorrent tracker the same way.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -48,6 +48,13 @@ struct Args {
     /// A name for the report.
     #[arg(long, default_value = "tracker")]
     name: String,
+    /// Loopback source addresses to spread the connections over (127.0.0.1, 127.0.0.2, …):
+    /// one address has about 28k ephemeral ports. Default: one per 20 000 connections.
+    #[arg(long)]
+    source_ips: Option<u8>,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
 }
 
 #[derive(Default)]
@@ -77,6 +84,23 @@ fn proc_sample(pid: u32) -> Option<(u64, u64)> {
     Some((ticks, rss))
 }
 
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A WebSocket connection to `server`, from `source` if given.
+async fn connect(url: &str, server: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<Ws> {
+    let socket = match server {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    Ok(ws)
+}
+
 fn clock_ticks() -> u64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -98,26 +122,55 @@ fn id20(tag: u8, n: u64, k: u64) -> [u8; 20] {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let url = args.url.clone();
-    let _: SocketAddr = url
+    let server: SocketAddr = url
         .trim_start_matches("ws://")
         .split('/')
         .next()
         .context("ws://host:port")?
         .parse()
         .context("the URL's host:port")?;
+    let sources: Vec<IpAddr> = match server.ip() {
+        IpAddr::V4(v4) if v4.is_loopback() => {
+            let n = args
+                .source_ips
+                .unwrap_or_else(|| u8::try_from(args.connections.div_ceil(20_000)).unwrap_or(250))
+                .clamp(1, 250);
+            (1..=n)
+                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let counters = Arc::new(Counters::default());
     let running = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mem_before = args.server_pid.and_then(proc_sample).map(|s| s.1);
 
     // Connect everyone, and announce once (no offers): the idle state.
-    let mut sockets = Vec::with_capacity(args.connections);
-    for i in 0..args.connections {
-        let (ws, _) = tokio_tungstenite::connect_async(&url)
-            .await
-            .with_context(|| format!("connection {i}"))?;
-        sockets.push(ws);
-    }
+    let started = Instant::now();
+    let mut opened: Vec<(usize, Ws)> = futures_util::stream::iter(0..args.connections)
+        .map(|i| {
+            let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
+            let url = url.clone();
+            async move {
+                connect(&url, server, source)
+                    .await
+                    .with_context(|| format!("connection {i} (from {source:?})"))
+                    .map(|ws| (i, ws))
+            }
+        })
+        .buffer_unordered(args.connect_concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    opened.sort_by_key(|(i, _)| *i);
+    let mut sockets: Vec<Ws> = opened.into_iter().map(|(_, ws)| ws).collect();
+    eprintln!(
+        "{} connections open in {:.1} s",
+        sockets.len(),
+        started.elapsed().as_secs_f64()
+    );
     for (i, ws) in sockets.iter_mut().enumerate() {
         let a = ToTracker::Announce(Announce {
             event: Some(AnnounceEvent::Started),
