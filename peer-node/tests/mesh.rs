@@ -181,7 +181,7 @@ fn parse_id<const N: usize>(hex_text: &str) -> [u8; N] {
 }
 
 #[test]
-fn killing_the_owner_of_the_next_segments_leaves_no_gap_and_no_stall() {
+fn killing_the_owner_of_the_next_segments_and_a_late_join_leave_no_gap_and_no_stall() {
     let _guard = serial();
     let h = Harness::start("mesh-kill");
     let (a, am) = h.mesh_seed("seed-a", &[], &[]);
@@ -224,6 +224,11 @@ fn killing_the_owner_of_the_next_segments_leaves_no_gap_and_no_stall() {
         .filter(|(i, _)| *i != victim)
         .map(|(_, (p, m))| (p.name.as_str(), *m))
         .collect();
+    // A seed joining after the kill takes its share of ownership from its first segments on.
+    std::thread::sleep(Duration::from_secs(6));
+    let survivor_boot = mesh_listen(procs[(victim + 1) % 3].1);
+    let (_d, dm) = h.mesh_seed("seed-d", &survivor_boot, &[]);
+    let joined = h.origin.live_edge().unwrap() + 2;
     for v in &mut viewers {
         let r = h.report(v);
         let name = v.name.clone();
@@ -240,11 +245,20 @@ fn killing_the_owner_of_the_next_segments_leaves_no_gap_and_no_stall() {
     }
     let last = h.origin.live_edge().unwrap();
     // The survivors got every segment from the kill on: from each other or, for the dead
-    // seed's segments, from the origin.
+    // seed's segments, from the origin; the newcomer every segment from its join on.
     assert_all_hold(&survivors, next, last - 1);
-    let addrs: Vec<SocketAddr> = survivors.iter().map(|(_, a)| *a).collect();
+    assert_all_hold(&[("seed-d", dm)], joined, last - 1);
+    let d_own = metric(dm, "swarmcdn_mesh_origin_requests_total").unwrap_or(0.0);
+    assert!(d_own > 0.0, "the new seed owned nothing");
+    let mut addrs: Vec<SocketAddr> = survivors.iter().map(|(_, a)| *a).collect();
+    addrs.push(dm);
     for a in &addrs {
-        assert_eq!(members(*a).len(), 2, "the dead seed still counts as live");
+        assert_eq!(
+            members(*a).len(),
+            3,
+            "live seeds after the kill and the join: {:?}",
+            members(*a)
+        );
     }
     assert!(sum_metric(&addrs, "swarmcdn_mesh_ownership_changes_total") >= 2.0);
     let (_, bytes, distinct) = h.origin_copies();
