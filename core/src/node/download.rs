@@ -27,6 +27,8 @@ pub(crate) struct Chunk {
     pub(crate) filled: u64,
     pub(crate) owner: Owner,
     pub(crate) done: bool,
+    /// Checked against the current digest (bytes from a peer, once full).
+    pub(crate) verified: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +129,16 @@ impl Download {
         let length = d.length();
         let chunk_size = u64::from(d.chunk_size());
         let count = d.chunk_count();
+        if self
+            .digest
+            .as_ref()
+            .is_some_and(|old| old.signed() != digest.signed())
+        {
+            // Chunks checked against another digest are checked again at the end.
+            for c in &mut self.chunks {
+                c.verified = false;
+            }
+        }
         self.digest = Some(digest);
         if !self.chunks.is_empty() {
             return;
@@ -152,6 +164,7 @@ impl Download {
                     },
                     // Bytes from HTTP need no verification.
                     done: filled == len,
+                    verified: false,
                 }
             })
             .collect();
@@ -187,6 +200,13 @@ impl Download {
                 })
                 .sum(),
         }
+    }
+
+    /// Whether some chunk is neither done nor assigned (what [`Self::free_runs`] would list).
+    pub(crate) fn has_free_chunk(&self) -> bool {
+        self.chunks
+            .iter()
+            .any(|c| !c.done && c.owner == Owner::Nobody)
     }
 
     /// Contiguous runs of chunks that nobody is filling and that are not done, each at most
@@ -305,10 +325,26 @@ impl Download {
         c.owner = Owner::Nobody;
         if ok {
             c.done = true;
+            c.verified = true;
         } else {
             c.filled = 0;
             c.owner = Owner::Nobody;
         }
+    }
+
+    /// Whether the complete segment matches the digest: its length and every chunk, hashing
+    /// only the chunks not verified on arrival (those from the origin). False without a
+    /// digest.
+    pub(crate) fn matches_digest(&self) -> bool {
+        let Some(d) = &self.digest else { return false };
+        let geometry = d.digest();
+        let same_chunks = self.length == Some(geometry.length())
+            && self.chunk_size == u64::from(geometry.chunk_size())
+            && self.chunks.len() == geometry.chunk_count();
+        if !same_chunks || self.buf.len() as u64 != geometry.length() {
+            return d.verify_segment(&self.buf).is_ok();
+        }
+        (0..self.chunks.len()).all(|i| self.chunks[i].verified || self.verify(i))
     }
 
     /// Verifies a full chunk against the digest.
@@ -317,5 +353,60 @@ impl Download {
         let r = self.chunk_range(i);
         d.verify_chunk(i, &self.buf[r.start as usize..r.end as usize])
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{RenditionId, SegmentId, SwarmId};
+    use crate::integrity::{DigestSigner, MIN_CHUNK_SIZE, SegmentDigest};
+
+    const CHUNK: usize = MIN_CHUNK_SIZE as usize;
+
+    fn digest_of(data: &[u8]) -> VerifiedDigest {
+        let id = SegmentId::new(SwarmId([1; 20]), RenditionId([0; 8]), 7);
+        DigestSigner::from_secret([9; 32])
+            .sign(SegmentDigest::compute(id, data, MIN_CHUNK_SIZE))
+            .accept_unverified()
+    }
+
+    /// Chunk 0 from a peer (verified on arrival), chunk 1 from the origin.
+    fn assembled(data: &[u8]) -> Download {
+        let mut dl = Download::new();
+        dl.set_digest(digest_of(data));
+        let peer = Owner::Peer(PeerId([2; 20]), RequestId(1));
+        let http = Owner::Http(FetchId(3));
+        dl.assign(0..1, peer);
+        dl.assign(1..2, http);
+        let full = dl.write(peer, 0, &data[..CHUNK]).full;
+        assert_eq!(full, vec![0]);
+        assert!(dl.verify(0));
+        dl.settle(0, true);
+        dl.write(http, CHUNK as u64, &data[CHUNK..]);
+        assert!(dl.is_complete());
+        dl
+    }
+
+    #[test]
+    fn a_complete_segment_is_checked_against_its_digest_once() {
+        let data: Vec<u8> = (0..2 * CHUNK).map(|i| (i * 7) as u8).collect();
+        assert!(assembled(&data).matches_digest());
+
+        // Origin bytes that differ from the digest are caught at the end.
+        let mut dl = assembled(&data);
+        dl.buf[CHUNK + 5] ^= 1;
+        assert!(!dl.matches_digest());
+
+        // A chunk verified on arrival is not hashed again...
+        let mut dl = assembled(&data);
+        dl.buf[5] ^= 1;
+        assert!(dl.matches_digest());
+        // ...unless the digest changed since.
+        let other: Vec<u8> = data.iter().map(|b| b ^ 0xff).collect();
+        dl.set_digest(digest_of(&other));
+        assert!(!dl.matches_digest());
+
+        assert!(!Download::new().matches_digest(), "no digest, no match");
     }
 }

@@ -576,6 +576,15 @@ impl Peer {
         }
     }
 
+    /// Has `seg`, is not busy, uploads and is open: a candidate for a request.
+    fn can_serve(&self, now: Time, seg: &SegmentRef) -> bool {
+        // Cheap field checks before the set lookup.
+        self.busy_until <= now
+            && self.caps.contains(Capabilities::UPLOAD)
+            && self.session().is_some()
+            && self.has(seg)
+    }
+
     fn has(&self, seg: &SegmentRef) -> bool {
         self.have
             .get(&seg.rendition)
@@ -1802,15 +1811,18 @@ impl Node {
     fn schedule(&mut self, now: Time) {
         let wanted = self.wanted(now);
         // Forget downloads nobody wants any more (cancel their fetches).
-        let keep: HashSet<SegmentRef> = wanted.iter().map(|(s, _)| *s).collect();
-        let stale: Vec<SegmentRef> = self
-            .downloads
-            .keys()
-            .filter(|s| !keep.contains(s))
-            .copied()
-            .collect();
-        for seg in stale {
-            self.abandon(seg);
+        // `wanted` is short (a prefetch window): a scan beats building a set on every input.
+        let is_stale = |s: &SegmentRef| !wanted.iter().any(|(w, _)| w == s);
+        if self.downloads.keys().any(is_stale) {
+            let stale: Vec<SegmentRef> = self
+                .downloads
+                .keys()
+                .filter(|s| is_stale(s))
+                .copied()
+                .collect();
+            for seg in stale {
+                self.abandon(seg);
+            }
         }
 
         let mut wake: Option<Time> = None;
@@ -1856,9 +1868,22 @@ impl Node {
                 }
                 continue;
             }
-            let holders = self.holders(now, &seg);
-            if !holders.is_empty() {
-                self.request_from_peers(now, seg, &holders);
+            // Listing the holders costs a set lookup per neighbour: only when there is
+            // something to ask them for (the geometry, or a chunk nobody is fetching).
+            // Otherwise knowing that one exists decides the same branch.
+            let wants_requests = if dl.has_geometry() {
+                dl.has_free_chunk()
+            } else {
+                dl.probe.is_none()
+            };
+            if wants_requests {
+                let holders = self.holders(now, &seg);
+                if !holders.is_empty() {
+                    self.request_from_peers(now, seg, &holders);
+                    note(now + self.config.request_stall_timeout);
+                    continue;
+                }
+            } else if self.peers.values().any(|p| p.can_serve(now, &seg)) {
                 note(now + self.config.request_stall_timeout);
                 continue;
             }
@@ -2016,13 +2041,7 @@ impl Node {
     fn holders(&self, now: Time, seg: &SegmentRef) -> Vec<PeerId> {
         self.peers
             .iter()
-            .filter(|(_, p)| {
-                // Cheap field checks before the set lookup.
-                p.busy_until <= now
-                    && p.caps.contains(Capabilities::UPLOAD)
-                    && p.session().is_some()
-                    && p.has(seg)
-            })
+            .filter(|(_, p)| p.can_serve(now, seg))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -2226,10 +2245,11 @@ impl Node {
             self.transmits.push_back(Transmit::CancelHttp(h.id));
         }
         let announced = dl.announced;
+        let matches = dl.matches_digest();
         let data = Bytes::from(dl.buf);
         // The digest to relay: the verified one, or our own signature over origin bytes.
         let digest = match &dl.digest {
-            Some(d) if d.verify_segment(&data).is_ok() => Some(d.signed().clone()),
+            Some(d) if matches => Some(d.signed().clone()),
             _ => self.signer.as_ref().map(|s| {
                 s.sign(SegmentDigest::compute(
                     seg.in_swarm(self.config.swarm),
