@@ -107,3 +107,47 @@ fn memory_budget_holds() {
     assert_eq!(p.stalls, 0, "{}", h.summary());
     assert!(p.delivered.len() >= 45);
 }
+
+/// What a node remembers per segment (digests, and per neighbour what it has and which
+/// digests it was sent) stays bounded over a long live session: it does not grow with the
+/// number of segments the stream has had.
+#[test]
+fn per_segment_records_do_not_grow_with_time() {
+    let mut h = Harness::new(StreamSpec::live(), 9);
+    let mut seed = h.config(0, NodeRole::Seed);
+    seed.cache_bytes = 6_000_000;
+    h.add(
+        seed,
+        Link {
+            up: 50_000_000,
+            ..Link::default()
+        },
+    );
+    for i in 1..=3 {
+        let mut c = h.config(i, NodeRole::Viewer);
+        c.cache_bytes = 3_000_000;
+        h.add(c, Link::default());
+    }
+    let records = |h: &Harness| -> Vec<usize> {
+        h.nodes
+            .iter()
+            .map(|n| n.node.stats().segment_records)
+            .collect()
+    };
+    h.run_until(Time::from_secs(150));
+    let half = records(&h);
+    h.run_until(Time::from_secs(300));
+    let end = records(&h);
+    println!("segment records at 150 s {half:?}, at 300 s {end:?}");
+    for n in &h.nodes {
+        assert!(n.dropped.is_empty(), "{:?}", n.dropped);
+    }
+    for (n, (a, b)) in half.iter().zip(&end).enumerate() {
+        assert!(
+            *b <= a + a / 4 + 8,
+            "node {n}: {a} records at 150 s, {b} at 300 s\n{}",
+            h.summary()
+        );
+    }
+    assert_eq!(h.total_stalls(), 0, "{}", h.summary());
+}

@@ -105,10 +105,13 @@ impl Cache {
                 .min_by_key(|k| k.sequence)
                 .copied()
         });
-        behind.or_else(|| {
-            // Farthest ahead (or, without a playhead, the newest: it is the least played).
-            candidates().max_by_key(|k| k.sequence).copied()
-        })
+        match playhead {
+            // Farthest ahead: the player needs it last.
+            Some(_) => behind.or_else(|| candidates().max_by_key(|k| k.sequence).copied()),
+            // No player (a seed): the oldest. Viewers of a live stream want the newest, and
+            // a seed that dropped those would fetch them again at once.
+            None => candidates().min_by_key(|k| k.sequence).copied(),
+        }
     }
 }
 
@@ -145,6 +148,17 @@ mod tests {
         assert_eq!(c.insert(seg(15), stored(100), Some(12)), [seg(14)]);
         assert_eq!(c.used(), 300);
         assert!(c.contains(&seg(12)) && c.contains(&seg(13)) && c.contains(&seg(15)));
+    }
+
+    #[test]
+    fn without_a_playhead_the_oldest_goes() {
+        let mut c = Cache::new(300);
+        for n in [10, 11, 12] {
+            assert!(c.insert(seg(n), stored(100), None).is_empty());
+        }
+        assert_eq!(c.insert(seg(13), stored(100), None), [seg(10)]);
+        assert_eq!(c.insert(seg(14), stored(100), None), [seg(11)]);
+        assert!(c.contains(&seg(12)) && c.contains(&seg(13)) && c.contains(&seg(14)));
     }
 
     #[test]

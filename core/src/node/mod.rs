@@ -503,6 +503,10 @@ pub struct NodeStats {
     pub requests_in_flight: usize,
     /// Uploads queued or under way.
     pub uploads_queued: usize,
+    /// Per-segment records kept besides the cache: digests, and per neighbour the segments
+    /// it has, is fetching, and whose digest it was sent. Bounded by the cache, the downloads
+    /// and the protocol's windows; a figure that grows with time is a leak.
+    pub segment_records: usize,
 }
 
 #[derive(Debug)]
@@ -823,6 +827,17 @@ impl Node {
             cached_segments: self.cache.len(),
             requests_in_flight: self.peers.values().map(|p| p.inflight.len()).sum(),
             uploads_queued: self.peers.values().map(|p| p.uploads.len()).sum(),
+            segment_records: self.digests.len()
+                + self.first_listed.len()
+                + self
+                    .peers
+                    .values()
+                    .map(|p| {
+                        p.digests_sent.len()
+                            + p.fetching.len()
+                            + p.have.0.iter().map(|(_, s)| s.len()).sum::<usize>()
+                    })
+                    .sum::<usize>(),
             ..self.stats.clone()
         }
     }
@@ -1125,6 +1140,10 @@ impl Node {
                         sequence: *s,
                     });
                 }
+                // A segment it no longer lists may be gone with its digest: send the digest
+                // again with the next data.
+                p.digests_sent
+                    .retain(|s| s.rendition != a.rendition || set.contains(&s.sequence));
                 *p.have.entry(a.rendition) = set;
             }
             Frame::HaveDelta {
@@ -1135,6 +1154,10 @@ impl Node {
                 let set = p.have.entry(rendition);
                 for s in removed {
                     set.remove(&s);
+                    p.digests_sent.remove(&SegmentRef {
+                        rendition,
+                        sequence: s,
+                    });
                 }
                 for s in added {
                     set.insert(s);
@@ -1346,9 +1369,15 @@ impl Node {
             return Ok(());
         };
         if !dl.has_geometry() {
-            return Err(DropReason::Protocol(
-                "data before the segment's digest".into(),
-            ));
+            // It sent the digest earlier and this node has forgotten it since (a digest it
+            // never used, pruned): the data cannot be checked. Not a protocol error; ask
+            // others, as if it did not have the segment.
+            if let Some(set) = p.have.get_mut(&seg.rendition) {
+                set.remove(&seg.sequence);
+            }
+            self.end_request(peer, id, false);
+            self.send_frames(peer, &[Frame::Cancel { id }]);
+            return Ok(());
         }
         let outcome = dl.write(Owner::Peer(peer, id), offset, &payload);
         if outcome.out_of_order {
@@ -1603,6 +1632,19 @@ impl Node {
     pub fn request_segment(&mut self, now: Time, seg: SegmentRef) -> PlayerRequestId {
         let id = PlayerRequestId(self.next_player_request);
         self.next_player_request += 1;
+        // Asked again for what it was given: the player seeked back (or dropped its buffer),
+        // and holds nothing from here on. Without this, the segments after it would count as
+        // delivered: none prefetched, each fetched from the origin at its request.
+        if let Some(d) = self.delivered_upto.get_mut(&seg.rendition)
+            && seg.sequence <= *d
+        {
+            match seg.sequence.checked_sub(1) {
+                Some(before) => *d = before,
+                None => {
+                    self.delivered_upto.remove(&seg.rendition);
+                }
+            }
+        }
         if let Some(stored) = self.cache.get(&seg) {
             let data = stored.data.clone();
             let sources = SourceBytes {
@@ -2313,6 +2355,7 @@ impl Node {
             for e in &evicted {
                 self.digests.remove(e);
             }
+            self.forget_sent_digests();
             let by_rendition = group(&evicted);
             for (rendition, removed) in by_rendition {
                 self.broadcast(&[Frame::HaveDelta {
@@ -2320,6 +2363,21 @@ impl Node {
                     added: Vec::new(),
                     removed,
                 }]);
+            }
+        }
+    }
+
+    /// Forgets which digests went to which neighbour for segments this node no longer holds
+    /// or fetches (it announces a segment again with its digest if it gets it again): the
+    /// record would otherwise grow by a segment per neighbour for as long as they stay
+    /// connected.
+    fn forget_sent_digests(&mut self) {
+        let (cache, downloads) = (&self.cache, &self.downloads);
+        let held = cache.len() + downloads.len();
+        for p in self.peers.values_mut() {
+            if p.digests_sent.len() > held {
+                p.digests_sent
+                    .retain(|s| cache.contains(s) || downloads.contains_key(s));
             }
         }
     }
