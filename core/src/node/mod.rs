@@ -708,6 +708,9 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// How many segments past a neighbour's newest a seed fetches in a VOD.
+const VOD_SEED_AHEAD: u64 = 4;
+
 /// How often the scheduler re-examines pending downloads while any is waiting on peers.
 const MIN_RECHECK: Duration = Duration::from_millis(50);
 
@@ -1776,6 +1779,43 @@ impl Node {
         }
     }
 
+    /// What a seed fetches of a VOD: viewers play on from where they are, so for each open
+    /// neighbour the [`VOD_SEED_AHEAD`] listed segments after the newest it has announced (the
+    /// first ones of the stream for a neighbour that has none yet), in order.
+    fn vod_seed_targets(&self, pl: &Playlist) -> Vec<SegmentRef> {
+        let listed = |seq: u64| {
+            pl.segments
+                .binary_search_by_key(&seq, |s| s.sequence)
+                .is_ok()
+        };
+        let first = pl.segments.first().map(|s| s.sequence);
+        let mut targets = BTreeSet::new();
+        for p in self.peers.values() {
+            if p.seed || p.session().is_none() {
+                continue;
+            }
+            let from = match p.have.get(&pl.rendition).and_then(|set| set.last()) {
+                Some(&newest) => newest.saturating_add(1),
+                None => match first {
+                    Some(f) => f,
+                    None => continue,
+                },
+            };
+            for seq in from..from.saturating_add(VOD_SEED_AHEAD) {
+                if listed(seq) {
+                    targets.insert(seq);
+                }
+            }
+        }
+        targets
+            .into_iter()
+            .map(|sequence| SegmentRef {
+                rendition: pl.rendition,
+                sequence,
+            })
+            .collect()
+    }
+
     /// The segments wanted now, with their deadlines (None: no deadline, prefetch only).
     fn wanted(&self, now: Time) -> Vec<(SegmentRef, Option<Time>)> {
         let mut out: Vec<(SegmentRef, Option<Time>)> = Vec::new();
@@ -1798,9 +1838,18 @@ impl Node {
         };
         match self.config.role {
             NodeRole::Seed => {
-                // Seeds want the newest listed live segments (what viewers need next).
+                // Seeds want the newest listed live segments (what viewers need next); in a
+                // VOD, the few segments just ahead of where each neighbour is.
                 for pl in self.playlists.values() {
                     if !pl.live {
+                        for seg in self.vod_seed_targets(pl) {
+                            if !fits(&seg) {
+                                break;
+                            }
+                            if !self.cache.contains(&seg) && !out.iter().any(|(x, _)| *x == seg) {
+                                out.push((seg, None));
+                            }
+                        }
                         continue;
                     }
                     for s in pl.segments.iter().rev().take(8) {
