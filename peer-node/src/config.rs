@@ -60,7 +60,7 @@ pub struct Config {
 /// Joining streams on demand: the seed stands by at every tracker; a tracker whose swarm has
 /// viewers but no seed sends the stream's URL, and the seed follows it if the URL is under one
 /// of `origins` and makes that swarm.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OnDemand {
     /// URL prefixes of the streams this seed may follow on demand (for example
@@ -70,6 +70,21 @@ pub struct OnDemand {
     pub max_streams: usize,
     /// A join token for the all-zero swarm id, for trackers that require tokens.
     pub token: Option<String>,
+    /// A stream followed on demand is let go once the seed has had no neighbour in it for
+    /// this long (the tracker asks again when viewers come back). Default 120; 0 keeps every
+    /// stream until the seed stops.
+    pub idle_secs: u64,
+}
+
+impl Default for OnDemand {
+    fn default() -> Self {
+        Self {
+            origins: Vec::new(),
+            max_streams: 16,
+            token: None,
+            idle_secs: 120,
+        }
+    }
 }
 
 impl OnDemand {

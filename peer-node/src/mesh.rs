@@ -127,6 +127,9 @@ enum Command {
     Follow {
         swarm: SwarmId,
     },
+    Unfollow {
+        swarm: SwarmId,
+    },
     Publish {
         swarm: SwarmId,
         data: Vec<u8>,
@@ -372,6 +375,17 @@ impl Mesh {
                 }
             }
         }
+    }
+
+    /// Leaves the mesh of a stream: says bye on its topic, unsubscribes, and forgets its
+    /// members and claims (segments held stay in the store until they age out).
+    pub async fn unfollow(&self, swarm: SwarmId) {
+        let _ = self.shared.cmds.send(Command::Unfollow { swarm }).await;
+        self.shared
+            .streams
+            .lock()
+            .expect("not poisoned")
+            .remove(&swarm);
     }
 
     /// The segment `key`, located at `loc` at the origin: from the mesh store, from its owner,
@@ -1292,6 +1306,22 @@ impl SwarmTask {
                 self.followed.insert(t.hash(), (swarm, t));
                 self.hello();
             }
+            Command::Unfollow { swarm } => {
+                let t = gossipsub::IdentTopic::new(mesh_proto::topic(&swarm));
+                if self.followed.remove(&t.hash()).is_none() {
+                    return;
+                }
+                let bye = Presence::sign(
+                    PresenceKind::Bye,
+                    &self.shared.secret,
+                    &self.shared.local.to_bytes(),
+                    &swarm,
+                    now_ms(),
+                );
+                let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+                let _ = gossip.publish(t.clone(), Gossip::Presence(bye).encode());
+                let _ = gossip.unsubscribe(&t);
+            }
             Command::Publish { swarm, data } => {
                 let t = gossipsub::IdentTopic::new(mesh_proto::topic(&swarm));
                 let _ = self.swarm.behaviour_mut().gossipsub.publish(t, data);
@@ -1693,6 +1723,36 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn seeds_fetch_segments_and_ranges_from_each_other_over_quic() {
         ranges_and_pull_through_over("/ip4/127.0.0.1/udp/0/quic-v1").await;
+    }
+
+    /// A seed that stops following a stream says bye: the other stops counting it at once
+    /// (not after `member_timeout`), and it can follow the stream again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_seed_that_unfollows_leaves_the_stream_and_can_come_back() {
+        let shutdown = CancellationToken::new();
+        let (a, b, _origin, base, _config) = pair("/ip4/127.0.0.1/tcp/0", &shutdown).await;
+        let swarm = SwarmId([1; 20]);
+        a.unfollow(swarm).await;
+        assert_eq!(a.members(&swarm), vec![a.peer_id()], "A forgot the others");
+        let start = Instant::now();
+        while b.members(&swarm).len() != 1 {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "B still counts A: {:?}",
+                b.members(&swarm)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        a.follow(swarm, &base).await;
+        let start = Instant::now();
+        while b.members(&swarm).len() != 2 || a.members(&swarm).len() != 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "A did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

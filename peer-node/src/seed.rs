@@ -47,6 +47,27 @@ pub struct Seed {
     pub pending: std::sync::Mutex<Vec<(StreamConfig, Arc<PullStats>)>>,
     /// The seed mesh, when `mesh.listen` is set.
     pub mesh: Option<Mesh>,
+    /// Streams followed on demand now (loading or loaded).
+    pub on_demand: std::sync::atomic::AtomicUsize,
+    /// Streams followed on demand and let go for want of neighbours.
+    pub released: std::sync::atomic::AtomicU64,
+}
+
+/// One of the `on_demand.max_streams` places, held by a stream followed on demand for as long
+/// as its task lives (however it ends).
+struct OnDemandSlot(Arc<Seed>);
+
+impl OnDemandSlot {
+    fn take(seed: &Arc<Seed>) -> Self {
+        seed.on_demand.fetch_add(1, Ordering::Relaxed);
+        Self(seed.clone())
+    }
+}
+
+impl Drop for OnDemandSlot {
+    fn drop(&mut self) {
+        self.0.on_demand.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Runs the seed until `shutdown`. `ready` gets the metrics address once bound.
@@ -154,7 +175,6 @@ async fn stand_by(
         ));
     }
     drop(events_tx);
-    let mut followed: usize = 0;
     loop {
         let ev = tokio::select! {
             ev = events.recv() => ev,
@@ -189,11 +209,11 @@ async fn stand_by(
         if known {
             continue;
         }
-        if followed >= config.on_demand.max() {
+        if seed.on_demand.load(Ordering::Relaxed) >= config.on_demand.max() {
             tracing::warn!(stream = %url, "on_demand.max_streams reached: not following");
             continue;
         }
-        followed += 1;
+        let slot = OnDemandSlot::take(&seed);
         tracing::info!(stream = %url, swarm = %d.info_hash.to_hex(), "a tracker asked for a seed: following");
         let stream = StreamConfig {
             url,
@@ -207,7 +227,7 @@ async fn stand_by(
         tokio::spawn(follow_stream(
             config.clone(),
             stream,
-            Some(d.info_hash),
+            Some((d.info_hash, slot)),
             peer_id,
             integrity.clone(),
             http.clone(),
@@ -219,14 +239,15 @@ async fn stand_by(
     drop(keep);
 }
 
-/// Follows one stream. `expected`: the swarm a tracker asked for (on demand): the stream is
-/// dropped if it does not make that swarm, and a stream that fails to load is given up (the
-/// tracker asks again while viewers are there).
+/// Follows one stream. `on_demand`: the swarm a tracker asked for, and the place it takes: the
+/// stream is dropped if it does not make that swarm, a stream that fails to load is given up,
+/// and one without neighbours for `on_demand.idle_secs` is let go (the tracker asks again while
+/// viewers are there).
 #[allow(clippy::too_many_arguments)]
 async fn follow_stream(
     config: Config,
     stream: StreamConfig,
-    expected: Option<SwarmId>,
+    on_demand: Option<(SwarmId, OnDemandSlot)>,
     peer_id: swarmcdn_core::ids::PeerId,
     integrity: IntegrityMode,
     http: HttpClient,
@@ -237,6 +258,7 @@ async fn follow_stream(
     let Ok(url) = url::Url::parse(&stream.url) else {
         return;
     };
+    let expected = on_demand.as_ref().map(|(swarm, _)| *swarm);
     // The origin may not be up yet: keep trying (each failure is logged and counted).
     let forget = |seed: &Seed| {
         seed.pending
@@ -290,7 +312,9 @@ async fn follow_stream(
     if let Some(mesh) = &seed.mesh {
         mesh.follow(loaded.swarm, &url).await;
     }
-    let (node, task) = match driver::spawn(nc, lc, http.clone(), shutdown.clone()) {
+    // This stream's own stop: the seed's shutdown, or letting it go.
+    let stop = shutdown.child_token();
+    let (node, task) = match driver::spawn(nc, lc, http.clone(), stop.clone()) {
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the node");
@@ -305,9 +329,18 @@ async fn follow_stream(
             node.inputs(),
             None,
             pulls.clone(),
-            shutdown.clone(),
+            stop.clone(),
         ));
     }
+    let idle = Duration::from_secs(config.on_demand.idle_secs);
+    let watch = (on_demand.is_some() && !idle.is_zero()).then(|| {
+        tokio::spawn(let_go_when_idle(
+            node.clone(),
+            idle,
+            seed.clone(),
+            stop.clone(),
+        ))
+    });
     {
         forget(&seed);
         seed.streams.lock().expect("not poisoned").push(Followed {
@@ -318,6 +351,55 @@ async fn follow_stream(
         });
     }
     let _ = task.await;
+    // The node said goodbye to its tracker and neighbours: stop everything else of it.
+    stop.cancel();
+    if let Some(w) = watch {
+        let _ = w.await;
+    }
+    seed.streams
+        .lock()
+        .expect("not poisoned")
+        .retain(|f| f.node.swarm != loaded.swarm);
+    if !shutdown.is_cancelled()
+        && let Some(mesh) = &seed.mesh
+    {
+        mesh.unfollow(loaded.swarm).await;
+    }
+    drop(on_demand);
+}
+
+/// Cancels `stop` once the node has had no neighbour for `idle` (checked a few times per
+/// `idle`, from the counters the node loop publishes every second).
+async fn let_go_when_idle(
+    node: NodeHandle,
+    idle: Duration,
+    seed: Arc<Seed>,
+    stop: CancellationToken,
+) {
+    let tick = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+    let mut alone_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            () = stop.cancelled() => return,
+        }
+        let peers = node.published.stats.lock().expect("not poisoned").peers;
+        if peers > 0 {
+            alone_since = None;
+            continue;
+        }
+        let since = *alone_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= idle {
+            tracing::info!(
+                swarm = %node.swarm.to_hex(),
+                idle_secs = idle.as_secs(),
+                "no neighbour in a stream followed on demand: letting it go"
+            );
+            seed.released.fetch_add(1, Ordering::Relaxed);
+            stop.cancel();
+            return;
+        }
+    }
 }
 
 async fn serve_metrics(listener: TcpListener, seed: Arc<Seed>, shutdown: CancellationToken) {
@@ -509,6 +591,13 @@ pub fn prometheus_text(seed: &Seed) -> String {
     let _ = writeln!(
         out,
         "# HELP swarmcdn_seed_streams_pending Configured streams whose playlist did not load yet.\n# TYPE swarmcdn_seed_streams_pending gauge\nswarmcdn_seed_streams_pending {pending}"
+    );
+    let on_demand = seed.on_demand.load(Ordering::Relaxed);
+    let released = seed.released.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP swarmcdn_seed_streams_on_demand Streams followed on demand now.\n# TYPE swarmcdn_seed_streams_on_demand gauge\nswarmcdn_seed_streams_on_demand {on_demand}\n\
+         # HELP swarmcdn_seed_streams_released_total Streams followed on demand and let go for want of neighbours.\n# TYPE swarmcdn_seed_streams_released_total counter\nswarmcdn_seed_streams_released_total {released}"
     );
     out
 }

@@ -188,3 +188,55 @@ fn a_seed_on_standby_joins_a_stream_when_the_tracker_asks() {
     }
     assert!(metric(metrics, "swarmcdn_seed_served_bytes_total").unwrap_or(0.0) > 0.0);
 }
+
+#[test]
+fn a_seed_on_demand_lets_an_idle_stream_go_and_comes_back_with_viewers() {
+    let _guard = serial();
+    let h = Harness::start("demand-idle");
+    let (_seed, metrics) = h.seed_on_demand_with("seed", "idle_secs = 3\n");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut first = h.viewer("viewer0", 12, &[]);
+    let r = h.report(&mut first);
+    assert!(r.p2p_share() > 0.5, "the seed did not come: {r:?}");
+    h.check_segments("viewer0", &r);
+
+    // The viewer is gone: the seed lets the stream go and stops pulling it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(metrics, "swarmcdn_seed_streams_released_total") != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle stream was not let go"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        metric(metrics, "swarmcdn_seed_streams_on_demand"),
+        Some(0.0)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let pulled = h.origin.stats().snapshot().segment_requests;
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        h.origin.stats().snapshot().segment_requests,
+        pulled,
+        "the seed still pulls a stream nobody watches"
+    );
+
+    // A viewer comes back: the tracker asks again and the seed follows the stream again.
+    let mut second = h.viewer("viewer1", 12, &[]);
+    let r = h.report(&mut second);
+    eprintln!(
+        "viewer1: stalls {}, http {} p2p {} ({:.1}%)",
+        r.stalls,
+        r.http_bytes,
+        r.p2p_bytes,
+        r.p2p_share() * 100.0
+    );
+    assert_eq!(r.stalls, 0);
+    h.check_segments("viewer1", &r);
+    assert!(r.p2p_share() > 0.3, "the seed did not come back: {r:?}");
+    assert_eq!(
+        metric(metrics, "swarmcdn_seed_streams_on_demand"),
+        Some(1.0)
+    );
+}

@@ -112,10 +112,12 @@ impl Harness {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let origin_addr = l.local_addr().unwrap();
             tokio::spawn(serve(origin.clone(), l, shutdown.clone()));
-            let config = swarmcdn_tracker::Config {
+            let mut config = swarmcdn_tracker::Config {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 ..Default::default()
             };
+            // A swarm left by its seed asks for one again within seconds, not half a minute.
+            config.swarm.demand_interval_secs = 3;
             let t = swarmcdn_tracker::Tracker::bind(config).await.unwrap();
             let tracker_addr = t.local_addr();
             tokio::spawn(t.run(shutdown.clone()));
@@ -160,8 +162,13 @@ impl Harness {
 
     /// A seed that follows no stream until a tracker asks (origins: this origin's `/live/`).
     pub fn seed_on_demand(&self, name: &str) -> (Proc, SocketAddr) {
+        self.seed_on_demand_with(name, "")
+    }
+
+    /// A seed on standby with more `[on_demand]` settings (TOML lines).
+    pub fn seed_on_demand_with(&self, name: &str, settings: &str) -> (Proc, SocketAddr) {
         let extra = format!(
-            "\n[on_demand]\norigins = [\"http://{}/live/\"]\n",
+            "\n[on_demand]\norigins = [\"http://{}/live/\"]\n{settings}",
             self.origin_addr
         );
         self.seed_config(name, &extra)
