@@ -202,6 +202,14 @@ impl Download {
         }
     }
 
+    /// A neighbour filling a chunk, if any (it has the segment: the likeliest holder).
+    pub(crate) fn peer_owner(&self) -> Option<PeerId> {
+        self.chunks.iter().find_map(|c| match c.owner {
+            Owner::Peer(p, _) => Some(p),
+            _ => None,
+        })
+    }
+
     /// Whether some chunk is neither done nor assigned (what [`Self::free_runs`] would list).
     pub(crate) fn has_free_chunk(&self) -> bool {
         self.chunks

@@ -1974,7 +1974,12 @@ impl Node {
                     note(now + self.config.request_stall_timeout);
                     continue;
                 }
-            } else if self.peers.values().any(|p| p.can_serve(now, &seg)) {
+            } else if dl
+                .peer_owner()
+                .and_then(|id| self.peers.get(&id))
+                .is_some_and(|p| p.can_serve(now, &seg))
+                || self.peers.values().any(|p| p.can_serve(now, &seg))
+            {
                 note(now + self.config.request_stall_timeout);
                 continue;
             }
