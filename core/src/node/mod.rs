@@ -669,8 +669,10 @@ pub struct Node {
     first_listed: HashMap<SegmentRef, Time>,
     player: Option<(PlayerState, Time)>,
     waits: Vec<PlayerWait>,
-    /// The highest sequence delivered to the player, per rendition.
-    delivered_upto: HashMap<RenditionId, u64>,
+    /// The highest sequence delivered to the player, in any rendition: the renditions of a
+    /// ladder share sequence numbers, and after an ABR switch the player's buffer still holds
+    /// the old rendition's segments (the shells route only the main playlist's segments here).
+    delivered_upto: Option<u64>,
     next_player_request: u64,
     downloads: BTreeMap<SegmentRef, Download>,
     digests: BTreeMap<SegmentRef, VerifiedDigest>,
@@ -794,7 +796,7 @@ impl Node {
             first_listed: HashMap::new(),
             player: None,
             waits: Vec::new(),
-            delivered_upto: HashMap::new(),
+            delivered_upto: None,
             next_player_request: 0,
             downloads: BTreeMap::new(),
             digests: BTreeMap::new(),
@@ -1638,15 +1640,8 @@ impl Node {
         // Asked again for what it was given: the player seeked back (or dropped its buffer),
         // and holds nothing from here on. Without this, the segments after it would count as
         // delivered: none prefetched, each fetched from the origin at its request.
-        if let Some(d) = self.delivered_upto.get_mut(&seg.rendition)
-            && seg.sequence <= *d
-        {
-            match seg.sequence.checked_sub(1) {
-                Some(before) => *d = before,
-                None => {
-                    self.delivered_upto.remove(&seg.rendition);
-                }
-            }
+        if self.delivered_upto.is_some_and(|d| seg.sequence <= d) {
+            self.delivered_upto = seg.sequence.checked_sub(1);
         }
         if let Some(stored) = self.cache.get(&seg) {
             let data = stored.data.clone();
@@ -1744,7 +1739,7 @@ impl Node {
         // segments already delivered after the playhead.
         let elapsed = now.saturating_since(at);
         let buffer = state.buffer_ahead.saturating_sub(elapsed);
-        let first_missing = self.first_undelivered(state.playhead, seg.rendition);
+        let first_missing = self.first_undelivered(state.playhead);
         if seg.sequence < first_missing {
             return Some(now);
         }
@@ -1760,28 +1755,26 @@ impl Node {
     /// The first segment at or after the playhead the player does not have yet (per what this
     /// node delivered or holds).
     fn note_delivered(&mut self, seg: SegmentRef) {
-        let d = self
-            .delivered_upto
-            .entry(seg.rendition)
-            .or_insert(seg.sequence);
+        let d = self.delivered_upto.get_or_insert(seg.sequence);
         // A jump back is a seek: start counting again from there.
         if seg.sequence > *d || seg.sequence + 1_000 < *d {
             *d = seg.sequence;
         }
     }
 
-    fn first_undelivered(&self, playhead: u64, rendition: RenditionId) -> u64 {
-        match self.delivered_upto.get(&rendition) {
+    fn first_undelivered(&self, playhead: u64) -> u64 {
+        match self.delivered_upto {
             // The player holds what was delivered after the playhead (a jump back, or far
             // ahead, means it seeked: start from the playhead).
-            Some(&d) if d >= playhead && d - playhead <= 1_000 => d + 1,
+            Some(d) if d >= playhead && d - playhead <= 1_000 => d + 1,
             _ => playhead,
         }
     }
 
     /// What a seed fetches of a VOD: viewers play on from where they are, so for each open
-    /// neighbour the [`VOD_SEED_AHEAD`] listed segments after the newest it has announced (the
-    /// first ones of the stream for a neighbour that has none yet), in order.
+    /// neighbour the [`VOD_SEED_AHEAD`] listed segments after the newest it has announced in
+    /// this rendition (the first ones of the stream for a neighbour that has nothing yet in
+    /// any rendition), in order.
     fn vod_seed_targets(&self, pl: &Playlist) -> Vec<SegmentRef> {
         let listed = |seq: u64| {
             pl.segments
@@ -1796,6 +1789,9 @@ impl Node {
             }
             let from = match p.have.get(&pl.rendition).and_then(|set| set.last()) {
                 Some(&newest) => newest.saturating_add(1),
+                // It plays another rendition: nothing of this one for it (after a switch to
+                // this one, its first segment here starts it).
+                None if p.have.0.iter().any(|(_, set)| !set.is_empty()) => continue,
                 None => match first {
                     Some(f) => f,
                     None => continue,
@@ -1871,7 +1867,7 @@ impl Node {
                     && let Some(pl) = self.playlists.get(&state.rendition)
                 {
                     // From the playhead: what is cached ahead of it counts against the room.
-                    let start = self.first_undelivered(state.playhead, state.rendition);
+                    let start = self.first_undelivered(state.playhead);
                     let mut media = Duration::ZERO;
                     for s in pl.segments.iter().filter(|s| s.sequence >= state.playhead) {
                         let seg = SegmentRef {

@@ -30,6 +30,8 @@ use swarmcdn_core::wire::{self, Frame, SegmentRef};
 
 pub const SWARM: SwarmId = SwarmId([0x5a; 20]);
 pub const RENDITION: RenditionId = RenditionId([0x11; 8]);
+/// A second rendition of the same stream, segment for segment (an ABR ladder's other rung).
+pub const RENDITION_B: RenditionId = RenditionId([0x22; 8]);
 pub const OPERATOR_SECRET: [u8; 32] = [0x42; 32];
 
 pub fn secs(s: u64) -> Duration {
@@ -111,25 +113,37 @@ pub struct Origin {
     /// Requests answered with an error (origin down, segment not published).
     pub failed_requests: u64,
     pub bytes: u64,
+    /// The stream's renditions (seeds follow them all).
+    pub renditions: Vec<RenditionId>,
     signer: DigestSigner,
-    digests: HashMap<u64, SignedDigest>,
-    cache: std::cell::RefCell<HashMap<u64, Bytes>>,
+    digests: HashMap<(RenditionId, u64), SignedDigest>,
+    cache: std::cell::RefCell<HashMap<(RenditionId, u64), Bytes>>,
     pub down: bool,
 }
 
 impl Origin {
     pub fn segment(&self, seq: u64) -> Bytes {
-        if let Some(b) = self.cache.borrow().get(&seq) {
+        self.segment_of(RENDITION, seq)
+    }
+
+    /// The bytes of a segment of a rendition (each rendition's differ).
+    pub fn segment_of(&self, rendition: RenditionId, seq: u64) -> Bytes {
+        if let Some(b) = self.cache.borrow().get(&(rendition, seq)) {
             return b.clone();
         }
-        let b = self.make_segment(seq);
-        self.cache.borrow_mut().insert(seq, b.clone());
+        let b = self.make_segment(rendition, seq);
+        self.cache.borrow_mut().insert((rendition, seq), b.clone());
         b
     }
 
-    fn make_segment(&self, seq: u64) -> Bytes {
+    fn make_segment(&self, rendition: RenditionId, seq: u64) -> Bytes {
         let mut v = vec![0u8; self.spec.segment_bytes];
-        let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let salt = if rendition == RENDITION {
+            0
+        } else {
+            u64::from_le_bytes(rendition.0)
+        };
+        let mut x = (seq ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         for b in v.iter_mut() {
             x ^= x << 13;
             x ^= x >> 7;
@@ -139,21 +153,18 @@ impl Origin {
         Bytes::from(v)
     }
 
-    pub fn digest(&mut self, seq: u64) -> SignedDigest {
-        if let Some(d) = self.digests.get(&seq) {
+    pub fn digest(&mut self, seg: SegmentRef) -> SignedDigest {
+        let key = (seg.rendition, seg.sequence);
+        if let Some(d) = self.digests.get(&key) {
             return d.clone();
         }
-        let data = self.segment(seq);
+        let data = self.segment_of(seg.rendition, seg.sequence);
         let d = self.signer.sign(SegmentDigest::compute(
-            SegmentRef {
-                rendition: RENDITION,
-                sequence: seq,
-            }
-            .in_swarm(SWARM),
+            seg.in_swarm(SWARM),
             &data,
             swarmcdn_core::integrity::DEFAULT_CHUNK_SIZE,
         ));
-        self.digests.insert(seq, d.clone());
+        self.digests.insert(key, d.clone());
         d
     }
 
@@ -168,6 +179,10 @@ impl Origin {
     }
 
     pub fn playlist(&self, now: Time) -> Playlist {
+        self.playlist_of(RENDITION, now)
+    }
+
+    pub fn playlist_of(&self, rendition: RenditionId, now: Time) -> Playlist {
         let (first, last) = if self.spec.live {
             let edge = self.edge(now);
             (
@@ -182,7 +197,7 @@ impl Origin {
             (0, self.spec.window - 1)
         };
         Playlist {
-            rendition: RENDITION,
+            rendition,
             live: self.spec.live,
             segments: (first..=last)
                 .map(|sequence| SegmentMeta {
@@ -209,6 +224,8 @@ impl Origin {
 /// The player model attached to a viewer.
 #[derive(Debug, Clone)]
 pub struct Player {
+    /// The rendition it plays (and requests next).
+    pub rendition: RenditionId,
     pub started: bool,
     pub start_time: Option<Time>,
     pub joined: Time,
@@ -315,6 +332,7 @@ impl Harness {
             requests: 0,
             failed_requests: 0,
             bytes: 0,
+            renditions: vec![RENDITION],
             signer: DigestSigner::from_secret(OPERATOR_SECRET),
             digests: HashMap::new(),
             cache: Default::default(),
@@ -374,6 +392,7 @@ impl Harness {
                 0
             };
             Player {
+                rendition: RENDITION,
                 started: false,
                 start_time: None,
                 joined: self.now,
@@ -611,9 +630,7 @@ impl Harness {
                 if !self.nodes[n].alive {
                     return;
                 }
-                let pl = self.origin.playlist(now);
-                self.nodes[n].node.handle_playlist(now, pl);
-                self.drain(n);
+                self.load_playlists(n);
                 if self.origin.spec.live {
                     // Reload at the next publication (plus the client's delay).
                     let edge = self.origin.edge(now);
@@ -632,6 +649,21 @@ impl Harness {
                 self.player_tick(n);
             }
         }
+    }
+
+    /// Gives a node the playlists it follows now: a seed every rendition of the stream, a
+    /// viewer its player's (as hls.js loads only the playing level's).
+    pub fn load_playlists(&mut self, n: usize) {
+        let now = self.now;
+        let renditions = match &self.nodes[n].player {
+            Some(p) => vec![p.rendition],
+            None => self.origin.renditions.clone(),
+        };
+        for r in renditions {
+            let pl = self.origin.playlist_of(r, now);
+            self.nodes[n].node.handle_playlist(now, pl);
+        }
+        self.drain(n);
     }
 
     /// Drains a node's outputs into the simulated world.
@@ -742,7 +774,7 @@ impl Harness {
                     self.push(at, Ev::HttpDone(n, id, Some(404)));
                     return;
                 }
-                let body = self.origin.segment(seg.sequence);
+                let body = self.origin.segment_of(seg.rendition, seg.sequence);
                 let total = body.len() as u64;
                 let range = req.range.clone().unwrap_or(0..total);
                 let range = range.start.min(total)..range.end.min(total);
@@ -770,7 +802,7 @@ impl Harness {
                 self.nodes[n].down_free = t;
                 self.push(t, Ev::HttpDone(n, req.id, None));
                 // The origin publishes digests: the shell fetches the sidecar with the segment.
-                let d = self.origin.digest(seg.sequence);
+                let d = self.origin.digest(seg);
                 let node = &mut self.nodes[n].node;
                 node.handle_digest(now, d);
             }
@@ -789,7 +821,7 @@ impl Harness {
                 sources,
                 ..
             } => {
-                let expected = self.origin.segment(segment.sequence);
+                let expected = self.origin.segment_of(segment.rendition, segment.sequence);
                 let player = self.nodes[n].player.as_mut().expect("only viewers request");
                 let bad = data
                     .iter()
@@ -886,8 +918,9 @@ impl Harness {
             p.start_time = Some(now);
             p.last_advance = now;
         }
+        let rendition = p.rendition;
         let state = PlayerState {
-            rendition: RENDITION,
+            rendition,
             playhead: p.playhead,
             buffer_ahead: p.buffer_ahead(),
         };
@@ -908,7 +941,7 @@ impl Harness {
             self.nodes[n].node.request_segment(
                 now,
                 SegmentRef {
-                    rendition: RENDITION,
+                    rendition,
                     sequence: seq,
                 },
             );
