@@ -36,6 +36,7 @@ fn abr_switch_fetches_only_what_plays() {
         .delivered
         .last()
         .unwrap();
+    let http_before = h.nodes[x].node.stats().http_bytes;
     // Up a rung: the next requests are for the other rendition.
     h.nodes[x].player.as_mut().unwrap().rendition = RENDITION_B;
     h.load_playlists(x);
@@ -62,4 +63,6 @@ fn abr_switch_fetches_only_what_plays() {
     );
     let p = h.nodes[x].player.as_ref().unwrap();
     assert!(p.delivered.len() >= 45, "{}", h.summary());
+    let http = h.nodes[x].node.stats().http_bytes - http_before;
+    println!("over HTTP since the switch: {http} bytes");
 }
