@@ -68,6 +68,10 @@ pub const LARGE_MAX_MESSAGE: usize = 256 * 1024;
 /// The most bytes of availability bitmap in one frame (65 536 segments).
 pub const MAX_BITMAP_BYTES: usize = 8 * 1024;
 
+/// The largest chunk map in a [`Frame::Chunks`]: one bit per chunk, at most
+/// [`crate::integrity::MAX_CHUNKS`] chunks.
+pub const MAX_CHUNK_MAP_BYTES: usize = crate::integrity::MAX_CHUNKS / 8;
+
 /// The most sequence numbers in each list of an [`Frame::HaveDelta`].
 pub const MAX_DELTA_ENTRIES: usize = 1024;
 
@@ -109,6 +113,8 @@ pub mod kind {
     pub const GOODBYE: u8 = 0x0a;
     /// [`super::Frame::Fetching`].
     pub const FETCHING: u8 = 0x0b;
+    /// [`super::Frame::Chunks`].
+    pub const CHUNKS: u8 = 0x0c;
 }
 
 /// Errors from decoding a message.
@@ -200,6 +206,8 @@ impl Capabilities {
     pub const SEED: Self = Self(1 << 2);
     /// Relays signed digests.
     pub const DIGESTS: Self = Self(1 << 3);
+    /// Understands [`Frame::Chunks`]: send it the chunk maps of segments still arriving.
+    pub const CHUNK_MAPS: Self = Self(1 << 4);
 
     /// Whether all bits of `other` are set.
     pub const fn contains(self, other: Self) -> bool {
@@ -456,6 +464,16 @@ pub enum Frame {
         /// The segment.
         segment: SegmentRef,
     },
+    /// Which chunks of a segment the sender holds while the segment is still arriving (sent
+    /// only to peers with [`Capabilities::CHUNK_MAPS`]). A map with every chunk set says the
+    /// segment is complete.
+    Chunks {
+        /// The segment.
+        segment: SegmentRef,
+        /// Bit `i` (least significant bit first in each byte): the sender holds chunk `i`,
+        /// verified. At most [`MAX_CHUNK_MAP_BYTES`] bytes.
+        bitmap: Bytes,
+    },
     /// An extension frame this version does not know (kind >= [`FIRST_EXTENSION_KIND`]),
     /// skipped.
     Unknown {
@@ -479,6 +497,7 @@ impl Frame {
             Self::Digest(_) => kind::DIGEST,
             Self::Goodbye { .. } => kind::GOODBYE,
             Self::Fetching { .. } => kind::FETCHING,
+            Self::Chunks { .. } => kind::CHUNKS,
             Self::Unknown { kind } => *kind,
         }
     }
@@ -562,6 +581,11 @@ impl Frame {
                 b.extend_from_slice(reason.as_bytes());
             }
             Self::Fetching { segment } => put_segment(b, segment),
+            Self::Chunks { segment, bitmap } => {
+                put_segment(b, segment);
+                varint::put(b, bitmap.len() as u64);
+                b.extend_from_slice(bitmap);
+            }
             Self::Unknown { kind } => panic!("cannot encode unknown frame kind {kind:#04x}"),
         }
     }
@@ -715,6 +739,16 @@ fn decode_frame(frame: Bytes) -> Result<Frame, DecodeError> {
         kind::FETCHING => Frame::Fetching {
             segment: r.segment()?,
         },
+        kind::CHUNKS => {
+            let segment = r.segment()?;
+            let len = r.len("bitmap length", MAX_CHUNK_MAP_BYTES)?;
+            let start = frame.len() - r.buf.len();
+            r.bytes("bitmap", len)?;
+            Frame::Chunks {
+                segment,
+                bitmap: frame.slice(start..start + len),
+            }
+        }
         k if k >= FIRST_EXTENSION_KIND => {
             r.buf = &[];
             Frame::Unknown { kind: k }
@@ -743,6 +777,7 @@ fn kind_name(kind: u8) -> &'static str {
         kind::DIGEST => "digest",
         kind::GOODBYE => "goodbye",
         kind::FETCHING => "fetching",
+        kind::CHUNKS => "chunks",
         _ => "unknown",
     }
 }

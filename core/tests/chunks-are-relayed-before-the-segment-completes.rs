@@ -1,6 +1,7 @@
 //! A segment still arriving is announced once its first chunk is in, and its verified chunks
 //! are relayed to neighbours as they come, before the segment is complete (cut-through
-//! instead of store-and-forward: each hop costs a chunk's time, not a segment's).
+//! instead of store-and-forward: each hop costs a chunk's time, not a segment's). A
+//! neighbour that understands chunk maps is told which chunks are in.
 
 mod common;
 
@@ -58,7 +59,9 @@ fn send(node: &mut Node, now: Time, from: PeerId, frames: &[Frame]) {
     );
 }
 
-fn node(relay_partial: bool) -> (Node, Time) {
+/// A node with an upstream neighbour that has segment 99 (whole, or the chunks of
+/// `upstream_map`) and a downstream one that plays the rendition.
+fn node(relay_partial: bool, downstream_maps: bool, upstream_map: Option<Bytes>) -> (Node, Time) {
     let signer = DigestSigner::from_secret(OPERATOR_SECRET);
     let mut config = NodeConfig::new(
         PeerId([1; 20]),
@@ -91,35 +94,44 @@ fn node(relay_partial: bool) -> (Node, Time) {
         },
     );
     for p in [UPSTREAM, DOWNSTREAM] {
+        let mut caps = Capabilities::UPLOAD;
+        if p == DOWNSTREAM && downstream_maps {
+            caps = caps.with(Capabilities::CHUNK_MAPS);
+        }
         node.handle_peer_event(now, p, PeerEvent::Opened);
         send(
             &mut node,
             now,
             p,
-            &[Frame::Handshake(Handshake::new(
-                SWARM,
-                Capabilities::UPLOAD,
-            ))],
+            &[Frame::Handshake(Handshake::new(SWARM, caps))],
         );
     }
-    // Only the upstream neighbour has segment 99, with its digest.
-    let d = SegmentDigest::compute(seg(99).in_swarm(SWARM), &segment_bytes(99), CHUNK);
+    // The downstream neighbour plays the rendition (it has segment 98).
     send(
         &mut node,
         now,
-        UPSTREAM,
-        &[
-            Frame::Have(Availability::from_sequences(RENDITION, [99])),
-            Frame::Digest(Box::new(signer.sign(d))),
-        ],
+        DOWNSTREAM,
+        &[Frame::Have(Availability::from_sequences(RENDITION, [98]))],
     );
+    // Only the upstream neighbour has segment 99, with its digest.
+    let d = SegmentDigest::compute(seg(99).in_swarm(SWARM), &segment_bytes(99), CHUNK);
+    let mut frames = vec![Frame::Digest(Box::new(signer.sign(d)))];
+    if let Some(bitmap) = upstream_map {
+        frames.push(Frame::Chunks {
+            segment: seg(99),
+            bitmap,
+        });
+    }
+    frames.push(Frame::Have(Availability::from_sequences(RENDITION, [99])));
+    send(&mut node, now, UPSTREAM, &frames);
     (node, now)
 }
 
 /// Serves the node's first request to the upstream neighbour with one chunk, then asks for
-/// that chunk from downstream; returns what the node sent downstream.
-fn relay(relay_partial: bool) -> Vec<Frame> {
-    let (mut node, mut now) = node(relay_partial);
+/// that chunk from downstream; returns what the node sent downstream and the chunk's offset
+/// (requests start at a chunk drawn per download, not necessarily the first).
+fn relay(relay_partial: bool, downstream_maps: bool) -> (Vec<Frame>, u64) {
+    let (mut node, mut now) = node(relay_partial, downstream_maps, None);
     node.request_segment(now, seg(99));
     let mut first = None;
     while let Some(t) = node.poll_transmit() {
@@ -130,18 +142,21 @@ fn relay(relay_partial: bool) -> Vec<Frame> {
                 if let Frame::Request {
                     id,
                     segment,
-                    offset: 0,
+                    offset,
                     ..
                 } = f
+                    && first.is_none()
                 {
-                    first = Some((id, segment));
+                    first = Some((id, segment, offset));
                 }
             }
         }
     }
-    let (id, segment) = first.expect("a request for the start of the segment went upstream");
+    let (id, segment, offset) = first.expect("a request for segment 99 went upstream");
+    assert_eq!(offset % u64::from(CHUNK), 0, "requests start at a chunk");
     now += Duration::from_millis(200);
     let body = segment_bytes(99);
+    let at = offset as usize;
     send(
         &mut node,
         now,
@@ -149,8 +164,8 @@ fn relay(relay_partial: bool) -> Vec<Frame> {
         &[Frame::Data {
             id,
             segment,
-            offset: 0,
-            payload: Bytes::copy_from_slice(&body[..CHUNK as usize]),
+            offset,
+            payload: Bytes::copy_from_slice(&body[at..at + CHUNK as usize]),
         }],
     );
     let mut got = frames_to(&mut node, DOWNSTREAM);
@@ -162,17 +177,17 @@ fn relay(relay_partial: bool) -> Vec<Frame> {
         &[Frame::Request {
             id: RequestId(7),
             segment: seg(99),
-            offset: 0,
+            offset,
             length: u64::from(CHUNK),
         }],
     );
     got.extend(frames_to(&mut node, DOWNSTREAM));
-    got
+    (got, offset)
 }
 
 #[test]
 fn the_first_verified_chunk_is_announced_and_relayed() {
-    let got = relay(true);
+    let (got, at) = relay(true, false);
     assert!(
         got.iter()
             .any(|f| matches!(f, Frame::HaveDelta { added, .. } if added == &[99])),
@@ -194,13 +209,39 @@ fn the_first_verified_chunk_is_announced_and_relayed() {
     else {
         panic!("one chunk relayed downstream: {got:?}");
     };
-    assert_eq!((*id, *offset), (RequestId(7), 0));
-    assert_eq!(&payload[..], &segment_bytes(99)[..CHUNK as usize]);
+    assert_eq!((*id, *offset), (RequestId(7), at));
+    let at = at as usize;
+    assert_eq!(&payload[..], &segment_bytes(99)[at..at + CHUNK as usize]);
+    // This neighbour does not understand chunk maps: none is sent to it.
+    assert!(!got.iter().any(|f| matches!(f, Frame::Chunks { .. })));
+}
+
+#[test]
+fn a_neighbour_that_understands_chunk_maps_is_told_which_chunk_is_in() {
+    let (got, at) = relay(true, true);
+    let maps: Vec<&Frame> = got
+        .iter()
+        .filter(|f| matches!(f, Frame::Chunks { .. }))
+        .collect();
+    let [Frame::Chunks { segment, bitmap }] = maps.as_slice() else {
+        panic!("one chunk map sent downstream: {got:?}");
+    };
+    assert_eq!(*segment, seg(99));
+    let chunk = (at / u64::from(CHUNK)) as usize;
+    let mut want = vec![0u8; (SIZE / CHUNK as usize).div_ceil(8)];
+    want[chunk / 8] |= 1 << (chunk % 8);
+    assert_eq!(&bitmap[..], &want[..], "only chunk {chunk} is in");
+    // The map comes before the announcement, in the same message.
+    let map_at = got.iter().position(|f| matches!(f, Frame::Chunks { .. }));
+    let announced_at = got
+        .iter()
+        .position(|f| matches!(f, Frame::HaveDelta { added, .. } if added == &[99]));
+    assert!(map_at < announced_at && announced_at.is_some(), "{got:?}");
 }
 
 #[test]
 fn without_partial_relay_a_segment_is_offered_only_once_complete() {
-    let got = relay(false);
+    let (got, _) = relay(false, false);
     assert!(
         !got.iter().any(|f| matches!(f, Frame::Data { .. })),
         "{got:?}"
@@ -208,5 +249,32 @@ fn without_partial_relay_a_segment_is_offered_only_once_complete() {
     assert!(
         got.iter().any(|f| matches!(f, Frame::Absent { .. })),
         "{got:?}"
+    );
+}
+
+#[test]
+fn a_neighbour_with_a_chunk_map_is_asked_only_for_chunks_it_holds() {
+    // The upstream neighbour holds chunks 3 and 4 of segment 99 so far.
+    let map = Bytes::from_static(&[0b0001_1000, 0]);
+    let (mut node, now) = node(true, false, Some(map));
+    node.request_segment(now, seg(99));
+    let mut asked = Vec::new();
+    for f in frames_to(&mut node, UPSTREAM) {
+        if let Frame::Request {
+            segment,
+            offset,
+            length,
+            ..
+        } = f
+            && segment == seg(99)
+        {
+            asked.push((offset, length));
+        }
+    }
+    let chunk = u64::from(CHUNK);
+    assert_eq!(
+        asked,
+        [(3 * chunk, 2 * chunk)],
+        "chunks 3 and 4, in one request"
     );
 }

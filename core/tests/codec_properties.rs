@@ -309,8 +309,17 @@ fn frame() -> impl Strategy<Value = Frame> {
     let goodbye =
         (any::<u8>(), "\\PC{0,60}").prop_map(|(code, reason)| Frame::Goodbye { code, reason });
     let fetching = segment_ref().prop_map(|segment| Frame::Fetching { segment });
+    let chunks = (
+        segment_ref(),
+        proptest::collection::vec(any::<u8>(), 0..=MAX_CHUNK_MAP_BYTES),
+    )
+        .prop_map(|(segment, bitmap)| Frame::Chunks {
+            segment,
+            bitmap: Bytes::from(bitmap),
+        });
     prop_oneof![
-        handshake, have, delta, request, data, cancel, absent, busy, digest, goodbye, fetching
+        handshake, have, delta, request, data, cancel, absent, busy, digest, goodbye, fetching,
+        chunks
     ]
 }
 

@@ -106,6 +106,12 @@ fn frame() -> impl Strategy<Value = Frame> {
             retry_after_ms
         }),
         seg_ref().prop_map(|segment| Frame::Fetching { segment }),
+        (seg_ref(), proptest::collection::vec(any::<u8>(), 0..20)).prop_map(|(segment, bitmap)| {
+            Frame::Chunks {
+                segment,
+                bitmap: bitmap.into(),
+            }
+        }),
         // Digests: genuine ones (signed by the operator) for real or wrong data, and forged ones.
         (98u64..106, any::<bool>(), any::<bool>()).prop_map(|(s, honest_data, operator)| {
             let data = if honest_data {

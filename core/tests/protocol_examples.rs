@@ -230,6 +230,13 @@ fn wire_frames() {
         one(Frame::Fetching { segment: seg(311) }),
         "0b 0b aa aa aa aa aa aa aa aa b7 02"
     );
+    assert_eq!(
+        one(Frame::Chunks {
+            segment: seg(311),
+            bitmap: Bytes::from_static(&[0x05, 0x80]),
+        }),
+        "0e 0c aa aa aa aa aa aa aa aa b7 02 02 05 80"
+    );
     // Two frames in one message; an extension frame (kind 0x40) is skipped.
     let msg = Bytes::from_static(&[0x02, 0x06, 0x07, 0x03, 0x40, 0xde, 0xad]);
     assert_eq!(

@@ -338,6 +338,8 @@ pub struct NodeOverrides {
     pub request_stall_secs: Option<f64>,
     /// Relay the verified chunks of segments still arriving (the node's default).
     pub relay_partial: Option<bool>,
+    /// Send chunk maps of segments still arriving (the node's default).
+    pub chunk_maps: Option<bool>,
     /// One chunk per upload message (the node's default) or whole requests.
     pub chunk_messages: Option<bool>,
     /// Chunks per request to a neighbour.

@@ -545,6 +545,9 @@ impl<'a> Run<'a> {
         if let Some(b) = sc.node.relay_partial {
             c.relay_partial = b;
         }
+        if let Some(b) = sc.node.chunk_maps {
+            c.chunk_maps = b;
+        }
         if let Some(b) = sc.node.chunk_messages {
             c.chunk_messages = b;
         }

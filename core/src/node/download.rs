@@ -72,6 +72,12 @@ pub(crate) struct Download {
     /// Neighbours were told this node has the segment while it was still arriving (its
     /// verified chunks are relayed as they come).
     pub(crate) announced: bool,
+    /// Where this node starts among equally rare chunks (drawn per download, so neighbours
+    /// fetching the same segment from the same holders start in different places and have
+    /// different chunks to trade).
+    pub(crate) rotation: usize,
+    /// Done chunks when neighbours were last sent this download's chunk map.
+    pub(crate) map_sent: usize,
 }
 
 impl Download {
@@ -91,7 +97,33 @@ impl Download {
             http_failures: 0,
             retry_at: None,
             announced: false,
+            rotation: 0,
+            map_sent: 0,
         }
+    }
+
+    /// Whether chunk `i` is neither done nor assigned.
+    pub(crate) fn is_free(&self, i: usize) -> bool {
+        self.chunks
+            .get(i)
+            .is_some_and(|c| !c.done && c.owner == Owner::Nobody)
+    }
+
+    /// Chunks done.
+    pub(crate) fn done_count(&self) -> usize {
+        self.chunks.iter().filter(|c| c.done).count()
+    }
+
+    /// The done chunks as a bitmap (bit `i`, least significant first in each byte): what
+    /// [`crate::wire::Frame::Chunks`] carries.
+    pub(crate) fn chunk_map(&self) -> Vec<u8> {
+        let mut map = vec![0u8; self.chunks.len().div_ceil(8)];
+        for (i, c) in self.chunks.iter().enumerate() {
+            if c.done {
+                map[i / 8] |= 1 << (i % 8);
+            }
+        }
+        map
     }
 
     /// Whether any chunk is done (verified, or from the origin).
@@ -210,31 +242,11 @@ impl Download {
         })
     }
 
-    /// Whether some chunk is neither done nor assigned (what [`Self::free_runs`] would list).
+    /// Whether some chunk is neither done nor assigned.
     pub(crate) fn has_free_chunk(&self) -> bool {
         self.chunks
             .iter()
             .any(|c| !c.done && c.owner == Owner::Nobody)
-    }
-
-    /// Contiguous runs of chunks that nobody is filling and that are not done, each at most
-    /// `max` chunks, in order.
-    pub(crate) fn free_runs(&self, max: usize) -> Vec<Range<usize>> {
-        let mut runs = Vec::new();
-        let mut i = 0;
-        while i < self.chunks.len() {
-            let free = |c: &Chunk| !c.done && c.owner == Owner::Nobody;
-            if free(&self.chunks[i]) {
-                let start = i;
-                while i < self.chunks.len() && free(&self.chunks[i]) && i - start < max {
-                    i += 1;
-                }
-                runs.push(start..i);
-            } else {
-                i += 1;
-            }
-        }
-        runs
     }
 
     /// Assigns chunks to an owner and returns the byte range to request (from the first
@@ -416,5 +428,26 @@ mod tests {
         assert!(!dl.matches_digest());
 
         assert!(!Download::new().matches_digest(), "no digest, no match");
+    }
+
+    #[test]
+    fn the_chunk_map_lists_done_chunks_and_free_ones_are_unassigned() {
+        let data: Vec<u8> = (0..10 * CHUNK).map(|i| (i * 3) as u8).collect();
+        let mut dl = Download::new();
+        dl.set_digest(digest_of(&data));
+        assert_eq!(dl.chunk_map(), [0, 0]);
+        let peer = Owner::Peer(PeerId([2; 20]), RequestId(1));
+        dl.assign(8..10, peer);
+        assert!(!dl.is_free(8) && !dl.is_free(9) && dl.is_free(7) && !dl.is_free(10));
+        for i in 8..10 {
+            dl.write(peer, (i * CHUNK) as u64, &data[i * CHUNK..(i + 1) * CHUNK]);
+            assert!(dl.verify(i));
+            dl.settle(i, true);
+        }
+        let http = Owner::Http(FetchId(3));
+        dl.assign(0..1, http);
+        dl.write(http, 0, &data[..CHUNK]);
+        assert_eq!(dl.done_count(), 3);
+        assert_eq!(dl.chunk_map(), [0b0000_0001, 0b0000_0011]);
     }
 }
