@@ -721,7 +721,7 @@ pub struct Node {
     next_request_id: u32,
 
     // Media.
-    playlists: HashMap<RenditionId, Playlist>,
+    playlists: BTreeMap<RenditionId, Playlist>,
     /// When each segment was first listed (live edge detection).
     first_listed: HashMap<SegmentRef, Time>,
     player: Option<(PlayerState, Time)>,
@@ -852,7 +852,7 @@ impl Node {
             peers: BTreeMap::new(),
             banned: BTreeMap::new(),
             next_request_id: 0,
-            playlists: HashMap::new(),
+            playlists: BTreeMap::new(),
             first_listed: HashMap::new(),
             player: None,
             waits: Vec::new(),
