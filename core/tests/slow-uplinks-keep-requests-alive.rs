@@ -18,6 +18,8 @@ fn share(chunk_messages: bool) -> (f64, u32) {
     for i in 0..8 {
         let mut c = h.config(i, NodeRole::Viewer);
         c.chunk_messages = chunk_messages;
+        // Whole requests of four chunks (256 KiB): the message size this test is about.
+        c.request_chunks = 4;
         h.add(
             c,
             Link {

@@ -271,6 +271,8 @@ fn one_chunk_per_message_beats_whole_requests_on_slow_uplinks() {
             &[
                 "duration_secs=240",
                 "population.capacity.up_over_r=1.0",
+                // Whole requests of four chunks (256 KiB), the message size at issue.
+                "node.request_chunks=4",
                 &format!("node.chunk_messages={chunk_messages}"),
             ],
         );
