@@ -525,7 +525,7 @@ impl Registry {
             .get(&a.info_hash)
             .is_some_and(|s| s.peers.len() >= self.config.max_peers_per_swarm);
         let conn_swarms = self.conns.get(&conn).map_or(0, Vec::len);
-        let info = a.ext.clone().unwrap_or_default();
+        let info = relayable(a.ext.as_ref());
         let seeder = a.left == Some(0) || a.event == Some(AnnounceEvent::Completed);
 
         let swarm = self.swarms.entry(a.info_hash).or_default();
@@ -728,7 +728,11 @@ impl Registry {
         let answerer_info = match swarm.peers.get_mut(&a.peer_id) {
             Some(p) if p.conn == conn => {
                 p.last_seen = now;
-                a.ext.clone().unwrap_or_else(|| p.info.clone())
+                if a.ext.is_some() {
+                    relayable(a.ext.as_ref())
+                } else {
+                    p.info.clone()
+                }
             }
             _ => {
                 self.reject(
@@ -947,6 +951,16 @@ fn nat_rank(a: Option<NatType>, b: Option<NatType>) -> u8 {
     }
 }
 
+/// What of a peer's extension the registry keeps and passes on to other peers: everything but
+/// its join token, which proves the peer's admission to the tracker and is no one else's
+/// business (a token not bound to a peer id would let whoever sees it join).
+fn relayable(ext: Option<&PeerInfo>) -> PeerInfo {
+    ext.map_or_else(PeerInfo::default, |e| PeerInfo {
+        token: None,
+        ..e.clone()
+    })
+}
+
 /// Ranks a sample of the swarm's peers (plus all seeds) for `me`, best first, into `out`.
 fn rank_candidates(
     config: &RegistryConfig,
@@ -1092,6 +1106,71 @@ mod tests {
         assert!(matches!(&out[..], [(ConnId(1), FromTracker::Error(_))]));
         assert_eq!(r.stats().rejected(Rejection::UnknownOffer), 1);
         assert_eq!(r.stats().answers_relayed, 1);
+    }
+
+    /// A peer's join token stays with the tracker: its offers and answers carry the rest of
+    /// its extension, without the token.
+    #[test]
+    fn join_tokens_are_not_passed_on_to_other_peers() {
+        let with_token = |rendition| {
+            viewer(rendition, 10).map(|info| PeerInfo {
+                token: Some(format!("secret-{rendition}")),
+                ..info
+            })
+        };
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(1),
+            announce(1, 0, with_token(1)),
+            &mut out,
+        );
+        out.clear();
+        r.handle_announce(
+            Time::ZERO,
+            ConnId(2),
+            announce(2, 1, with_token(1)),
+            &mut out,
+        );
+        let Some((_, FromTracker::Offer(o))) = out.iter().find(|(c, _)| *c == ConnId(1)) else {
+            panic!("an offer to peer 1: {out:?}")
+        };
+        let ext = o.ext.as_ref().expect("the offerer's info");
+        assert_eq!((ext.token.as_deref(), ext.position), (None, Some(10)));
+        let answer = |ext| Answer {
+            info_hash: SWARM,
+            peer_id: pid(1),
+            to_peer_id: pid(2),
+            offer_id: OfferId::default(),
+            answer: SessionDescription::answer("a"),
+            ext,
+        };
+        // An answer with its own extension, and one relying on the announced one.
+        for ext in [with_token(1), None] {
+            let a = answer(ext);
+            let mut out = Vec::new();
+            r.handle_announce(
+                Time::ZERO,
+                ConnId(2),
+                announce(2, 1, with_token(1)),
+                &mut out,
+            );
+            let offer_id = out
+                .iter()
+                .find_map(|(c, m)| match m {
+                    FromTracker::Offer(o) if *c == ConnId(1) => Some(o.offer_id),
+                    _ => None,
+                })
+                .expect("a new offer to peer 1");
+            out.clear();
+            r.handle_answer(Time::ZERO, ConnId(1), Answer { offer_id, ..a }, &mut out);
+            let [(ConnId(2), FromTracker::Answer(relayed))] = &out[..] else {
+                panic!("the answer relayed to peer 2: {out:?}")
+            };
+            let ext = relayed.ext.as_ref().expect("the answerer's info");
+            assert_eq!((ext.token.as_deref(), ext.position), (None, Some(10)));
+        }
     }
 
     #[test]

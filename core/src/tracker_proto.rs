@@ -431,50 +431,58 @@ impl ToTracker {
         raw.into_to_tracker()
     }
 
+    /// [`Self::from_json`] for text already known to be UTF-8 (a WebSocket text message):
+    /// strings are not validated again, which is most of the decoding time of an SDP.
+    pub fn from_json_str(text: &str) -> Result<Self, ProtoError> {
+        check_len(text.as_bytes())?;
+        let raw: RawMessage = serde_json::from_str(text)?;
+        raw.into_to_tracker()
+    }
+
     /// Encodes the message as JSON text.
     pub fn to_json(&self) -> String {
         let raw = match self {
-            Self::Announce(a) => RawMessage {
+            Self::Announce(a) => RawOut {
                 action: Some(Action::Announce),
-                info_hash: Some(InfoHashes::One(a.info_hash)),
+                info_hash: Some(InfoHashesOut::One(a.info_hash)),
                 peer_id: Some(a.peer_id),
                 numwant: a.numwant.map(u64::from),
                 uploaded: a.uploaded,
                 downloaded: a.downloaded,
                 left: a.left,
                 event: a.event,
-                offers: Some(a.offers.clone()),
-                trackerid: a.tracker_id.clone(),
-                swarmcdn: a.ext.clone(),
-                ..RawMessage::default()
+                offers: Some(&a.offers),
+                trackerid: a.tracker_id.as_deref(),
+                swarmcdn: a.ext.as_ref(),
+                ..RawOut::default()
             },
-            Self::Answer(a) => RawMessage {
+            Self::Answer(a) => RawOut {
                 action: Some(Action::Announce),
-                info_hash: Some(InfoHashes::One(a.info_hash)),
+                info_hash: Some(InfoHashesOut::One(a.info_hash)),
                 peer_id: Some(a.peer_id),
                 to_peer_id: Some(a.to_peer_id),
                 offer_id: Some(a.offer_id),
-                answer: Some(a.answer.clone()),
-                swarmcdn: a.ext.clone(),
-                ..RawMessage::default()
+                answer: Some(&a.answer),
+                swarmcdn: a.ext.as_ref(),
+                ..RawOut::default()
             },
-            Self::Scrape(s) => RawMessage {
+            Self::Scrape(s) => RawOut {
                 action: Some(Action::Scrape),
                 info_hash: match s.info_hashes.as_slice() {
                     [] => None,
-                    [one] => Some(InfoHashes::One(*one)),
-                    many => Some(InfoHashes::Many(many.to_vec())),
+                    [one] => Some(InfoHashesOut::One(*one)),
+                    many => Some(InfoHashesOut::Many(many)),
                 },
-                ..RawMessage::default()
+                ..RawOut::default()
             },
-            Self::Standby(st) => RawMessage {
+            Self::Standby(st) => RawOut {
                 action: Some(Action::SeedStandby),
                 peer_id: Some(st.peer_id),
-                swarmcdn: st.ext.clone(),
-                ..RawMessage::default()
+                swarmcdn: st.ext.as_ref(),
+                ..RawOut::default()
             },
         };
-        serde_json::to_string(&raw).expect("serializing plain structs to a String cannot fail")
+        raw.to_json()
     }
 }
 
@@ -489,62 +497,62 @@ impl FromTracker {
     /// Encodes the message as JSON text.
     pub fn to_json(&self) -> String {
         let raw = match self {
-            Self::AnnounceResponse(r) => RawMessage {
+            Self::AnnounceResponse(r) => RawOut {
                 action: Some(Action::Announce),
-                info_hash: Some(InfoHashes::One(r.info_hash)),
+                info_hash: Some(InfoHashesOut::One(r.info_hash)),
                 interval: r.interval,
                 min_interval: r.min_interval,
                 complete: r.complete,
                 incomplete: r.incomplete,
-                tracker_id: r.tracker_id.clone(),
-                warning_message: r.warning.clone(),
-                ..RawMessage::default()
+                tracker_id: r.tracker_id.as_deref(),
+                warning_message: r.warning.as_deref(),
+                ..RawOut::default()
             },
-            Self::Offer(o) => RawMessage {
+            Self::Offer(o) => RawOut {
                 action: Some(Action::Announce),
-                info_hash: Some(InfoHashes::One(o.info_hash)),
+                info_hash: Some(InfoHashesOut::One(o.info_hash)),
                 peer_id: Some(o.peer_id),
                 offer_id: Some(o.offer_id),
-                offer: Some(o.offer.clone()),
-                swarmcdn: o.ext.clone(),
-                ..RawMessage::default()
+                offer: Some(&o.offer),
+                swarmcdn: o.ext.as_ref(),
+                ..RawOut::default()
             },
-            Self::Answer(a) => RawMessage {
+            Self::Answer(a) => RawOut {
                 action: Some(Action::Announce),
-                info_hash: Some(InfoHashes::One(a.info_hash)),
+                info_hash: Some(InfoHashesOut::One(a.info_hash)),
                 peer_id: Some(a.peer_id),
                 offer_id: Some(a.offer_id),
-                answer: Some(a.answer.clone()),
-                swarmcdn: a.ext.clone(),
-                ..RawMessage::default()
+                answer: Some(&a.answer),
+                swarmcdn: a.ext.as_ref(),
+                ..RawOut::default()
             },
-            Self::Scrape(s) => RawMessage {
+            Self::Scrape(s) => RawOut {
                 action: Some(Action::Scrape),
-                files: Some(s.files.clone()),
+                files: Some(&s.files),
                 flags: s.min_request_interval.map(|m| ScrapeFlags {
                     min_request_interval: Some(m),
                 }),
-                ..RawMessage::default()
+                ..RawOut::default()
             },
-            Self::Demand(d) => RawMessage {
+            Self::Demand(d) => RawOut {
                 action: Some(Action::SeedDemand),
-                info_hash: Some(InfoHashes::One(d.info_hash)),
-                stream: Some(d.stream.clone()),
-                ..RawMessage::default()
+                info_hash: Some(InfoHashesOut::One(d.info_hash)),
+                stream: Some(&d.stream),
+                ..RawOut::default()
             },
-            Self::Error(e) => RawMessage {
+            Self::Error(e) => RawOut {
                 action: match e.action.as_deref() {
                     Some("announce") => Some(Action::Announce),
                     Some("scrape") => Some(Action::Scrape),
                     Some("seed_standby") => Some(Action::SeedStandby),
                     _ => None,
                 },
-                info_hash: e.info_hash.map(InfoHashes::One),
-                failure_reason: Some(e.failure_reason.clone()),
-                ..RawMessage::default()
+                info_hash: e.info_hash.map(InfoHashesOut::One),
+                failure_reason: Some(&e.failure_reason),
+                ..RawOut::default()
             },
         };
-        serde_json::to_string(&raw).expect("serializing plain structs to a String cannot fail")
+        raw.to_json()
     }
 }
 
@@ -586,7 +594,7 @@ struct ScrapeFlags {
     min_request_interval: Option<u32>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct RawMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     action: Option<Action>,
@@ -699,6 +707,96 @@ struct RawMessage {
         deserialize_with = "de_stream"
     )]
     stream: Option<String>,
+}
+
+/// The wire form for encoding: [`RawMessage`]'s fields in the same order, borrowed from the
+/// message (encoding copies no SDP, id or extension on the way to the text).
+#[derive(Default, Serialize)]
+struct RawOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<Action>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info_hash: Option<InfoHashesOut<'a>>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_binary_string::serialize"
+    )]
+    peer_id: Option<PeerId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    numwant: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uploaded: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    downloaded: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    left: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<AnnounceEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offers: Option<&'a [Offer]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offer: Option<&'a SessionDescription>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer: Option<&'a SessionDescription>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_binary_string::serialize"
+    )]
+    to_peer_id: Option<PeerId>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_binary_string::serialize"
+    )]
+    offer_id: Option<OfferId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trackerid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<u32>,
+    #[serde(rename = "min interval", skip_serializing_if = "Option::is_none")]
+    min_interval: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    complete: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incomplete: Option<u64>,
+    #[serde(rename = "tracker id", skip_serializing_if = "Option::is_none")]
+    tracker_id: Option<&'a str>,
+    #[serde(rename = "warning message", skip_serializing_if = "Option::is_none")]
+    warning_message: Option<&'a str>,
+    #[serde(rename = "failure reason", skip_serializing_if = "Option::is_none")]
+    failure_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<&'a BTreeMap<SwarmId, ScrapeStats>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flags: Option<ScrapeFlags>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    swarmcdn: Option<&'a PeerInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<&'a str>,
+}
+
+impl RawOut<'_> {
+    fn to_json(&self) -> String {
+        // Sized for a relayed offer with a short SDP: one allocation for most messages.
+        let mut out = Vec::with_capacity(512);
+        serde_json::to_writer(&mut out, self)
+            .expect("serializing plain structs to a Vec cannot fail");
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+}
+
+/// `info_hash` for encoding: one id, or several (a scrape).
+enum InfoHashesOut<'a> {
+    One(SwarmId),
+    Many(&'a [SwarmId]),
+}
+
+impl Serialize for InfoHashesOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::One(id) => id.serialize(s),
+            Self::Many(ids) => ids.serialize(s),
+        }
+    }
 }
 
 impl RawMessage {
@@ -937,7 +1035,13 @@ mod binary_string {
     use super::*;
 
     pub(super) fn serialize<T: BinaryId, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&encode_binary_string(v.bytes()))
+        // At most two UTF-8 bytes per code point: encoded on the stack.
+        let mut buf = [0u8; 2 * ID_LEN];
+        let mut n = 0;
+        for &b in v.bytes() {
+            n += char::from(b).encode_utf8(&mut buf[n..]).len();
+        }
+        s.serialize_str(std::str::from_utf8(&buf[..n]).expect("encoded from chars"))
     }
 
     pub(super) fn deserialize<'de, T: BinaryId, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
@@ -996,15 +1100,6 @@ impl Serialize for SwarmId {
 impl<'de> Deserialize<'de> for SwarmId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         binary_string::deserialize(d)
-    }
-}
-
-impl Serialize for InfoHashes {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::One(id) => id.serialize(s),
-            Self::Many(ids) => ids.serialize(s),
-        }
     }
 }
 

@@ -348,6 +348,7 @@ proptest! {
     #[test]
     fn to_tracker_round_trips(msg in to_tracker()) {
         let json = msg.to_json();
+        prop_assert_eq!(ToTracker::from_json_str(&json).unwrap(), msg.clone());
         prop_assert_eq!(ToTracker::from_json(json.as_bytes()).unwrap(), msg);
     }
 
@@ -375,7 +376,16 @@ proptest! {
         from in from_tracker(),
         edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..4),
     ) {
-        let _ = ToTracker::from_json(&mutate(to.to_json().into_bytes(), &edits));
+        let bytes = mutate(to.to_json().into_bytes(), &edits);
+        let decoded = ToTracker::from_json(&bytes);
+        // The tracker decodes text: it must agree with the bytes' decoder.
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            match (&decoded, ToTracker::from_json_str(text)) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, &b),
+                (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "bytes {:?}, text {:?}", a, b),
+            }
+        }
         let _ = FromTracker::from_json(&mutate(from.to_json().into_bytes(), &edits));
     }
 

@@ -30,6 +30,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Log filter (`tracing` env-filter syntax). Default `info`.
     pub log: String,
+    /// Threads serving connections; 0 is one per CPU core. Default 0. With 1, the whole
+    /// tracker runs on one thread and spends the least CPU per message (no wake-ups across
+    /// threads): the way to run one instance per core, sharded by swarm.
+    pub threads: usize,
     /// Limits per connection and per address.
     pub limits: Limits,
     /// Swarm logic: timings and limits of the registry.
@@ -43,6 +47,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             log: "info".into(),
+            threads: 0,
             limits: Limits::default(),
             swarm: SwarmConfig::default(),
             tokens: Tokens::default(),

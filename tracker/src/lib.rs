@@ -558,7 +558,7 @@ fn on_frame(
         }
         Some(Ok(Message::Text(t))) => {
             m.messages_in.fetch_add(1, Ordering::Relaxed);
-            match ToTracker::from_json(t.as_bytes()) {
+            match ToTracker::from_json_str(t.as_str()) {
                 Ok(msg) => match check_token(shared, &msg) {
                     Ok(()) => Step::Forward(Box::new(msg)),
                     Err(e) => {

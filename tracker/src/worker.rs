@@ -38,16 +38,28 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
     let now = || Time::from_micros(epoch.elapsed().as_micros() as u64);
     let mut conns: HashMap<ConnId, Arc<Outbox>> = HashMap::new();
     let mut out = Vec::new();
+    // One timer, moved only when the registry's next deadline moves: arming a new one for
+    // every message costs a timer-wheel entry and a wake-up of the runtime's driver each.
+    let timer = tokio::time::sleep_until(epoch);
+    tokio::pin!(timer);
+    let mut armed = None;
     loop {
         let deadline = registry
             .poll_timeout()
             .map(|t| epoch + std::time::Duration::from_micros(t.as_micros()));
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d);
+            }
+            armed = deadline;
+        }
         let msg = tokio::select! {
             msg = rx.recv() => match msg {
                 Some(m) => m,
                 None => break,
             },
-            () = sleep_until(deadline) => {
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
                 registry.handle_timeout(now());
                 continue;
             }
@@ -83,13 +95,6 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
                 registry.handle_disconnect(conn);
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -99,10 +99,11 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
         ]),
     )?;
     let config = std::env::temp_dir().join("swarmcdn-bench-tracker.toml");
-    // No per-connection rate limit: the closed loop sends as fast as replies come back.
+    // No per-connection rate limit: the closed loop sends as fast as replies come back. One
+    // thread, as bittorrent-tracker (one Node.js event loop): the least CPU per message.
     std::fs::write(
         &config,
-        "log = \"warn\"\n[limits]\nmessages_per_second = 1000000.0\nmessage_burst = 1000000\n\
+        "log = \"warn\"\nthreads = 1\n[limits]\nmessages_per_second = 1000000.0\nmessage_burst = 1000000\n\
          max_connections_per_ip = 1000000\nmax_connections = 10000000\n",
     )?;
     let load = |name: &str, url: &str, pid: u32| -> anyhow::Result<String> {
