@@ -41,6 +41,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::ids::{ID_LEN, PeerId, RenditionId, SwarmId};
 
@@ -89,31 +90,107 @@ impl fmt::Debug for OfferId {
     }
 }
 
-/// A WebRTC session description as the browser's `RTCSessionDescriptionInit` has it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionDescription {
-    /// `"offer"` or `"answer"` (kept as text: the tracker relays it untouched).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The SDP text.
-    pub sdp: String,
-}
+/// A WebRTC session description as the browser's `RTCSessionDescriptionInit` has it: a JSON
+/// object with the strings `type` (`"offer"` or `"answer"`) and `sdp`.
+///
+/// It is kept as the object's JSON text, checked when decoded: a tracker relays it as it came,
+/// without unescaping the SDP and escaping it again (most of the work of relaying an offer).
+/// Peers read it with [`Self::sdp`].
+#[derive(Clone)]
+pub struct SessionDescription(Box<RawValue>);
 
 impl SessionDescription {
     /// An offer.
-    pub fn offer(sdp: impl Into<String>) -> Self {
-        Self {
-            kind: "offer".into(),
-            sdp: sdp.into(),
-        }
+    pub fn offer(sdp: impl AsRef<str>) -> Self {
+        Self::new("offer", sdp.as_ref())
     }
 
     /// An answer.
-    pub fn answer(sdp: impl Into<String>) -> Self {
-        Self {
-            kind: "answer".into(),
+    pub fn answer(sdp: impl AsRef<str>) -> Self {
+        Self::new("answer", sdp.as_ref())
+    }
+
+    /// A description of any `type` (`"pranswer"`, `"rollback"`: relayed like the others).
+    pub fn new(kind: &str, sdp: &str) -> Self {
+        let text = serde_json::to_string(&Parts {
+            kind: kind.into(),
             sdp: sdp.into(),
+        })
+        .expect("serializing two strings cannot fail");
+        Self(RawValue::from_string(text).expect("serde_json writes valid JSON"))
+    }
+
+    /// `"offer"` or `"answer"` (as the sender wrote it: a tracker does not check it).
+    pub fn kind(&self) -> String {
+        self.parts().kind.into_owned()
+    }
+
+    /// The SDP text.
+    pub fn sdp(&self) -> String {
+        self.parts().sdp.into_owned()
+    }
+
+    /// The JSON object, as it is on the wire.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+
+    fn parts(&self) -> Parts<'_> {
+        serde_json::from_str(self.0.get()).expect("checked when made or decoded")
+    }
+}
+
+/// A session description's fields, unescaped only where needed.
+#[derive(Serialize, Deserialize)]
+struct Parts<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    sdp: std::borrow::Cow<'a, str>,
+}
+
+impl PartialEq for SessionDescription {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for SessionDescription {}
+
+impl fmt::Debug for SessionDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SessionDescription")
+            .field(&self.0.get())
+            .finish()
+    }
+}
+
+impl Serialize for SessionDescription {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionDescription {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Captured as text, then checked without unescaping: `type` and `sdp` are there and
+        // are strings (other keys pass through, as a browser's object may have them).
+        #[derive(Deserialize)]
+        struct Check<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: &'a RawValue,
+            #[serde(borrow)]
+            sdp: &'a RawValue,
         }
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let check: Check<'_> = serde_json::from_str(raw.get())
+            .map_err(|e| de::Error::custom(format_args!("session description: {e}")))?;
+        if !check.kind.get().starts_with('"') || !check.sdp.get().starts_with('"') {
+            return Err(de::Error::custom(
+                "session description: type and sdp must be strings",
+            ));
+        }
+        Ok(Self(raw))
     }
 }
 
@@ -1302,7 +1379,54 @@ mod tests {
         assert_eq!(a.numwant, Some(5));
         assert_eq!(a.offers.len(), 1);
         assert_eq!(&a.offers[0].offer_id.0, b"ABCDEFGHIJKLMNOPQRST");
-        assert_eq!(a.offers[0].offer.kind, "offer");
+        assert_eq!(a.offers[0].offer.kind(), "offer");
+    }
+
+    /// An offer is relayed as it came, escapes and extra keys included; one that is not an
+    /// object with string `type` and `sdp` is refused when decoded.
+    #[test]
+    fn session_descriptions_are_relayed_verbatim_and_checked() {
+        let head = r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","peer_id":"bbbbbbbbbbbbbbbbbbbb","offers":[{"offer_id":"cccccccccccccccccccc","offer":"#;
+        let offer = r#"{"sdp":"v=0\r\no=- \u0041 1\r\n","type":"offer","x":[1]}"#;
+        let json = format!("{head}{offer}}}]}}");
+        let ToTracker::Announce(a) = ToTracker::from_json_str(&json).unwrap() else {
+            panic!("not an announce")
+        };
+        let d = &a.offers[0].offer;
+        assert_eq!(d.as_json(), offer);
+        assert_eq!(
+            (d.kind().as_str(), d.sdp().as_str()),
+            ("offer", "v=0\r\no=- A 1\r\n")
+        );
+        let relayed = FromTracker::Offer(RelayedOffer {
+            info_hash: a.info_hash,
+            peer_id: a.peer_id,
+            offer_id: a.offers[0].offer_id,
+            offer: d.clone(),
+            ext: None,
+        })
+        .to_json();
+        assert!(
+            relayed.contains(&format!(r#""offer":{offer}"#)),
+            "{relayed}"
+        );
+
+        for bad in [
+            r#""v=0""#,
+            r#"{"type":"offer"}"#,
+            r#"{"sdp":"v=0"}"#,
+            r#"{"type":"offer","sdp":7}"#,
+            r#"{"type":null,"sdp":"v=0"}"#,
+            r#"{"type":"offer","sdp":"a","sdp":"b"}"#,
+            "[]",
+        ] {
+            let json = format!("{head}{bad}}}]}}");
+            let err = ToTracker::from_json_str(&json).expect_err(bad);
+            assert!(
+                err.to_string().contains("session description"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ fn rendition() -> impl Strategy<Value = RenditionId> {
 
 fn sdp() -> impl Strategy<Value = SessionDescription> {
     (prop_oneof!["offer", "answer", "pranswer"], any::<String>())
-        .prop_map(|(kind, sdp)| SessionDescription { kind, sdp })
+        .prop_map(|(kind, sdp)| SessionDescription::new(&kind, &sdp))
 }
 
 fn peer_info() -> impl Strategy<Value = Option<PeerInfo>> {
@@ -350,6 +350,15 @@ proptest! {
         let json = msg.to_json();
         prop_assert_eq!(ToTracker::from_json_str(&json).unwrap(), msg.clone());
         prop_assert_eq!(ToTracker::from_json(json.as_bytes()).unwrap(), msg);
+    }
+
+    #[test]
+    fn session_descriptions_keep_their_fields(
+        kind in prop_oneof!["offer", "answer", "pranswer"],
+        sdp in any::<String>(),
+    ) {
+        let d = SessionDescription::new(&kind, &sdp);
+        prop_assert_eq!((d.kind(), d.sdp()), (kind, sdp));
     }
 
     #[test]

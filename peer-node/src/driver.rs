@@ -554,20 +554,16 @@ impl Loop {
                 let rtc_config = self.config.rtc.clone();
                 let inputs = self.inputs.clone();
                 tokio::spawn(async move {
-                    let made = match rtc::make_answer(
-                        &rtc_config,
-                        conn,
-                        inputs.clone(),
-                        o.offer.sdp,
-                    )
-                    .await
-                    {
-                        Ok(m) => Some(m),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot answer a WebRTC offer");
-                            None
-                        }
-                    };
+                    let made =
+                        match rtc::make_answer(&rtc_config, conn, inputs.clone(), o.offer.sdp())
+                            .await
+                        {
+                            Ok(m) => Some(m),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot answer a WebRTC offer");
+                                None
+                            }
+                        };
                     let _ = inputs.send(Input::AnswerMade { conn, made }).await;
                 });
             }
@@ -600,7 +596,7 @@ impl Loop {
                 ));
                 let inputs = self.inputs.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = rtc::apply_answer(&pc, a.answer.sdp).await {
+                    if let Err(e) = rtc::apply_answer(&pc, a.answer.sdp()).await {
                         tracing::warn!(error = %e, "bad WebRTC answer");
                         let _ = inputs.send(Input::ConnFailed { conn }).await;
                     }

@@ -18,6 +18,7 @@
 mod config;
 mod metrics;
 mod outbox;
+mod readahead;
 mod worker;
 
 use std::collections::HashMap;
@@ -339,7 +340,7 @@ async fn handle_http(
                             // tungstenite requires it above the write buffer and a message.
                             .max_write_buffer_size(WRITE_BUFFER + 2 * max);
                         let ws = WebSocketStream::from_raw_socket(
-                            TokioIo::new(upgraded),
+                            readahead::ReadAhead::new(TokioIo::new(upgraded)),
                             Role::Server,
                             Some(config),
                         )

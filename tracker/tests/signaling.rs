@@ -35,7 +35,7 @@ async fn offer_and_answer_are_relayed_and_scrape_counts() {
     };
     assert_eq!(offer.peer_id, peer(2));
     assert_eq!(offer.info_hash, swarm(1));
-    assert!(offer.offer.sdp.contains("offer 2/"));
+    assert!(offer.offer.sdp().contains("offer 2/"));
 
     a.send(&ToTracker::Answer(Answer {
         info_hash: swarm(1),
@@ -51,7 +51,7 @@ async fn offer_and_answer_are_relayed_and_scrape_counts() {
     };
     assert_eq!(answer.peer_id, peer(1));
     assert_eq!(answer.offer_id, offer.offer_id);
-    assert_eq!(answer.answer.sdp, "v=0\r\no=answer\r\n");
+    assert_eq!(answer.answer.sdp(), "v=0\r\no=answer\r\n");
 
     // A second answer to the same offer is refused.
     a.send(&ToTracker::Answer(Answer {

@@ -851,7 +851,7 @@ fn transmit(rc: &Shared, t: Transmit) {
             }
             let weak = Rc::downgrade(rc);
             spawn_local(async move {
-                let answer = make_answer(&pc, o.offer.sdp).await;
+                let answer = make_answer(&pc, o.offer.sdp()).await;
                 input(&weak, move |i, now| match answer {
                     Ok(sdp) if i.conns.contains_key(&conn) => {
                         let a = Answer {
@@ -887,7 +887,7 @@ fn transmit(rc: &Shared, t: Transmit) {
             let weak = Rc::downgrade(rc);
             spawn_local(async move {
                 let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
-                init.set_sdp(&a.answer.sdp);
+                init.set_sdp(&a.answer.sdp());
                 if JsFuture::from(pc.set_remote_description(&init))
                     .await
                     .is_err()
