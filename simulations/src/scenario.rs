@@ -344,6 +344,8 @@ pub struct NodeOverrides {
     pub chunk_messages: Option<bool>,
     /// Chunks per request to a neighbour.
     pub request_chunks: Option<usize>,
+    /// Announce interval while under-connected, s (the tracker's interval turns it off).
+    pub refill_secs: Option<f64>,
     /// HTTP safety margin, s.
     pub http_margin_secs: Option<f64>,
     /// Media kept in each viewer's cache, seconds. Default 60 (the node's own default of

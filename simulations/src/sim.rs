@@ -554,6 +554,9 @@ impl<'a> Run<'a> {
         if let Some(k) = sc.node.request_chunks {
             c.request_chunks = k;
         }
+        if let Some(r) = sc.node.refill_secs {
+            c.refill_interval = Duration::from_secs_f64(r);
+        }
         if let Some(m) = sc.node.http_margin_secs {
             c.http_margin = Duration::from_secs_f64(m);
         }

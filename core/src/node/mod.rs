@@ -151,6 +151,12 @@ pub struct NodeConfig {
     pub offers_per_announce: usize,
     /// Announce interval until the tracker gives one. Default 30 s, as WebTorrent clients.
     pub announce_interval: Duration,
+    /// Announce interval while the node has fewer than `max_peers / 2` neighbours and the
+    /// swarm has more peers than that: the tracker's interval (120 s) is for keeping a place
+    /// in the swarm, and a node that joined early, or lost neighbours, would wait that long
+    /// for new ones (each announce brings at most `offers_per_announce`). Never shorter than
+    /// the tracker's `min interval`. Default 15 s.
+    pub refill_interval: Duration,
     /// A connection that does not open within this time is given up. Default 15 s.
     pub connect_timeout: Duration,
     /// Upload limits. Default: on, 4 slots for viewers (64 for seeds), no rate cap, no volume
@@ -261,6 +267,7 @@ impl NodeConfig {
             max_peers: if seed { 200 } else { 20 },
             offers_per_announce: 5,
             announce_interval: Duration::from_secs(30),
+            refill_interval: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(15),
             upload: UploadConfig {
                 enabled: true,
@@ -716,7 +723,9 @@ pub struct Node {
     tracker_connected: bool,
     started: Time,
     next_announce: Option<Time>,
+    last_announce: Option<Time>,
     announce_interval: Duration,
+    min_interval: Duration,
     swarm_size: u64,
 
     // Peers.
@@ -852,6 +861,8 @@ impl Node {
             tracker_connected: false,
             started: now,
             next_announce: None,
+            last_announce: None,
+            min_interval: Duration::ZERO,
             swarm_size: 0,
             peers: BTreeMap::new(),
             banned: BTreeMap::new(),
@@ -990,9 +1001,14 @@ impl Node {
             FromTracker::AnnounceResponse(r) if r.info_hash == self.config.swarm => {
                 if let Some(i) = r.interval {
                     self.announce_interval = Duration::from_secs(u64::from(i).clamp(10, 600));
-                    self.next_announce = Some(now + self.announce_interval);
+                }
+                if let Some(m) = r.min_interval {
+                    self.min_interval = Duration::from_secs(u64::from(m).min(600));
                 }
                 self.swarm_size = r.complete.unwrap_or(0) + r.incomplete.unwrap_or(0);
+                if self.next_announce.is_some() {
+                    self.next_announce = Some(now + self.reannounce_after());
+                }
             }
             FromTracker::Offer(o)
                 if o.info_hash == self.config.swarm && self.may_connect(now, &o.peer_id) =>
@@ -1094,11 +1110,45 @@ impl Node {
         };
         self.transmits
             .push_back(Transmit::Announce { announce, offers });
+        self.last_announce = Some(now);
         self.next_announce = if stopped {
             None
         } else {
-            Some(now + self.announce_interval)
+            Some(now + self.reannounce_after())
         };
+    }
+
+    /// Whether the node wants more neighbours than it has and the swarm can give them.
+    fn under_connected(&self) -> bool {
+        let want = self.config.max_peers / 2;
+        let others = usize::try_from(self.swarm_size.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.peers.len() < want.min(others)
+    }
+
+    /// The wait until the next announce: short while under-connected (`refill_interval`).
+    fn reannounce_after(&self) -> Duration {
+        if self.under_connected() {
+            self.config
+                .refill_interval
+                .max(self.min_interval)
+                .min(self.announce_interval)
+        } else {
+            self.announce_interval
+        }
+    }
+
+    /// Losing a neighbour may leave the node under-connected: announce sooner, but not
+    /// sooner than `refill_interval` after the last announce.
+    fn refill_soon(&mut self, now: Time) {
+        let (Some(next), Some(last)) = (self.next_announce, self.last_announce) else {
+            return;
+        };
+        if self.under_connected() {
+            let soon = (last + self.reannounce_after()).max(now);
+            if soon < next {
+                self.next_announce = Some(soon);
+            }
+        }
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1539,6 +1589,7 @@ impl Node {
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
+        self.refill_soon(now);
         for (id, req) in p.inflight {
             if let Some(dl) = self.downloads.get_mut(&req.seg) {
                 self.stats.aborted_p2p_bytes += dl.release(Owner::Peer(peer, id));
@@ -2952,6 +3003,76 @@ mod tests {
             rendition: RenditionId([1; 8]),
             sequence,
         }
+    }
+
+    fn response(swarm: SwarmId, peers: u64) -> FromTracker {
+        FromTracker::AnnounceResponse(crate::tracker_proto::AnnounceResponse {
+            info_hash: swarm,
+            interval: Some(120),
+            min_interval: None,
+            complete: Some(0),
+            incomplete: Some(peers),
+            tracker_id: None,
+            warning: None,
+        })
+    }
+
+    fn offer_from(swarm: SwarmId, n: u8) -> FromTracker {
+        FromTracker::Offer(RelayedOffer {
+            info_hash: swarm,
+            peer_id: PeerId([n; 20]),
+            offer_id: OfferId([n; 20]),
+            offer: crate::tracker_proto::SessionDescription::offer("v=0"),
+            ext: None,
+        })
+    }
+
+    /// A node with few neighbours in a larger swarm announces again after `refill_interval`,
+    /// not the tracker's interval; with enough, or alone in the swarm, after the tracker's;
+    /// losing neighbours brings the next announce forward (never closer than
+    /// `refill_interval` to the last one).
+    #[test]
+    fn under_connected_nodes_announce_sooner() {
+        let swarm = SwarmId([7; 20]);
+        let config = NodeConfig::new(
+            PeerId([1; 20]),
+            swarm,
+            NodeRole::Viewer,
+            IntegrityMode::Unverified,
+        );
+        let t0 = Time::from_secs(100);
+        let mut node = Node::new(config, t0, 1).unwrap();
+        node.handle_tracker_connected(t0);
+        assert!(matches!(
+            node.poll_transmit(),
+            Some(Transmit::Announce { .. })
+        ));
+        let t = t0 + Duration::from_millis(50);
+
+        // Alone: nothing to refill from.
+        node.handle_tracker_msg(t, response(swarm, 1));
+        assert_eq!(node.next_announce, Some(t + Duration::from_secs(120)));
+        // 30 peers in the swarm, none of them a neighbour.
+        node.handle_tracker_msg(t, response(swarm, 30));
+        assert_eq!(node.next_announce, Some(t + Duration::from_secs(15)));
+
+        // Ten neighbours (half of `max_peers`): connected enough.
+        for n in 10..20 {
+            node.handle_tracker_msg(t, offer_from(swarm, n));
+        }
+        node.handle_tracker_msg(t, response(swarm, 30));
+        assert_eq!(node.next_announce, Some(t + Duration::from_secs(120)));
+        // One leaves a second later: 15 s after the last announce.
+        let later = t0 + Duration::from_secs(1);
+        node.handle_peer_event(later, PeerId([10; 20]), PeerEvent::Closed);
+        assert_eq!(node.next_announce, Some(t0 + Duration::from_secs(15)));
+        // Back to ten, then one leaves a minute later: at once.
+        node.handle_tracker_msg(t, offer_from(swarm, 20));
+        node.handle_tracker_msg(t, response(swarm, 30));
+        assert_eq!(node.next_announce, Some(t + Duration::from_secs(120)));
+        let much_later = t0 + Duration::from_secs(60);
+        node.handle_peer_event(much_later, PeerId([11; 20]), PeerEvent::Closed);
+        assert_eq!(node.next_announce, Some(much_later));
     }
 
     #[test]
