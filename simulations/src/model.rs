@@ -387,6 +387,21 @@ pub enum NatClass {
 }
 
 impl NatClass {
+    /// Every class, in declaration order ([`Self::index`]).
+    pub const ALL: [Self; 6] = [
+        Self::Open,
+        Self::FullCone,
+        Self::AddrRestricted,
+        Self::PortRestricted,
+        Self::Symmetric,
+        Self::UdpBlocked,
+    ];
+
+    /// The class's place in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Whether two peers can connect directly.
     pub fn connects(self, other: Self) -> bool {
         use NatClass::{PortRestricted, Symmetric, UdpBlocked};
@@ -509,9 +524,81 @@ pub mod bounds {
         1.0 - (1.0 - (-rho).exp()) / rho
     }
 
+    /// The connectivity oracle (`../shared/simulation-research.md` §2.3, "Bound 2 / LP
+    /// max-flow"): the most bytes per second the peers of one swarm can deliver to each other
+    /// at one instant, as a maximum flow over NAT classes. Class `i`'s peers upload `up[i]`
+    /// bytes per second together, to peers of every class they connect to (their own class
+    /// too when it has two peers or more); each peer takes at most `rate`; one copy must come
+    /// from the CDN. Exact for the fluid model, where a class's upload splits freely among the
+    /// peers it reaches; blocked classes (connecting to none) neither give nor take.
+    pub fn class_peer_supply(
+        rate: f64,
+        count: &[u64; 6],
+        up: &[f64; 6],
+        connects: impl Fn(usize, usize) -> bool,
+    ) -> f64 {
+        const K: usize = 6;
+        // Nodes: 0 source, 1..=K uploading classes, K+1..=2K receiving classes, 2K+1 sink.
+        const V: usize = 2 * K + 2;
+        let sink = V - 1;
+        let mut cap = [[0.0f64; V]; V];
+        let mut receivers = 0;
+        for i in 0..K {
+            if count[i] == 0 || !(0..K).any(|j| count[j] > 0 && connects(i, j)) {
+                continue;
+            }
+            receivers += count[i];
+            cap[0][1 + i] = up[i].max(0.0);
+            cap[1 + K + i][sink] = count[i] as f64 * rate;
+            for j in 0..K {
+                let others = if i == j { count[j] >= 2 } else { count[j] > 0 };
+                if others && connects(i, j) {
+                    cap[1 + i][1 + K + j] = f64::INFINITY;
+                }
+            }
+        }
+        if receivers < 2 {
+            return 0.0;
+        }
+        // Edmonds-Karp: shortest augmenting paths on a graph of 14 nodes.
+        let mut flow = 0.0;
+        loop {
+            let mut prev = [usize::MAX; V];
+            prev[0] = 0;
+            let mut queue = std::collections::VecDeque::from([0]);
+            while let Some(a) = queue.pop_front() {
+                for b in 0..V {
+                    if prev[b] == usize::MAX && cap[a][b] > 1e-9 {
+                        prev[b] = a;
+                        queue.push_back(b);
+                    }
+                }
+            }
+            if prev[sink] == usize::MAX {
+                break;
+            }
+            let mut push = f64::INFINITY;
+            let mut b = sink;
+            while b != 0 {
+                push = push.min(cap[prev[b]][b]);
+                b = prev[b];
+            }
+            let mut b = sink;
+            while b != 0 {
+                let a = prev[b];
+                cap[a][b] -= push;
+                cap[b][a] += push;
+                b = a;
+            }
+            flow += push;
+        }
+        flow.min((receivers - 1) as f64 * rate).max(0.0)
+    }
+
     /// The most bytes per second peers of one swarm can deliver to each other at one instant:
     /// open peers upload to anyone reachable, restricted ones only to open ones, blocked ones
-    /// neither give nor take, and one copy must come from the CDN.
+    /// neither give nor take, and one copy must come from the CDN (the two-class case of
+    /// [`class_peer_supply`], in closed form).
     pub fn instant_peer_supply(
         rate: f64,
         open: u64,
@@ -531,6 +618,54 @@ pub mod bounds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The class oracle agrees with the two-class closed form, and sees what it misses:
+    /// port-restricted and symmetric peers do not connect.
+    #[test]
+    fn the_class_oracle_is_a_max_flow_over_nat_classes() {
+        let connects = |i: usize, j: usize| NatClass::ALL[i].connects(NatClass::ALL[j]);
+        let (open, sym) = (NatClass::Open.index(), NatClass::Symmetric.index());
+        for (n_open, n_sym, u_open, u_sym) in [
+            (10, 0, 3.0, 0.0),
+            (3, 7, 1.0, 1.0),
+            (1, 9, 2.0, 2.0),
+            (5, 5, 0.5, 4.0),
+            (0, 10, 0.0, 3.0),
+            (1, 0, 9.0, 0.0),
+        ] {
+            let (mut count, mut up) = ([0u64; 6], [0.0f64; 6]);
+            count[open] = n_open;
+            count[sym] = n_sym;
+            up[open] = n_open as f64 * u_open;
+            up[sym] = n_sym as f64 * u_sym;
+            let flow = bounds::class_peer_supply(1.0, &count, &up, connects);
+            let closed = bounds::instant_peer_supply(1.0, n_open, n_sym, up[open], up[sym]);
+            assert!(
+                (flow - closed).abs() < 1e-6,
+                "{n_open} open, {n_sym} symmetric: {flow} vs {closed}"
+            );
+        }
+        // Ten port-restricted and ten symmetric peers, each uploading the stream rate: the
+        // symmetric ones reach nobody here (as if blocked), and the port-restricted ones feed
+        // each other all but the one copy from the CDN. The two-class form counts the
+        // port-restricted as open and would say 19.
+        let (mut count, mut up) = ([0u64; 6], [0.0f64; 6]);
+        let pr = NatClass::PortRestricted.index();
+        count[pr] = 10;
+        count[sym] = 10;
+        up[pr] = 10.0;
+        up[sym] = 10.0;
+        let flow = bounds::class_peer_supply(1.0, &count, &up, connects);
+        assert!((flow - 9.0).abs() < 1e-6, "{flow}");
+        assert!((bounds::instant_peer_supply(1.0, 10, 10, 10.0, 10.0) - 19.0).abs() < 1e-6);
+        // Blocked peers neither give nor take.
+        let mut with_blocked = count;
+        with_blocked[NatClass::UdpBlocked.index()] = 50;
+        let mut up_blocked = up;
+        up_blocked[NatClass::UdpBlocked.index()] = 500.0;
+        let same = bounds::class_peer_supply(1.0, &with_blocked, &up_blocked, connects);
+        assert!((same - flow).abs() < 1e-6);
+    }
 
     #[test]
     fn nat_mixes_reproduce_the_published_pairwise_success() {

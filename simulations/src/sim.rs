@@ -172,10 +172,9 @@ struct SwarmState {
     rate: f64,
     segment_bytes: u64,
     members: Vec<u32>,
-    open: u64,
-    restricted: u64,
-    up_open: f64,
-    up_restricted: f64,
+    /// Members per NAT class (`NatClass::index`), and their upload in bits per second.
+    class_count: [u64; 6],
+    class_up: [f64; 6],
     digests: std::collections::VecDeque<(u64, SignedDigest)>,
 }
 
@@ -254,10 +253,8 @@ impl<'a> Run<'a> {
                     rate,
                     segment_bytes: (rate * sc.stream.segment_secs).round().max(1.0) as u64,
                     members: Vec::new(),
-                    open: 0,
-                    restricted: 0,
-                    up_open: 0.0,
-                    up_restricted: 0.0,
+                    class_count: [0; 6],
+                    class_up: [0.0; 6],
                     digests: Default::default(),
                 });
             }
@@ -577,17 +574,8 @@ impl<'a> Run<'a> {
         let p = &self.peers[n as usize];
         let s = &mut self.swarms[p.swarm as usize];
         s.members.push(n);
-        match p.nat {
-            NatClass::UdpBlocked => {}
-            c if c.restricted() => {
-                s.restricted += 1;
-                s.up_restricted += p.up_bps;
-            }
-            _ => {
-                s.open += 1;
-                s.up_open += p.up_bps;
-            }
-        }
+        s.class_count[p.nat.index()] += 1;
+        s.class_up[p.nat.index()] += p.up_bps;
     }
 
     fn leave_swarm(&mut self, n: u32) {
@@ -595,17 +583,8 @@ impl<'a> Run<'a> {
         let s = &mut self.swarms[p.swarm as usize];
         if let Some(i) = s.members.iter().position(|m| *m == n) {
             s.members.swap_remove(i);
-        }
-        match p.nat {
-            NatClass::UdpBlocked => {}
-            c if c.restricted() => {
-                s.restricted -= 1;
-                s.up_restricted -= p.up_bps;
-            }
-            _ => {
-                s.open -= 1;
-                s.up_open -= p.up_bps;
-            }
+            s.class_count[p.nat.index()] -= 1;
+            s.class_up[p.nat.index()] -= p.up_bps;
         }
     }
 
@@ -1420,14 +1399,11 @@ impl<'a> Run<'a> {
             // Real bytes per second of demand and of what peers could supply at most.
             let rate = s.rate * self.scale as f64;
             row.demand += n as f64 * rate;
-            let to_bytes = 1.0 / 8.0;
-            row.supply += model::bounds::instant_peer_supply(
-                rate,
-                s.open,
-                s.restricted,
-                s.up_open * to_bytes,
-                s.up_restricted * to_bytes,
-            );
+            let up_bytes = s.class_up.map(|bps| bps / 8.0);
+            row.supply +=
+                model::bounds::class_peer_supply(rate, &s.class_count, &up_bytes, |i, j| {
+                    NatClass::ALL[i].connects(NatClass::ALL[j])
+                });
             row.copy_rate += rate;
         }
         row.viewers = viewers;
