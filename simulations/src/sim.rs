@@ -8,8 +8,10 @@
 //!   granularity; the node interleaves its uploads round-robin, so concurrent transfers share
 //!   the uplink fairly to within one message, a few KiB at the default byte scale), crosses
 //!   the core network (one-way latency by region), and takes its own length at the
-//!   receiver's downlink rate. HTTP bodies queue on the receiver's downlink, one after
-//!   another. Peer messages do not queue on the downlink: a message scheduled now may arrive
+//!   receiver's downlink rate. HTTP bodies share the receiver's downlink: it serves the
+//!   bodies under way round-robin, one chunk at a time (processor sharing to within a
+//!   chunk), and a cancelled body leaves it at once. Peer messages do not queue on the
+//!   downlink: a message scheduled now may arrive
 //!   later than one scheduled after it, and a FIFO reservation would hold the earlier one
 //!   behind it; the suite's downlinks are several times faster than the uplinks that pace
 //!   peer messages, so the error is small.
@@ -65,8 +67,8 @@ const OPERATOR_SECRET: [u8; 32] = [0x42; 32];
 const LIVE_FIRST_SEQUENCE: u64 = 1000;
 const STARTUP_SEGMENTS: u64 = 1;
 const TARGET_BUFFER_US: u64 = 30_000_000;
-/// HTTP bodies are delivered in pieces of this many chunks.
-const HTTP_PIECE_CHUNKS: u64 = 16;
+/// A downlink serves its concurrent HTTP bodies round-robin in pieces of this many chunks.
+const HTTP_PIECE_CHUNKS: u64 = 1;
 /// A DataChannel across a partition dies after this long (ICE consent freshness).
 const CONSENT_TIMEOUT_US: u64 = 15_000_000;
 const NEVER: u64 = u64::MAX;
@@ -92,12 +94,17 @@ enum Ev {
         to: u32,
         size: u32,
     },
-    HttpData {
+    /// An HTTP response's first byte: the body joins the receiver's downlink.
+    HttpStart {
         n: u32,
         fetch: u64,
-        offset: u64,
+        start: u64,
+        end: u64,
         total: u64,
-        data: Bytes,
+    },
+    /// The piece of an HTTP body in service on `n`'s downlink has arrived.
+    HttpPiece {
+        n: u32,
     },
     HttpDone {
         n: u32,
@@ -141,6 +148,15 @@ struct Player {
     ended: bool,
 }
 
+/// The part of an HTTP response body still to cross the downlink.
+#[derive(Debug, Clone, Copy)]
+struct HttpBody {
+    fetch: u64,
+    next: u64,
+    end: u64,
+    total: u64,
+}
+
 struct Peer {
     node: Option<Box<Node>>,
     swarm: u32,
@@ -157,6 +173,11 @@ struct Peer {
     wake: u64,
     player: Player,
     queued: Vec<(u32, u64)>,
+    /// HTTP bodies sharing the downlink, served round-robin one piece at a time.
+    http: std::collections::VecDeque<HttpBody>,
+    /// The piece on the downlink now: its body, its range, and whether it is the last.
+    http_piece: Option<(HttpBody, u64, bool)>,
+    /// Fetches cancelled by the node while their response is still to start or in service.
     cancelled: Vec<u64>,
     alive: bool,
     offers: u64,
@@ -490,6 +511,8 @@ impl<'a> Run<'a> {
                 ..Default::default()
             },
             queued: Vec::new(),
+            http: Default::default(),
+            http_piece: None,
             cancelled: Vec::new(),
             alive: true,
             offers: 0,
@@ -797,26 +820,58 @@ impl<'a> Run<'a> {
                     self.drain(n);
                 }
             }
-            Ev::HttpData {
+            Ev::HttpStart {
                 n,
                 fetch,
-                offset,
+                start,
+                end,
                 total,
-                data,
             } => {
-                if self.peers[n as usize].cancelled.contains(&fetch) {
+                let p = &mut self.peers[n as usize];
+                if let Some(i) = p.cancelled.iter().position(|f| *f == fetch) {
+                    p.cancelled.swap_remove(i);
                     return;
                 }
-                if let Some(node) = self.node(n) {
-                    node.handle_http_data(
-                        Time(now),
-                        swarmcdn_core::node::FetchId(fetch),
-                        offset,
-                        Some(total),
-                        data,
-                    );
-                    self.drain(n);
+                if !p.alive {
+                    return;
                 }
+                p.http.push_back(HttpBody {
+                    fetch,
+                    next: start,
+                    end,
+                    total,
+                });
+                self.serve_http(n);
+            }
+            Ev::HttpPiece { n } => {
+                let p = &mut self.peers[n as usize];
+                let Some((body, from, last)) = p.http_piece.take() else {
+                    return;
+                };
+                if !p.alive {
+                    p.http.clear();
+                    return;
+                }
+                if let Some(i) = p.cancelled.iter().position(|f| *f == body.fetch) {
+                    p.cancelled.swap_remove(i);
+                } else {
+                    let fetch = swarmcdn_core::node::FetchId(body.fetch);
+                    let data = self.zeros.slice(from as usize..body.next as usize);
+                    if let Some(node) = self.node(n) {
+                        node.handle_http_data(Time(now), fetch, from, Some(body.total), data);
+                        self.drain(n);
+                    }
+                    // The data may have completed the segment, and the node cancelled the
+                    // fetch that brought it.
+                    let p = &mut self.peers[n as usize];
+                    if let Some(i) = p.cancelled.iter().position(|f| *f == body.fetch) {
+                        p.cancelled.swap_remove(i);
+                    } else if last && let Some(node) = self.node(n) {
+                        node.handle_http_done(Time(now), fetch, Ok(()));
+                        self.drain(n);
+                    }
+                }
+                self.serve_http(n);
             }
             Ev::HttpDone { n, fetch, status } => {
                 let p = &mut self.peers[n as usize];
@@ -1079,35 +1134,16 @@ impl<'a> Run<'a> {
                 let total = self.swarms[swarm].segment_bytes;
                 let range = req.range.clone().unwrap_or(0..total);
                 let range = range.start.min(total)..range.end.min(total);
-                self.count_origin(range.end - range.start);
+                self.counters.origin_requests += 1;
                 let first = self.cdn_response_start(n);
-                let down = self.peers[n as usize].down;
-                let mut t = self.peers[n as usize].down_free.max(first);
-                let piece = u64::from(self.chunk_size) * HTTP_PIECE_CHUNKS;
-                let mut off = range.start;
-                while off < range.end {
-                    let end = (off + piece).min(range.end);
-                    t += (end - off) * 1_000_000 / down;
-                    let data = self.zeros.slice(off as usize..end as usize);
-                    self.q.push(
-                        t,
-                        Ev::HttpData {
-                            n,
-                            fetch,
-                            offset: off,
-                            total,
-                            data,
-                        },
-                    );
-                    off = end;
-                }
-                self.peers[n as usize].down_free = t;
                 self.q.push(
-                    t,
-                    Ev::HttpDone {
+                    first,
+                    Ev::HttpStart {
                         n,
                         fetch,
-                        status: 200,
+                        start: range.start,
+                        end: range.end,
+                        total,
                     },
                 );
                 // The digest sidecar comes with the segment.
@@ -1116,7 +1152,19 @@ impl<'a> Run<'a> {
                     node.handle_digest(Time(now), digest);
                 }
             }
-            Transmit::CancelHttp(id) => self.peers[n as usize].cancelled.push(id.0),
+            Transmit::CancelHttp(id) => {
+                // A body on the downlink leaves it; one in service or yet to start is
+                // dropped when its event comes.
+                let p = &mut self.peers[n as usize];
+                let queued = p.http.iter().position(|b| b.fetch == id.0);
+                if let Some(i) = queued {
+                    p.http.remove(i);
+                }
+                let in_service = p.http_piece.is_some_and(|(b, _, _)| b.fetch == id.0);
+                if queued.is_none() || in_service {
+                    p.cancelled.push(id.0);
+                }
+            }
         }
     }
 
@@ -1140,10 +1188,33 @@ impl<'a> Run<'a> {
         payload + (data.len() as u64 - payload).div_ceil(self.scale)
     }
 
+    /// Sends the next piece of the HTTP bodies on `n`'s downlink, round-robin, unless one
+    /// is crossing it now. The CDN sends what the downlink takes, so the origin is charged
+    /// per piece and a cancelled body stops costing it.
+    fn serve_http(&mut self, n: u32) {
+        let piece = u64::from(self.chunk_size) * HTTP_PIECE_CHUNKS;
+        let p = &mut self.peers[n as usize];
+        if p.http_piece.is_some() {
+            return;
+        }
+        let Some(mut body) = p.http.pop_front() else {
+            return;
+        };
+        let from = body.next;
+        body.next = (from + piece).min(body.end);
+        let last = body.next == body.end;
+        if !last {
+            p.http.push_back(body);
+        }
+        p.http_piece = Some((body, from, last));
+        let at = self.now + (body.next - from) * 1_000_000 / p.down;
+        self.q.push(at, Ev::HttpPiece { n });
+        self.count_origin(body.next - from);
+    }
+
     fn count_origin(&mut self, bytes: u64) {
         let real = bytes * self.scale;
         self.row.origin_bytes += real;
-        self.counters.origin_requests += 1;
         if self.measuring() {
             self.counters.origin_bytes += real;
         }
@@ -1309,6 +1380,7 @@ impl<'a> Run<'a> {
         if self.opts.control {
             if let Some(seq) = request {
                 let bytes = self.swarms[swarm].segment_bytes;
+                self.counters.origin_requests += 1;
                 self.count_origin(bytes);
                 let first = self.cdn_response_start(n);
                 let peer = &mut self.peers[n as usize];

@@ -522,7 +522,9 @@ pub struct NodeStats {
     pub cache_bytes: u64,
     /// Segments in the cache.
     pub cached_segments: usize,
-    /// Bytes of received chunks thrown away (cancelled or failed).
+    /// Bytes received from neighbours and thrown away: partly received chunks of cancelled or
+    /// failed requests, replies that arrive after their request was cancelled, and bytes of
+    /// chunks another source completed first.
     pub aborted_p2p_bytes: u64,
     /// Requests to neighbours in flight.
     pub requests_in_flight: usize,
@@ -1479,6 +1481,7 @@ impl Node {
         let p = self.peers.get_mut(&peer).expect("checked by the caller");
         let Some(req) = p.inflight.get_mut(&id) else {
             // A reply to a request we cancelled: ignore.
+            self.stats.aborted_p2p_bytes += payload.len() as u64;
             return Ok(());
         };
         if req.seg != seg || offset != req.next || offset + payload.len() as u64 > req.end {
@@ -1510,6 +1513,7 @@ impl Node {
         if outcome.out_of_order {
             return Err(DropReason::Protocol("data out of order".into()));
         }
+        self.stats.aborted_p2p_bytes += payload.len() as u64 - outcome.accepted;
         let full = !outcome.full.is_empty();
         for i in outcome.full {
             let ok = dl.verify(i);
