@@ -154,8 +154,18 @@ fn requests_queued_behind_one_in_progress_are_not_cancelled() {
             now.saturating_since(Time::from_secs(100))
         );
     }
-    // A neighbour that sends nothing at all still has its requests cancelled.
+    // A neighbour that sends nothing at all still has its requests cancelled: after three
+    // chunks' time at the rate it was measured at (a chunk a second), not after the
+    // configured timeout, which is for neighbours not measured yet or fast ones.
+    let last_data = now;
     now += stall + Duration::from_millis(10);
+    node.handle_timeout(now);
+    let (_, cancels) = sent(&mut node);
+    assert!(
+        !cancels.contains(&queued),
+        "a neighbour measured at a chunk a second gets three seconds"
+    );
+    now = last_data + Duration::from_millis(3010);
     node.handle_timeout(now);
     let (_, cancels) = sent(&mut node);
     assert!(

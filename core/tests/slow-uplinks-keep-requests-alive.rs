@@ -42,8 +42,14 @@ fn chunk_messages_keep_slow_uplinks_useful() {
     );
     assert_eq!(stalls, 0);
     assert_eq!(whole_stalls, 0);
+    // Requests to a neighbour measured slow now wait a few chunks' time at its rate before
+    // they are given up, and slow uplinks serve fewer neighbours at once, so whole requests
+    // no longer stall out: 0.76 against 0.71 (before both, and before the harness stopped
+    // reserving downlinks at send time: 0.40 against 0.19). One chunk per message still does
+    // better.
+    assert!(chunked > 0.7, "chunk messages {chunked:.3}");
     assert!(
-        chunked > whole + 0.15,
+        chunked > whole,
         "chunk messages {chunked:.3} vs whole requests {whole:.3}"
     );
 }

@@ -701,6 +701,8 @@ fn stats_json(seed: &Seed) -> String {
                 "origin_requests": s.http_requests,
                 "served_bytes": s.p2p_bytes_up,
                 "peer_bytes_in": s.p2p_bytes_down,
+                "uplink_bytes_per_sec": s.uplink_rate,
+                "upload_slots": s.upload_slots,
                 "peers": s.peers,
                 "integrity_failures": s.integrity_failures,
                 "cache_bytes": s.cache_bytes,

@@ -230,7 +230,8 @@ pub struct Run<'a> {
     row: Row,
     events: u64,
     end: u64,
-    /// `SWARMCDN_SIM_TRACE=<viewer index>` prints that viewer's transmits to stderr.
+    /// `SWARMCDN_SIM_TRACE=<viewer index>` prints that viewer's transmits to stderr; `all`,
+    /// every viewer's.
     trace: Option<u32>,
 }
 
@@ -327,9 +328,13 @@ impl<'a> Run<'a> {
             row: Row::default(),
             events: 0,
             end,
-            trace: std::env::var("SWARMCDN_SIM_TRACE")
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            trace: std::env::var("SWARMCDN_SIM_TRACE").ok().and_then(|v| {
+                if v == "all" {
+                    Some(u32::MAX)
+                } else {
+                    v.parse().ok()
+                }
+            }),
         };
         run.schedule_next_arrival();
         run.q.push(1_000_000, Ev::Sample);
@@ -996,7 +1001,7 @@ impl<'a> Run<'a> {
 
     fn transmit(&mut self, n: u32, t: Transmit) {
         let now = self.now;
-        if self.trace == Some(n) {
+        if self.trace == Some(n) || self.trace == Some(u32::MAX) {
             trace(now, n, &t);
         }
         match t {

@@ -390,7 +390,8 @@ impl SwarmNode {
     }
 
     /// Counters: `{ httpBytes, p2pBytesDown, p2pBytesUp, peers, integrityFailures,
-    /// segmentsDelivered, cacheBytes, httpRequests, deadlineFallbacks }`.
+    /// segmentsDelivered, cacheBytes, httpRequests, deadlineFallbacks, abortedP2pBytes,
+    /// uplinkBytesPerSec, uploadSlots }` (`uplinkBytesPerSec` is 0 until uploads measured it).
     pub fn stats(&self) -> JsValue {
         let s = self.inner.borrow().node.stats();
         let o = Object::new();
@@ -404,6 +405,9 @@ impl SwarmNode {
             ("cacheBytes", s.cache_bytes as f64),
             ("httpRequests", s.http_requests as f64),
             ("deadlineFallbacks", s.deadline_fallbacks as f64),
+            ("abortedP2pBytes", s.aborted_p2p_bytes as f64),
+            ("uplinkBytesPerSec", s.uplink_rate.unwrap_or(0) as f64),
+            ("uploadSlots", s.upload_slots as f64),
         ] {
             let _ = Reflect::set(&o, &k.into(), &v.into());
         }

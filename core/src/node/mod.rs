@@ -530,6 +530,10 @@ pub struct NodeStats {
     pub requests_in_flight: usize,
     /// Uploads queued or under way.
     pub uploads_queued: usize,
+    /// The uplink's measured rate, bytes per second, once uploads have measured it.
+    pub uplink_rate: Option<u64>,
+    /// Neighbours served at once now (see [`UploadConfig::slots`]).
+    pub upload_slots: usize,
     /// Per-segment records kept besides the cache: digests, and per neighbour the segments
     /// it has, is fetching, and whose digest it was sent. Bounded by the cache, the downloads
     /// and the protocol's windows; a figure that grows with time is a leak.
@@ -562,6 +566,14 @@ struct UploadJob {
     next: u64,
     end: u64,
 }
+
+/// See [`Node::stall_timeout`].
+const STALL_CHUNKS: f64 = 3.0;
+/// See [`Node::upload_slots`].
+const SLOT_CHUNK_TIME: Duration = Duration::from_millis(350);
+/// See [`Node::on_drained`]: shorter intervals say more about message timing than the rate.
+const UPLINK_MIN_SAMPLE: Duration = Duration::from_millis(100);
+const STALL_MAX_FACTOR: u32 = 4;
 
 #[derive(Debug)]
 struct Peer {
@@ -761,6 +773,13 @@ pub struct Node {
 
     // Upload.
     upload_bucket: Option<TokenBucket>,
+    /// Bytes handed to DataChannels, all neighbours, ever (less those of dropped neighbours
+    /// still buffered): with the buffered amounts, what has left over the uplink.
+    handed: u64,
+    /// The uplink's measured rate (see [`Node::on_drained`]).
+    uplink: Throughput,
+    /// Since when the uplink has had bytes waiting, and what had left by then.
+    uplink_busy: Option<(Time, u64)>,
     upload_cursor: Option<PeerId>,
     upload_wake: Option<Time>,
 
@@ -884,6 +903,9 @@ impl Node {
             fetches: HashMap::new(),
             upload_bucket,
             upload_cursor: None,
+            handed: 0,
+            uplink: Throughput::new(0.0),
+            uplink_busy: None,
             upload_wake: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -909,6 +931,8 @@ impl Node {
             cached_segments: self.cache.len(),
             requests_in_flight: self.peers.values().map(|p| p.inflight.len()).sum(),
             uploads_queued: self.peers.values().map(|p| p.uploads.len()).sum(),
+            uplink_rate: self.uplink.is_proven().then(|| self.uplink.get() as u64),
+            upload_slots: self.upload_slots(),
             segment_records: self.digests.len()
                 + self.first_listed.len()
                 + self
@@ -1081,7 +1105,7 @@ impl Node {
                 .values()
                 .filter(|p| !p.uploads.is_empty())
                 .count();
-            Some(u32::try_from(self.config.upload.slots.saturating_sub(busy)).unwrap_or(u32::MAX))
+            Some(u32::try_from(self.upload_slots().saturating_sub(busy)).unwrap_or(u32::MAX))
         } else {
             Some(0)
         };
@@ -1170,6 +1194,7 @@ impl Node {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.send_buffered = buffered;
                 }
+                self.on_drained(now);
                 self.pump_uploads(now);
             }
         }
@@ -1436,13 +1461,14 @@ impl Node {
             .iter()
             .filter(|(id, p)| **id != peer && (!p.uploads.is_empty() || p.send_buffered > low))
             .count();
+        let slots = self.upload_slots();
         let p = self.peers.get_mut(&peer).expect("checked by the caller");
         let budget_left = self
             .config
             .upload
             .volume_budget
             .is_none_or(|b| self.stats.p2p_bytes_up < b);
-        let slot_free = serving < self.config.upload.slots;
+        let slot_free = serving < slots;
         if !self.config.upload.enabled
             || !budget_left
             || !slot_free
@@ -1593,6 +1619,8 @@ impl Node {
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
+        // Its buffered bytes never leave.
+        self.handed -= p.send_buffered.min(self.handed);
         self.refill_soon(now);
         for (id, req) in p.inflight {
             if let Some(dl) = self.downloads.get_mut(&req.seg) {
@@ -1831,11 +1859,10 @@ impl Node {
         }
         // Stalled requests.
         let mut stalled = Vec::new();
-        for (pid, p) in &mut self.peers {
+        for (pid, p) in &self.peers {
+            let timeout = self.stall_timeout(p);
             for (rid, req) in &p.inflight {
-                if now.saturating_since(req.last_data.max(p.last_data))
-                    >= self.config.request_stall_timeout
-                {
+                if now.saturating_since(req.last_data.max(p.last_data)) >= timeout {
                     stalled.push((*pid, *rid));
                 }
             }
@@ -1858,6 +1885,57 @@ impl Node {
 
     // ---------------------------------------------------------------------------------------
     // The scheduler.
+
+    /// Measures the uplink. From the moment uploads are queued until the DataChannels' buffers
+    /// run empty the uplink is never idle, so the bytes that left between two drain reports
+    /// of such a busy period, over the time between them, are its rate.
+    fn on_drained(&mut self, now: Time) {
+        let buffered: u64 = self.peers.values().map(|p| p.send_buffered).sum();
+        let sent = self.handed.saturating_sub(buffered);
+        if let Some((since, sent_then)) = self.uplink_busy {
+            let elapsed = now.saturating_since(since);
+            if elapsed >= UPLINK_MIN_SAMPLE && sent > sent_then {
+                self.uplink.sample(sent - sent_then, elapsed);
+                self.uplink_busy = Some((now, sent));
+            }
+        }
+        if buffered == 0 {
+            self.uplink_busy = None;
+        }
+    }
+
+    /// Neighbours served at once: [`UploadConfig::slots`], fewer on a slow uplink. Each
+    /// served neighbour gets one chunk in turn, so with k served a chunk takes k chunks' time
+    /// to reach its requester; on an uplink near the stream rate, four at once left every
+    /// chunk arriving after the segment's HTTP fallback (in the simulator, S0 at u = r: 0.69
+    /// against 0.78 with two; at u = r/2 a quarter of the upload thrown away with one, two
+    /// thirds with four). So as many as get a chunk each within [`SLOT_CHUNK_TIME`], at least
+    /// one.
+    fn upload_slots(&self) -> usize {
+        let max = self.config.upload.slots;
+        if !self.uplink.is_proven() {
+            return max;
+        }
+        let per_slot = f64::from(self.chunk_size) / SLOT_CHUNK_TIME.as_secs_f64();
+        ((self.uplink.get() / per_slot) as usize).clamp(1, max.max(1))
+    }
+
+    /// How long requests to `p` may receive nothing before they are given up: the configured
+    /// timeout, or longer for a neighbour measured slow. A holder that shares a slow uplink
+    /// between several requesters sends each one a chunk every few seconds; giving up on it
+    /// throws away what it has queued for us, and the request is reissued to a holder no
+    /// faster. So the timeout is at least [`STALL_CHUNKS`] chunks at the neighbour's measured
+    /// rate (a stall halves that rate, so repeated stalls lengthen it), at most
+    /// [`STALL_MAX_FACTOR`] times the configured one. Deadlines do not depend on it: the
+    /// HTTP fallback takes over a segment that peers cannot finish in time.
+    fn stall_timeout(&self, p: &Peer) -> Duration {
+        let base = self.config.request_stall_timeout;
+        if !p.throughput.is_proven() {
+            return base;
+        }
+        let chunk_secs = f64::from(self.chunk_size) / p.throughput.get().max(1.0);
+        Duration::from_secs_f64(STALL_CHUNKS * chunk_secs).clamp(base, base * STALL_MAX_FACTOR)
+    }
 
     fn deadline_of(&self, now: Time, seg: SegmentRef) -> Option<Time> {
         let (state, at) = self.player?;
@@ -2064,8 +2142,10 @@ impl Node {
             }
             let http_allowed = dl.retry_at.is_none_or(|t| t <= now);
             let missing = dl.missing_bytes(self.segment_size);
+            let mut switch_at = None;
             if let Some(deadline) = deadline {
                 let switch = deadline - (self.http_estimate(missing) + self.config.http_margin);
+                switch_at = Some(switch);
                 match (now >= switch, http_allowed) {
                     (true, true) => {
                         self.start_http(now, seg, true);
@@ -2094,7 +2174,7 @@ impl Node {
             if wants_requests {
                 let holders = self.holders(now, &seg);
                 if !holders.is_empty() {
-                    self.request_from_peers(now, seg, &holders);
+                    self.request_from_peers(now, seg, &holders, switch_at);
                     note(now + self.config.request_stall_timeout);
                     continue;
                 }
@@ -2180,8 +2260,9 @@ impl Node {
         }
         // Stall checks for requests in flight.
         for p in self.peers.values() {
+            let timeout = self.stall_timeout(p);
             for req in p.inflight.values() {
-                note(req.last_data.max(p.last_data) + self.config.request_stall_timeout);
+                note(req.last_data.max(p.last_data) + timeout);
             }
             if let Conn::Connecting { since } = p.conn {
                 note(since + self.config.connect_timeout);
@@ -2266,8 +2347,30 @@ impl Node {
             .collect()
     }
 
-    fn request_from_peers(&mut self, now: Time, seg: SegmentRef, holders: &[PeerId]) {
+    /// Asks `holders` for chunks of `seg` nobody is fetching. `until` is when HTTP takes over
+    /// what is still missing (the deadline fallback): a request the holder would not finish
+    /// by then is not sent, as its bytes would arrive after the origin's and be thrown away
+    /// (with a supply below the demand, that was a third of all uploaded bytes).
+    fn request_from_peers(
+        &mut self,
+        now: Time,
+        seg: SegmentRef,
+        holders: &[PeerId],
+        until: Option<Time>,
+    ) {
         let cap = self.config.requests_per_peer;
+        let request_len = self.config.request_chunks as u64 * u64::from(self.chunk_size);
+        let fits = |p: &Peer| {
+            let Some(until) = until else {
+                return true;
+            };
+            if !p.throughput.is_proven() {
+                return true;
+            }
+            let queued: u64 =
+                p.inflight.values().map(|r| r.end - r.next).sum::<u64>() + request_len;
+            now + Duration::from_secs_f64(queued as f64 / p.throughput.get().max(1.0)) <= until
+        };
         let dl = self.downloads.get(&seg).expect("caller inserted it");
         if !dl.has_geometry() {
             if dl.probe.is_some() {
@@ -2294,7 +2397,9 @@ impl Node {
             .filter(|id| {
                 let p = &self.peers[*id];
                 let map = p.chunk_map(&seg);
-                p.inflight.len() < cap && (0..n).any(|i| dl.is_free(i) && has_chunk(map, i))
+                p.inflight.len() < cap
+                    && fits(p)
+                    && (0..n).any(|i| dl.is_free(i) && has_chunk(map, i))
             })
             .copied()
             .collect();
@@ -2336,7 +2441,8 @@ impl Node {
             let range = dl.assign(start..end, Owner::Peer(peer, id));
             let sent = self.send_request(now, peer, seg, range.start, range.end - range.start);
             debug_assert_eq!(sent, id);
-            if self.peers[&peer].inflight.len() >= cap {
+            let p = &self.peers[&peer];
+            if p.inflight.len() >= cap || !fits(p) {
                 free.retain(|id| *id != peer);
             }
         }
@@ -2753,6 +2859,7 @@ impl Node {
         let data = Bytes::from(wire::encode_frames(frames));
         if let Some(p) = self.peers.get_mut(&peer) {
             p.send_buffered += data.len() as u64;
+            self.handed += data.len() as u64;
         }
         self.transmits.push_back(Transmit::Peer { peer, data });
     }
@@ -2806,6 +2913,9 @@ impl Node {
         // All neighbours share one uplink: bound the bytes queued in all DataChannels together,
         // or a request from one neighbour waits behind seconds of data for the others.
         let mut total_buffered: u64 = self.peers.values().map(|p| p.send_buffered).sum();
+        if self.uplink_busy.is_none() {
+            self.uplink_busy = Some((now, self.handed - total_buffered));
+        }
         let mut progress = true;
         while progress {
             progress = false;
@@ -3077,6 +3187,89 @@ mod tests {
         let much_later = t0 + Duration::from_secs(60);
         node.handle_peer_event(much_later, PeerId([11; 20]), PeerEvent::Closed);
         assert_eq!(node.next_announce, Some(much_later));
+    }
+
+    fn viewer() -> Node {
+        let config = NodeConfig::new(
+            PeerId([1; 20]),
+            SwarmId([7; 20]),
+            NodeRole::Viewer,
+            IntegrityMode::Unverified,
+        );
+        Node::new(config, Time::ZERO, 1).unwrap()
+    }
+
+    /// Requests to a neighbour measured slow wait a few chunks' time at its rate before they
+    /// are given up, within 1-4 times the configured timeout; a stall halves the rate.
+    #[test]
+    fn slow_neighbours_get_longer_to_send() {
+        let node = viewer();
+        let base = node.config.request_stall_timeout;
+        let chunk = u64::from(node.chunk_size);
+        let mut p = Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1e6);
+        // Not measured yet: the configured timeout.
+        assert_eq!(node.stall_timeout(&p), base);
+        // A chunk a second: three seconds.
+        p.throughput.sample(chunk, Duration::from_secs(1));
+        let t = node.stall_timeout(&p);
+        assert!((t.as_secs_f64() - 3.0).abs() < 0.01, "{t:?}");
+        // Stalled: half the rate, twice as long, up to four times the configured.
+        p.throughput.penalize();
+        assert_eq!(node.stall_timeout(&p), base * 4);
+        // Fast: the configured timeout.
+        let mut fast = Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1e6);
+        fast.throughput.sample(100 * chunk, Duration::from_secs(1));
+        assert_eq!(node.stall_timeout(&fast), base);
+    }
+
+    /// The uplink is measured over the times its buffers hold bytes, from the drain reports;
+    /// the slots follow: as many neighbours as get a chunk each within `SLOT_CHUNK_TIME`,
+    /// between one and `UploadConfig::slots`.
+    #[test]
+    fn slow_uplinks_serve_fewer_neighbours_at_once() {
+        let mut node = viewer();
+        let chunk = u64::from(node.chunk_size);
+        assert_eq!(node.upload_slots(), 4, "unmeasured: the configured slots");
+        let a = PeerId([2; 20]);
+        let b = PeerId([3; 20]);
+        for id in [a, b] {
+            node.peers.insert(
+                id,
+                Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1e6),
+            );
+        }
+        // Four chunks queued for each at t0 (the busy period starts as `pump_uploads` starts
+        // sending); the uplink sends a chunk a second.
+        let t0 = Time::from_secs(10);
+        node.uplink_busy = Some((t0, node.handed));
+        for id in [a, b] {
+            node.send_frames(id, &[Frame::Cancel { id: RequestId(1) }]);
+            let p = node.peers.get_mut(&id).unwrap();
+            node.handed += 4 * chunk - p.send_buffered;
+            p.send_buffered = 4 * chunk;
+        }
+        // Four seconds later `a` has drained to one chunk (and `b`, unreported, too).
+        node.peers.get_mut(&a).unwrap().send_buffered = chunk;
+        node.on_drained(t0 + Duration::from_secs(4));
+        // 3 chunks counted as sent in 4 s (b's not yet reported): a lower bound.
+        let r = node.uplink.get();
+        assert!((r - 0.75 * chunk as f64).abs() < 1.0, "{r}");
+        // Both empty at 8 s: 5 more chunks in 4 s.
+        node.peers.get_mut(&a).unwrap().send_buffered = 0;
+        node.peers.get_mut(&b).unwrap().send_buffered = 0;
+        node.on_drained(t0 + Duration::from_secs(8));
+        assert!(
+            node.uplink_busy.is_none(),
+            "idle once the buffers are empty"
+        );
+        // About a chunk a second: one neighbour at a time.
+        assert_eq!(node.upload_slots(), 1);
+        // Ten chunks a second: three; a hundred: the configured four.
+        node.uplink = Throughput::new(0.0);
+        node.uplink.sample(10 * chunk, Duration::from_secs(1));
+        assert_eq!(node.upload_slots(), 3);
+        node.uplink.sample(1000 * chunk, Duration::from_secs(1));
+        assert_eq!(node.upload_slots(), 4);
     }
 
     #[test]

@@ -291,6 +291,8 @@ enum Ev {
     FromRegistry(usize, FromTracker),
     PeerOpen(usize, PeerId),
     PeerMsg(usize, PeerId, Bytes),
+    /// A peer message reaches the receiver's downlink: (receiver, sender index, data).
+    PeerArrive(usize, usize, Bytes),
     PeerClosed(usize, PeerId),
     HttpData(usize, swarmcdn_core::node::FetchId, u64, Option<u64>, Bytes),
     HttpDone(usize, swarmcdn_core::node::FetchId, Option<u16>),
@@ -316,6 +318,9 @@ pub struct Harness {
     offers: HashMap<OfferId, usize>,
     cancelled_fetches: std::collections::HashSet<(usize, u64)>,
     wakes: HashMap<usize, Time>,
+    /// When the last message from one node to another is delivered: a DataChannel is
+    /// ordered, so a message retransmitted after a loss holds back those behind it.
+    last_delivery: HashMap<(usize, usize), Time>,
     pub ice_delay: Duration,
     pub tracker_latency: Duration,
     /// Inputs handed to nodes (every `handle_*` call), for benchmarks.
@@ -354,6 +359,7 @@ impl Harness {
             offers: HashMap::new(),
             cancelled_fetches: Default::default(),
             wakes: HashMap::new(),
+            last_delivery: HashMap::new(),
             ice_delay: ms(300),
             tracker_latency: ms(30),
             node_inputs: 0,
@@ -556,6 +562,18 @@ impl Harness {
                     .handle_peer_event(now, peer, PeerEvent::Opened);
                 self.drain(n);
             }
+            Ev::PeerArrive(m, n, data) => {
+                let size = data.len() as u64;
+                let down = self.nodes[m].link.down;
+                let start = self.nodes[m].down_free.max(now);
+                let mut done = start + Duration::from_micros(size * 1_000_000 / down);
+                self.nodes[m].down_free = done;
+                let last = self.last_delivery.entry((n, m)).or_insert(done);
+                done = done.max(*last);
+                *last = done;
+                let from = self.nodes[n].id;
+                self.push(done, Ev::PeerMsg(m, from, data));
+            }
             Ev::PeerMsg(n, from, data) => {
                 if !self.nodes[n].alive {
                     return;
@@ -750,12 +768,11 @@ impl Harness {
                 if loss > 0.0 && self.rng.random::<f64>() < loss {
                     arrive += (lat + self.nodes[m].link.latency) * 2;
                 }
-                let down = self.nodes[m].link.down;
-                let dstart = self.nodes[m].down_free.max(arrive);
-                let done = dstart + Duration::from_micros(size * 1_000_000 / down);
-                self.nodes[m].down_free = done;
-                let me = self.nodes[n].id;
-                self.push(done, Ev::PeerMsg(m, me, data));
+                // The receiver's downlink is taken when the message reaches it: reserving it
+                // now, for a message that arrives seconds later behind a slow uplink's
+                // queue, would hold back everything the downlink receives before then
+                // (HTTP fallbacks included).
+                self.push(arrive, Ev::PeerArrive(m, n, data));
             }
             Transmit::ClosePeer(peer) => {
                 if let Some(&m) = self.by_peer.get(&peer) {
