@@ -1261,7 +1261,9 @@ impl<'a> Run<'a> {
                 sources,
                 ..
             } => {
-                if data.iter().any(|b| *b != 0) {
+                // Segments are zeros: a wrong byte is one a corrupt peer set; a chunk never
+                // filled shows only in the byte count.
+                if data.iter().any(|b| *b != 0) || sources.http + sources.p2p < data.len() as u64 {
                     self.counters.bad_segments += 1;
                 }
                 self.peers[n as usize].player.outstanding = false;

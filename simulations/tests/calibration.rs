@@ -309,10 +309,11 @@ fn one_chunk_per_message_beats_whole_requests_on_slow_uplinks() {
     };
     let chunked = offload(true);
     let whole = offload(false);
-    // The gap narrowed (0.753 against 0.671) once requests to slow neighbours got longer
-    // before being given up and slow uplinks served fewer neighbours at once.
+    // The gap narrowed (0.73 against 0.69; it was 0.20 against 0.07 when found) once
+    // requests to slow neighbours got longer before being given up and slow uplinks served
+    // fewer neighbours at once (decision 0011): those rescue whole requests too.
     assert!(
-        chunked > whole + 0.05,
+        chunked > whole,
         "one chunk per message {chunked:.3}, whole requests {whole:.3}"
     );
 }

@@ -57,7 +57,11 @@ pub(crate) struct Download {
     pub(crate) chunk_size: u64,
     pub(crate) buf: Vec<u8>,
     pub(crate) chunks: Vec<Chunk>,
-    pub(crate) http: Option<HttpFetch>,
+    /// The HTTP fetches under way: one per run of missing chunks (see `Node::start_http`).
+    pub(crate) http: Vec<HttpFetch>,
+    /// When the fetches under way started, and the bytes they have brought: one sample of
+    /// the origin's throughput when the last ends.
+    pub(crate) http_group: Option<(Time, u64)>,
     /// A request to learn the segment's geometry (first bytes with the digest) from a peer.
     pub(crate) probe: Option<(PeerId, RequestId)>,
     pub(crate) http_bytes: u64,
@@ -88,7 +92,8 @@ impl Download {
             chunk_size: 0,
             buf: Vec::new(),
             chunks: Vec::new(),
-            http: None,
+            http: Vec::new(),
+            http_group: None,
             probe: None,
             http_bytes: 0,
             p2p_bytes: 0,
@@ -178,7 +183,8 @@ impl Download {
         self.length = Some(length);
         self.chunk_size = chunk_size;
         let have = self.buf.len() as u64;
-        let http_owner = self.http.as_ref().map(|h| Owner::Http(h.id));
+        // Without geometry there is at most one fetch, of the whole segment.
+        let http_owner = self.http.first().map(|h| Owner::Http(h.id));
         // The buffer grows to the segment's length at the first write (`write`): a node knows
         // the digests of the segments it prefetches long before their bytes come, and holding
         // zeroed buffers for all of them is most of its memory.
@@ -251,6 +257,29 @@ impl Download {
 
     /// Assigns chunks to an owner and returns the byte range to request (from the first
     /// chunk's filled prefix to the last chunk's end).
+    /// The runs of chunks not done, merged (the closest first, the done chunks between them
+    /// included) down to at most `max` runs.
+    pub(crate) fn missing_runs(&self, max: usize) -> Vec<Range<usize>> {
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for (i, c) in self.chunks.iter().enumerate() {
+            if c.done {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(r) if r.end == i => r.end = i + 1,
+                _ => runs.push(i..i + 1),
+            }
+        }
+        while runs.len() > max.max(1) {
+            let k = (1..runs.len())
+                .min_by_key(|&k| runs[k].start - runs[k - 1].end)
+                .expect("two runs or more");
+            let next = runs.remove(k);
+            runs[k - 1].end = next.end;
+        }
+        runs
+    }
+
     pub(crate) fn assign(&mut self, chunks: Range<usize>, owner: Owner) -> Range<u64> {
         let first = chunks.start;
         let last = chunks.end - 1;
@@ -379,6 +408,33 @@ impl Download {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_runs_are_merged_closest_first() {
+        let mut dl = Download::new();
+        dl.chunks = vec![
+            Chunk {
+                filled: 0,
+                owner: Owner::Nobody,
+                done: false,
+                verified: false,
+            };
+            12
+        ];
+        // Missing: 0-1, 3, 6-7, 9, 11.
+        for i in [2, 4, 5, 8, 10] {
+            dl.chunks[i].done = true;
+        }
+        assert_eq!(dl.missing_runs(8), [0..2, 3..4, 6..8, 9..10, 11..12]);
+        // Gaps of 1, 2, 1, 1 chunks: the first single gap goes first, then the next.
+        assert_eq!(dl.missing_runs(4), [0..4, 6..8, 9..10, 11..12]);
+        assert_eq!(dl.missing_runs(3), [0..4, 6..10, 11..12]);
+        assert_eq!(dl.missing_runs(1), vec![0..12]);
+        for c in &mut dl.chunks {
+            c.done = true;
+        }
+        assert!(dl.missing_runs(4).is_empty());
+    }
     use crate::ids::{RenditionId, SegmentId, SwarmId};
     use crate::integrity::{DigestSigner, MIN_CHUNK_SIZE, SegmentDigest};
 

@@ -569,6 +569,8 @@ struct UploadJob {
 
 /// See [`Node::stall_timeout`].
 const STALL_CHUNKS: f64 = 3.0;
+/// See [`Node::start_http`].
+const MAX_HTTP_RANGES: usize = 4;
 /// See [`Node::upload_slots`].
 const SLOT_CHUNK_TIME: Duration = Duration::from_millis(350);
 /// See [`Node::on_drained`]: shorter intervals say more about message timing than the rate.
@@ -1671,12 +1673,15 @@ impl Node {
         {
             dl.length = Some(t);
         }
-        if let Some(h) = &mut dl.http {
+        if let Some(h) = dl.http.iter_mut().find(|h| h.id == id) {
             if h.received == 0 {
                 let ttfb = now.saturating_since(h.started);
                 self.http_ttfb = (self.http_ttfb * 7 + ttfb * 3) / 10;
             }
             h.received += data.len() as u64;
+        }
+        if let Some((_, received)) = &mut dl.http_group {
+            *received += data.len() as u64;
         }
         let outcome = dl.write(Owner::Http(id), offset, &data);
         dl.http_bytes += outcome.accepted;
@@ -1699,19 +1704,21 @@ impl Node {
         let Some(dl) = self.downloads.get_mut(&seg) else {
             return;
         };
-        if let Some(h) = dl.http.take()
+        dl.http.retain(|h| h.id != id);
+        if dl.http.is_empty()
+            && let Some(group) = dl.http_group.take()
             && result.is_ok()
         {
-            sample_http(&mut self.http_rate, self.http_ttfb, now, &h);
+            sample_http(&mut self.http_rate, self.http_ttfb, now, group);
         }
         dl.release(Owner::Http(id));
+        if result.is_ok() && dl.chunks.is_empty() && dl.length.is_none() && !dl.buf.is_empty() {
+            dl.length = Some(dl.buf.len() as u64);
+        }
+        let complete = dl.is_complete();
+        // With other fetches of the same fallback still under way, they bring the rest.
         let incomplete = match &result {
-            Ok(()) => {
-                if dl.chunks.is_empty() && dl.length.is_none() && !dl.buf.is_empty() {
-                    dl.length = Some(dl.buf.len() as u64);
-                }
-                !dl.is_complete()
-            }
+            Ok(()) => !complete && dl.http.is_empty(),
             Err(_) => true,
         };
         if incomplete {
@@ -1723,7 +1730,7 @@ impl Node {
         }
         match result {
             Ok(()) => {
-                if !incomplete {
+                if complete {
                     self.complete(now, seg);
                 }
             }
@@ -1752,10 +1759,15 @@ impl Node {
         self.schedule(now);
     }
 
+    /// Fetch `id` completed the segment: it is over (the segment's other fetches are
+    /// cancelled by `complete`).
     fn finish_http(&mut self, now: Time, id: FetchId, seg: SegmentRef) {
         self.fetches.remove(&id);
-        if let Some(h) = self.downloads.get_mut(&seg).and_then(|dl| dl.http.take()) {
-            sample_http(&mut self.http_rate, self.http_ttfb, now, &h);
+        if let Some(dl) = self.downloads.get_mut(&seg) {
+            dl.http.retain(|h| h.id != id);
+            if let Some(group) = dl.http_group.take() {
+                sample_http(&mut self.http_rate, self.http_ttfb, now, group);
+            }
         }
     }
 
@@ -2137,7 +2149,7 @@ impl Node {
             if dl.is_complete() {
                 continue;
             }
-            if dl.http.is_some() {
+            if !dl.http.is_empty() {
                 continue;
             }
             let http_allowed = dl.retry_at.is_none_or(|t| t <= now);
@@ -2539,60 +2551,67 @@ impl Node {
         }
     }
 
+    /// HTTP takes over what is missing of `seg`: one ranged request per run of missing chunks
+    /// (at most [`MAX_HTTP_RANGES`], the closest runs merged), or the whole segment when
+    /// its geometry is not known. A single range from the first missing chunk to the last
+    /// made the origin send again the chunks peers had brought in between: a fifth of its
+    /// bytes in the simulator's S0 at u <= r, 8% in S3.
     fn start_http(&mut self, now: Time, seg: SegmentRef, deadline: bool) {
-        // HTTP takes over what is missing.
         self.cancel_segment_requests(seg);
-        let id = FetchId(self.next_fetch);
-        self.next_fetch += 1;
         let dl = self.downloads.get_mut(&seg).expect("caller inserted it");
-        let range = if dl.has_geometry() && !dl.chunks.is_empty() {
-            let first = dl.chunks.iter().position(|c| !c.done);
-            let last = dl.chunks.iter().rposition(|c| !c.done);
-            match (first, last) {
-                (Some(f), Some(l)) => {
-                    // The partly filled chunks restart from their start.
-                    for c in &mut dl.chunks[f..=l] {
-                        if !c.done {
-                            c.filled = 0;
-                        }
+        let mut requests = Vec::new();
+        if dl.has_geometry() && !dl.chunks.is_empty() {
+            let runs = dl.missing_runs(MAX_HTTP_RANGES);
+            if runs.is_empty() {
+                return;
+            }
+            for run in runs {
+                // The partly filled chunks restart from their start.
+                for c in &mut dl.chunks[run.clone()] {
+                    if !c.done {
+                        c.filled = 0;
                     }
-                    let r = dl.assign(f..l + 1, Owner::Http(id));
-                    // Chunks inside the range that were already done stay done; HTTP bytes for
-                    // them are skipped.
-                    Some(r)
                 }
-                _ => return,
+                let id = FetchId(self.next_fetch);
+                self.next_fetch += 1;
+                // Chunks inside the range that were already done stay done; HTTP bytes for
+                // them are skipped.
+                let r = dl.assign(run, Owner::Http(id));
+                let full = r.start == 0 && Some(r.end) == dl.length;
+                requests.push((id, (!full).then_some(r)));
             }
         } else {
             dl.buf.clear();
-            None
-        };
-        let full = range
-            .as_ref()
-            .is_some_and(|r| r.start == 0 && Some(r.end) == dl.length);
-        dl.http = Some(download::HttpFetch {
-            id,
-            started: now,
-            received: 0,
-        });
+            let id = FetchId(self.next_fetch);
+            self.next_fetch += 1;
+            requests.push((id, None));
+        }
+        dl.http_group = Some((now, 0));
         dl.deadline_fallback = deadline;
-        self.fetches.insert(id, seg);
-        self.stats.http_requests += 1;
         if deadline {
             self.stats.deadline_fallbacks += 1;
         }
-        self.transmits.push_back(Transmit::Http(HttpRequest {
-            id,
-            target: HttpTarget::Segment(seg),
-            range: if full { None } else { range },
-        }));
+        for (id, range) in requests {
+            dl.http.push(download::HttpFetch {
+                id,
+                started: now,
+                received: 0,
+            });
+            self.fetches.insert(id, seg);
+            self.stats.http_requests += 1;
+            self.transmits.push_back(Transmit::Http(HttpRequest {
+                id,
+                target: HttpTarget::Segment(seg),
+                range,
+            }));
+        }
     }
 
     fn abandon(&mut self, seg: SegmentRef) {
         let Some(dl) = self.downloads.remove(&seg) else {
             return;
         };
-        if let Some(h) = dl.http {
+        for h in dl.http {
             self.fetches.remove(&h.id);
             self.transmits.push_back(Transmit::CancelHttp(h.id));
         }
@@ -2603,7 +2622,8 @@ impl Node {
         let Some(dl) = self.downloads.remove(&seg) else {
             return;
         };
-        if let Some(h) = &dl.http {
+        debug_assert!(dl.is_complete(), "{seg:?} delivered with chunks missing");
+        for h in &dl.http {
             self.fetches.remove(&h.id);
             self.transmits.push_back(Transmit::CancelHttp(h.id));
         }
@@ -3062,12 +3082,11 @@ fn has_chunk(map: Option<&Bytes>, i: usize) -> bool {
 }
 
 /// Records a finished HTTP fetch's throughput (time to first byte excluded).
-fn sample_http(rate: &mut Throughput, ttfb: Duration, now: Time, h: &download::HttpFetch) {
-    if h.received > 0 {
-        rate.sample(
-            h.received,
-            now.saturating_since(h.started).saturating_sub(ttfb),
-        );
+/// One sample of the origin's throughput: the bytes a fallback's fetches brought, from their
+/// start (less the time to first byte) to the end of the last.
+fn sample_http(rate: &mut Throughput, ttfb: Duration, now: Time, (started, received): (Time, u64)) {
+    if received > 0 {
+        rate.sample(received, now.saturating_since(started).saturating_sub(ttfb));
     }
 }
 
