@@ -1329,6 +1329,10 @@ impl<'a> Run<'a> {
                 if !p.stalled {
                     p.stalled = true;
                     p.stalls += 1;
+                    // Diagnostics: `SWARMCDN_SIM_STALLS=1` (docs/simulations.md).
+                    if std::env::var_os("SWARMCDN_SIM_STALLS").is_some() {
+                        eprintln!("STALL {:.3} n={n} seg={}", now as f64 / 1e6, p.playhead);
+                    }
                 }
                 p.stalled_us += dt;
                 return;

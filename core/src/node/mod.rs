@@ -2156,7 +2156,10 @@ impl Node {
             let missing = dl.missing_bytes(self.segment_size);
             let mut switch_at = None;
             if let Some(deadline) = deadline {
-                let switch = deadline - (self.http_estimate(missing) + self.config.http_margin);
+                // The other HTTP fetches under way share the downlink with this one.
+                let backlog = self.http_backlog(seg);
+                let switch =
+                    deadline - (self.http_estimate(missing + backlog) + self.config.http_margin);
                 switch_at = Some(switch);
                 match (now >= switch, http_allowed) {
                     (true, true) => {
@@ -2343,6 +2346,18 @@ impl Node {
 
     fn listed_at(&self, seg: &SegmentRef) -> Option<Time> {
         self.first_listed.get(seg).copied()
+    }
+
+    /// Bytes still to come over HTTP for downloads other than `seg`: a fallback for `seg`
+    /// shares the downlink with them (in the simulator's S3 a viewer whose stream rate was
+    /// near its downlink stalled when a deadline fallback started while it fetched a later
+    /// segment from the origin).
+    fn http_backlog(&self, seg: SegmentRef) -> u64 {
+        self.downloads
+            .iter()
+            .filter(|(s, d)| **s != seg && !d.http.is_empty())
+            .map(|(_, d)| d.missing_bytes(self.segment_size))
+            .sum()
     }
 
     fn http_estimate(&self, bytes: u64) -> Duration {
@@ -3289,6 +3304,36 @@ mod tests {
         assert_eq!(node.upload_slots(), 3);
         node.uplink.sample(1000 * chunk, Duration::from_secs(1));
         assert_eq!(node.upload_slots(), 4);
+    }
+
+    /// A segment's deadline fallback counts the bytes other HTTP fetches still have to bring:
+    /// they share the downlink.
+    #[test]
+    fn http_fetches_under_way_count_against_a_fallback() {
+        let mut node = viewer();
+        let seg_a = seg(10);
+        let seg_b = seg(11);
+        let mut a = Download::new();
+        a.length = Some(1_000_000);
+        let mut b = Download::new();
+        b.length = Some(500_000);
+        node.downloads.insert(seg_a, a);
+        node.downloads.insert(seg_b, b);
+        // Nothing fetched over HTTP: no backlog.
+        assert_eq!(node.http_backlog(seg_a), 0);
+        // `b` is being fetched: its missing bytes count for `a`, not for itself.
+        node.downloads
+            .get_mut(&seg_b)
+            .unwrap()
+            .http
+            .push(download::HttpFetch {
+                id: FetchId(1),
+                started: Time::ZERO,
+                received: 0,
+            });
+        assert_eq!(node.http_backlog(seg_a), 500_000);
+        assert_eq!(node.http_backlog(seg_b), 0);
+        assert!(node.http_estimate(1_500_000) > node.http_estimate(1_000_000));
     }
 
     #[test]
