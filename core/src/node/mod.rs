@@ -2348,14 +2348,18 @@ impl Node {
         self.first_listed.get(seg).copied()
     }
 
-    /// Bytes still to come over HTTP for downloads other than `seg`: a fallback for `seg`
-    /// shares the downlink with them (in the simulator's S3 a viewer whose stream rate was
-    /// near its downlink stalled when a deadline fallback started while it fetched a later
-    /// segment from the origin).
+    /// Bytes still to come over HTTP for segments that play after `seg` (or in another
+    /// rendition): a fallback for `seg` shares the downlink with them (in the simulator's S3 a
+    /// viewer whose stream rate was near its downlink stalled when a deadline fallback started
+    /// while it fetched a later segment from the origin). Earlier segments are left out:
+    /// counting them would move every later segment's fallback earlier while one runs, and
+    /// each of those the next.
     fn http_backlog(&self, seg: SegmentRef) -> u64 {
         self.downloads
             .iter()
-            .filter(|(s, d)| **s != seg && !d.http.is_empty())
+            .filter(|(s, d)| {
+                (s.rendition != seg.rendition || s.sequence > seg.sequence) && !d.http.is_empty()
+            })
             .map(|(_, d)| d.missing_bytes(self.segment_size))
             .sum()
     }
@@ -3306,8 +3310,8 @@ mod tests {
         assert_eq!(node.upload_slots(), 4);
     }
 
-    /// A segment's deadline fallback counts the bytes other HTTP fetches still have to bring:
-    /// they share the downlink.
+    /// A segment's deadline fallback counts the bytes HTTP fetches of later segments still
+    /// have to bring: they share the downlink.
     #[test]
     fn http_fetches_under_way_count_against_a_fallback() {
         let mut node = viewer();
@@ -3321,17 +3325,17 @@ mod tests {
         node.downloads.insert(seg_b, b);
         // Nothing fetched over HTTP: no backlog.
         assert_eq!(node.http_backlog(seg_a), 0);
-        // `b` is being fetched: its missing bytes count for `a`, not for itself.
-        node.downloads
-            .get_mut(&seg_b)
-            .unwrap()
-            .http
-            .push(download::HttpFetch {
-                id: FetchId(1),
-                started: Time::ZERO,
-                received: 0,
-            });
+        // `b` (later) is being fetched: its missing bytes count for `a`, not for itself.
+        let fetch = |id| download::HttpFetch {
+            id: FetchId(id),
+            started: Time::ZERO,
+            received: 0,
+        };
+        node.downloads.get_mut(&seg_b).unwrap().http.push(fetch(1));
         assert_eq!(node.http_backlog(seg_a), 500_000);
+        assert_eq!(node.http_backlog(seg_b), 0);
+        // `a` (earlier) is being fetched too: it does not count for `b`.
+        node.downloads.get_mut(&seg_a).unwrap().http.push(fetch(2));
         assert_eq!(node.http_backlog(seg_b), 0);
         assert!(node.http_estimate(1_500_000) > node.http_estimate(1_000_000));
     }
