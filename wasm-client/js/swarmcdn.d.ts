@@ -25,8 +25,14 @@ export interface SwarmCdnStats {
   cacheBytes?: number;
   /** Origin requests the client made. */
   httpRequests?: number;
-  /** Origin requests forced by a segment's deadline (peers too slow or nobody had it). */
+  /** Origin fallbacks forced by a segment's deadline (peers too slow or nobody had it). */
   deadlineFallbacks?: number;
+  /** Bytes received from peers and thrown away (cancelled, superseded or failed). */
+  abortedP2pBytes?: number;
+  /** The uplink's measured rate in bytes per second; 0 until uploads measured it. */
+  uplinkBytesPerSec?: number;
+  /** Neighbours served at once now (fewer than configured on a slow uplink). */
+  uploadSlots?: number;
   /** Bytes of the segments hls.js got through the loader, from the origin. */
   playerHttpBytes: number;
   /** Bytes of the segments hls.js got through the loader, from peers. */
