@@ -158,11 +158,14 @@ pub enum Rejection {
     ScrapeTooLarge,
     /// A `seed_standby` beyond [`RegistryConfig::max_standby_seeds`].
     StandbyFull,
+    /// An announce whose offers, decoded to be relayed, were malformed (the announce itself
+    /// was taken: offers are decoded only when there is a peer to relay them to).
+    MalformedOffers,
 }
 
 impl Rejection {
     /// Every rejection, for metrics.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::SwarmFull,
         Self::TooManySwarms,
         Self::PeerIdInUse,
@@ -170,6 +173,7 @@ impl Rejection {
         Self::UnknownOffer,
         Self::ScrapeTooLarge,
         Self::StandbyFull,
+        Self::MalformedOffers,
     ];
 
     /// The `failure reason` text.
@@ -184,6 +188,7 @@ impl Rejection {
             }
             Self::ScrapeTooLarge => "scrape names too many swarms",
             Self::StandbyFull => "no room for another seed on standby",
+            Self::MalformedOffers => "malformed offers: none was relayed",
         }
     }
 
@@ -197,6 +202,7 @@ impl Rejection {
             Self::UnknownOffer => "unknown_offer",
             Self::ScrapeTooLarge => "scrape_too_large",
             Self::StandbyFull => "standby_full",
+            Self::MalformedOffers => "malformed_offers",
         }
     }
 
@@ -515,7 +521,7 @@ impl Registry {
         self.maybe_demand(now, swarm_id, &a, out);
 
         if !a.offers.is_empty() {
-            self.relay_offers(now, swarm_id, a, out);
+            self.relay_offers(now, conn, swarm_id, a, out);
         }
     }
 
@@ -617,11 +623,11 @@ impl Registry {
     fn relay_offers(
         &mut self,
         now: Time,
+        conn: ConnId,
         swarm_id: SwarmId,
-        mut a: Announce,
+        a: Announce,
         out: &mut Vec<(ConnId, FromTracker)>,
     ) {
-        a.offers.truncate(self.config.max_offers_per_announce);
         let Some(swarm) = self.swarms.get_mut(&swarm_id) else {
             return;
         };
@@ -632,10 +638,31 @@ impl Registry {
             .config
             .max_pending_offers_per_peer
             .saturating_sub(me.pending_offers);
-        let wanted = a.offers.len().min(room);
+        // Offers are decoded only when someone could get one.
+        if room == 0 || swarm.peers.len() < 2 {
+            return;
+        }
+        let Ok(mut offers) = a.offers.into_vec() else {
+            self.reject(
+                conn,
+                Rejection::MalformedOffers,
+                "announce",
+                Some(swarm_id),
+                out,
+            );
+            return;
+        };
+        offers.truncate(self.config.max_offers_per_announce);
+        let wanted = offers.len().min(room);
         if wanted == 0 {
             return;
         }
+        let Some(swarm) = self.swarms.get_mut(&swarm_id) else {
+            return;
+        };
+        let Some(me) = swarm.peers.get(&a.peer_id) else {
+            return;
+        };
         let me_conn = me.conn;
         let me_info = me.info.clone();
         let me_is_viewer = !me.is_seed();
@@ -671,7 +698,7 @@ impl Registry {
         let expires = now + self.config.offer_ttl;
         let mut sent = 0;
         let mut replaced = 0;
-        for (offer, to) in a.offers.into_iter().zip(chosen) {
+        for (offer, to) in offers.into_iter().zip(chosen) {
             let key = (swarm_id, a.peer_id, offer.offer_id);
             if self.offers.contains_key(&key) {
                 // A reused offer id (or a stale one of a peer that left and came back with the
@@ -1071,6 +1098,49 @@ mod tests {
         Registry::new(config, 7).unwrap()
     }
 
+    /// An announce as it comes from the wire, with `offers` as JSON text.
+    fn wire_announce(peer: u8, offers: &str) -> Announce {
+        let mut a = announce(peer, 0, None);
+        let json = ToTracker::Announce(a.clone()).to_json();
+        let json = json.replace(r#""offers":[]"#, &format!(r#""offers":{offers}"#));
+        match ToTracker::from_json_str(&json).unwrap() {
+            ToTracker::Announce(wire) => a.offers = wire.offers,
+            other => panic!("{other:?}"),
+        }
+        a
+    }
+
+    /// Offers are decoded only to be relayed: malformed ones are refused (the announce itself
+    /// stands) when there is a peer to relay to, and cost nothing when there is none.
+    #[test]
+    fn malformed_offers_are_refused_when_relayed() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        let bad = r#"[{"offer_id":"oooooooooooooooooooo","offer":{"type":"offer"}}]"#;
+        r.handle_announce(Time::ZERO, ConnId(1), wire_announce(1, bad), &mut out);
+        assert!(
+            matches!(&out[..], [(ConnId(1), FromTracker::AnnounceResponse(_))]),
+            "{out:?}"
+        );
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(2), wire_announce(2, bad), &mut out);
+        assert!(offers_to(&out).is_empty(), "{out:?}");
+        assert!(
+            matches!(&out[..], [
+                (ConnId(2), FromTracker::AnnounceResponse(_)),
+                (ConnId(2), FromTracker::Error(e)),
+            ] if e.failure_reason.contains("malformed offers")),
+            "{out:?}"
+        );
+        assert_eq!(r.stats().rejected(Rejection::MalformedOffers), 1);
+        assert_eq!(r.stats().peers, 2, "the announce itself was taken");
+        out.clear();
+        let good = ToTracker::Announce(announce(2, 1, None)).to_json();
+        let offers = &good[good.find("[{").unwrap()..=good.rfind("}]").unwrap() + 1];
+        r.handle_announce(Time::ZERO, ConnId(2), wire_announce(2, offers), &mut out);
+        assert_eq!(offers_to(&out), [ConnId(1)]);
+    }
+
     #[test]
     fn offers_are_relayed_and_answers_come_back_once() {
         let mut r = registry(RegistryConfig::default());
@@ -1180,8 +1250,7 @@ mod tests {
         r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
         r.handle_announce(Time::ZERO, ConnId(3), announce(3, 0, None), &mut out);
         out.clear();
-        let mut a = announce(2, 1, None);
-        a.offers.truncate(1);
+        let a = announce(2, 1, None);
         r.handle_announce(Time::ZERO, ConnId(2), a, &mut out);
         let (target, offer_id) = match &out[1] {
             (c, FromTracker::Offer(o)) => (*c, o.offer_id),
@@ -1283,9 +1352,12 @@ mod tests {
             out.clear();
             let mut a = announce(1, k, Some(me.clone()));
             // Fresh offer ids per round.
-            for o in &mut a.offers {
-                o.offer_id.0[0] = 100 + k;
-            }
+            a.offers = (a.offers.into_vec().unwrap().into_iter())
+                .map(|mut o| {
+                    o.offer_id.0[0] = 100 + k;
+                    o
+                })
+                .collect();
             r.handle_announce(Time::ZERO, ConnId(1), a, &mut out);
             assert_eq!(offers_to(&out), expected, "{k} offers");
         }
@@ -1397,9 +1469,12 @@ mod tests {
         for round in 0..4u8 {
             out.clear();
             let mut a = announce(2, 5, None);
-            for o in &mut a.offers {
-                o.offer_id.0[0] = round;
-            }
+            a.offers = (a.offers.into_vec().unwrap().into_iter())
+                .map(|mut o| {
+                    o.offer_id.0[0] = round;
+                    o
+                })
+                .collect();
             r.handle_announce(Time::ZERO, ConnId(2), a, &mut out);
             sent += offers_to(&out).len();
         }

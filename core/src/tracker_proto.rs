@@ -173,25 +173,66 @@ impl Serialize for SessionDescription {
 
 impl<'de> Deserialize<'de> for SessionDescription {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Captured as text, then checked without unescaping: `type` and `sdp` are there and
-        // are strings (other keys pass through, as a browser's object may have them).
+        // One pass over the object: `type` and `sdp` are captured as their JSON text (not
+        // unescaped) and must be strings; other keys are skipped. The description is then
+        // written back as `{"type":…,"sdp":…}` from those two texts.
         #[derive(Deserialize)]
-        struct Check<'a> {
-            #[serde(rename = "type", borrow)]
-            kind: &'a RawValue,
-            #[serde(borrow)]
-            sdp: &'a RawValue,
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Key {
+            Type,
+            Sdp,
+            #[serde(other)]
+            Other,
         }
-        let raw = Box::<RawValue>::deserialize(d)?;
-        let check: Check<'_> = serde_json::from_str(raw.get())
-            .map_err(|e| de::Error::custom(format_args!("session description: {e}")))?;
-        if !check.kind.get().starts_with('"') || !check.sdp.get().starts_with('"') {
-            return Err(de::Error::custom(
-                "session description: type and sdp must be strings",
-            ));
+
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SessionDescription;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a session description: an object with string `type` and `sdp`")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut kind, mut sdp): (Option<&'de RawValue>, Option<&'de RawValue>) =
+                    (None, None);
+                while let Some(key) = map.next_key::<Key>()? {
+                    let slot = match key {
+                        Key::Type => &mut kind,
+                        Key::Sdp => &mut sdp,
+                        Key::Other => {
+                            map.next_value::<de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(de::Error::custom("duplicate `type` or `sdp`"));
+                    }
+                    *slot = Some(map.next_value()?);
+                }
+                match (kind, sdp) {
+                    (Some(kind), Some(sdp))
+                        if kind.get().starts_with('"') && sdp.get().starts_with('"') =>
+                    {
+                        let raw = serde_json::value::to_raw_value(&RawParts { kind, sdp })
+                            .map_err(de::Error::custom)?;
+                        Ok(SessionDescription(raw))
+                    }
+                    _ => Err(de::Error::custom("type and sdp must be strings")),
+                }
+            }
         }
-        Ok(Self(raw))
+        d.deserialize_map(V)
+            .map_err(|e| de::Error::custom(format_args!("session description: {e}")))
     }
+}
+
+/// A session description written back from the JSON text of its two fields.
+#[derive(Serialize)]
+struct RawParts<'a> {
+    #[serde(rename = "type")]
+    kind: &'a RawValue,
+    sdp: &'a RawValue,
 }
 
 /// The `event` of an announce. A missing event is a periodic update.
@@ -328,7 +369,7 @@ pub struct Announce {
     /// Bytes left; `None` means unknown (a leecher), `Some(0)` a seeder.
     pub left: Option<u64>,
     /// Offers, one per peer the client would like to connect to.
-    pub offers: Vec<Offer>,
+    pub offers: Offers,
     /// The `trackerid` echoed back, if the tracker gave one.
     pub tracker_id: Option<String>,
     /// SwarmCDN extension.
@@ -346,7 +387,7 @@ impl Announce {
             uploaded: None,
             downloaded: None,
             left: None,
-            offers: Vec::new(),
+            offers: Offers::default(),
             tracker_id: None,
             ext: None,
         }
@@ -361,6 +402,122 @@ pub struct Offer {
     pub offer_id: OfferId,
     /// The SDP offer (non-trickle: it holds every ICE candidate).
     pub offer: SessionDescription,
+}
+
+/// The offers of an announce.
+///
+/// A client builds them as a list. Decoded from the wire, they stay the array's JSON text
+/// (checked to be well-formed JSON and an array) until [`Self::into_vec`]: a tracker decodes
+/// offers only when it has peers to relay them to, and an announce into a swarm where nobody
+/// else is, the commonest announce of a lone viewer, then costs a scan of its offers instead
+/// of their decoding.
+#[derive(Clone, Default)]
+pub struct Offers(OffersRepr);
+
+#[derive(Clone)]
+enum OffersRepr {
+    List(Vec<Offer>),
+    /// A non-empty JSON array, not yet decoded.
+    Json(Box<RawValue>),
+}
+
+impl Default for OffersRepr {
+    fn default() -> Self {
+        Self::List(Vec::new())
+    }
+}
+
+impl Offers {
+    /// Adds an offer to an announce being built. Offers decoded from the wire are decoded
+    /// first; if they are malformed, they are dropped.
+    pub fn push(&mut self, offer: Offer) {
+        if let OffersRepr::Json(_) = self.0 {
+            let decoded = std::mem::take(self).into_vec().unwrap_or_default();
+            self.0 = OffersRepr::List(decoded);
+        }
+        if let OffersRepr::List(list) = &mut self.0 {
+            list.push(offer);
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        match &self.0 {
+            OffersRepr::List(list) => list.is_empty(),
+            OffersRepr::Json(_) => false,
+        }
+    }
+
+    /// The offers, decoded if they came from the wire: an error if one is malformed (not an
+    /// object with a binary-string `offer_id` and a session description `offer`).
+    pub fn into_vec(self) -> Result<Vec<Offer>, ProtoError> {
+        match self.0 {
+            OffersRepr::List(list) => Ok(list),
+            OffersRepr::Json(raw) => Ok(serde_json::from_str(raw.get())?),
+        }
+    }
+
+    /// [`Self::into_vec`] of a copy.
+    pub fn to_vec(&self) -> Result<Vec<Offer>, ProtoError> {
+        self.clone().into_vec()
+    }
+}
+
+impl From<Vec<Offer>> for Offers {
+    fn from(list: Vec<Offer>) -> Self {
+        Self(OffersRepr::List(list))
+    }
+}
+
+impl FromIterator<Offer> for Offers {
+    fn from_iter<I: IntoIterator<Item = Offer>>(iter: I) -> Self {
+        Self(OffersRepr::List(iter.into_iter().collect()))
+    }
+}
+
+/// Equal when they are the same JSON text or decode to the same offers.
+impl PartialEq for Offers {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (OffersRepr::List(a), OffersRepr::List(b)) => a == b,
+            (OffersRepr::Json(a), OffersRepr::Json(b)) if a.get() == b.get() => true,
+            _ => matches!((self.to_vec(), other.to_vec()), (Ok(a), Ok(b)) if a == b),
+        }
+    }
+}
+
+impl Eq for Offers {}
+
+impl fmt::Debug for Offers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            OffersRepr::List(list) => f.debug_list().entries(list).finish(),
+            OffersRepr::Json(raw) => f.debug_tuple("Offers").field(&raw.get()).finish(),
+        }
+    }
+}
+
+impl Serialize for Offers {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            OffersRepr::List(list) => list.serialize(s),
+            OffersRepr::Json(raw) => raw.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Offers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let text = raw.get();
+        let Some(inner) = text.strip_prefix('[') else {
+            return Err(de::Error::custom("offers must be an array"));
+        };
+        if inner.trim_start().starts_with(']') {
+            return Ok(Self::default());
+        }
+        Ok(Self(OffersRepr::Json(raw)))
+    }
 }
 
 /// An answer to a relayed offer, sent by the peer that received the offer.
@@ -710,7 +867,7 @@ struct RawMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     event: Option<AnnounceEvent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    offers: Option<Vec<Offer>>,
+    offers: Option<Offers>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     offer: Option<SessionDescription>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -810,7 +967,7 @@ struct RawOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     event: Option<AnnounceEvent>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    offers: Option<&'a [Offer]>,
+    offers: Option<&'a Offers>,
     #[serde(skip_serializing_if = "Option::is_none")]
     offer: Option<&'a SessionDescription>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -853,11 +1010,9 @@ struct RawOut<'a> {
 
 impl RawOut<'_> {
     fn to_json(&self) -> String {
-        // Sized for a relayed offer with a short SDP: one allocation for most messages.
-        let mut out = Vec::with_capacity(512);
-        serde_json::to_writer(&mut out, self)
-            .expect("serializing plain structs to a Vec cannot fail");
-        String::from_utf8(out).expect("serde_json writes UTF-8")
+        // `to_string`, not `to_writer` and `String::from_utf8`: serde_json knows what it wrote
+        // is UTF-8, and checking it again took a quarter of the encoding time.
+        serde_json::to_string(self).expect("serializing plain structs cannot fail")
     }
 }
 
@@ -1377,23 +1532,27 @@ mod tests {
         assert_eq!(a.event, Some(AnnounceEvent::Started));
         assert_eq!(a.left, None);
         assert_eq!(a.numwant, Some(5));
-        assert_eq!(a.offers.len(), 1);
-        assert_eq!(&a.offers[0].offer_id.0, b"ABCDEFGHIJKLMNOPQRST");
-        assert_eq!(a.offers[0].offer.kind(), "offer");
+        let offers = a.offers.into_vec().unwrap();
+        assert_eq!(offers.len(), 1);
+        assert_eq!(&offers[0].offer_id.0, b"ABCDEFGHIJKLMNOPQRST");
+        assert_eq!(offers[0].offer.kind(), "offer");
     }
 
-    /// An offer is relayed as it came, escapes and extra keys included; one that is not an
-    /// object with string `type` and `sdp` is refused when decoded.
+    /// An offer's `type` and `sdp` are relayed as they came, escapes included (other keys
+    /// are dropped); one that is not an object with string `type` and `sdp` is refused when
+    /// decoded: an answer at once, an announce's offers when they are to be relayed.
     #[test]
     fn session_descriptions_are_relayed_verbatim_and_checked() {
         let head = r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","peer_id":"bbbbbbbbbbbbbbbbbbbb","offers":[{"offer_id":"cccccccccccccccccccc","offer":"#;
-        let offer = r#"{"sdp":"v=0\r\no=- \u0041 1\r\n","type":"offer","x":[1]}"#;
+        let offer = r#"{"sdp":"v=0\r\no=- \u0041 1\r\n", "type" : "offer","x":[1]}"#;
+        let kept = r#"{"type":"offer","sdp":"v=0\r\no=- \u0041 1\r\n"}"#;
         let json = format!("{head}{offer}}}]}}");
         let ToTracker::Announce(a) = ToTracker::from_json_str(&json).unwrap() else {
             panic!("not an announce")
         };
-        let d = &a.offers[0].offer;
-        assert_eq!(d.as_json(), offer);
+        let offers = a.offers.into_vec().unwrap();
+        let d = &offers[0].offer;
+        assert_eq!(d.as_json(), kept);
         assert_eq!(
             (d.kind().as_str(), d.sdp().as_str()),
             ("offer", "v=0\r\no=- A 1\r\n")
@@ -1401,16 +1560,14 @@ mod tests {
         let relayed = FromTracker::Offer(RelayedOffer {
             info_hash: a.info_hash,
             peer_id: a.peer_id,
-            offer_id: a.offers[0].offer_id,
+            offer_id: offers[0].offer_id,
             offer: d.clone(),
             ext: None,
         })
         .to_json();
-        assert!(
-            relayed.contains(&format!(r#""offer":{offer}"#)),
-            "{relayed}"
-        );
+        assert!(relayed.contains(&format!(r#""offer":{kept}"#)), "{relayed}");
 
+        let answer_head = r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","peer_id":"bbbbbbbbbbbbbbbbbbbb","to_peer_id":"dddddddddddddddddddd","offer_id":"cccccccccccccccccccc","answer":"#;
         for bad in [
             r#""v=0""#,
             r#"{"type":"offer"}"#,
@@ -1421,11 +1578,44 @@ mod tests {
             "[]",
         ] {
             let json = format!("{head}{bad}}}]}}");
+            let ToTracker::Announce(a) = ToTracker::from_json_str(&json).expect(bad) else {
+                panic!("not an announce")
+            };
+            let err = a.offers.into_vec().expect_err(bad);
+            assert!(
+                err.to_string().contains("session description"),
+                "{bad}: {err}"
+            );
+            let json = format!("{answer_head}{bad}}}");
             let err = ToTracker::from_json_str(&json).expect_err(bad);
             assert!(
                 err.to_string().contains("session description"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    /// Offers are not decoded with the announce, but the announce must still be well-formed
+    /// JSON with an array there; an empty array is no offers.
+    #[test]
+    fn offers_are_decoded_when_used() {
+        let head = r#"{"action":"announce","info_hash":"aaaaaaaaaaaaaaaaaaaa","peer_id":"bbbbbbbbbbbbbbbbbbbb","offers":"#;
+        for (offers, decoded) in [("[ ]", Some(0)), ("[{\"offer_id\":1}]", None)] {
+            let json = format!("{head}{offers}}}");
+            let ToTracker::Announce(a) = ToTracker::from_json_str(&json).unwrap() else {
+                panic!("not an announce")
+            };
+            assert_eq!(a.offers.is_empty(), decoded == Some(0), "{offers}");
+            assert_eq!(
+                a.offers.into_vec().ok().map(|v| v.len()),
+                decoded,
+                "{offers}"
+            );
+        }
+        for bad in ["{}", "7", "[{]", "[1,]"] {
+            let json = format!("{head}{bad}}}");
+            assert!(ToTracker::from_json_str(&json).is_err(), "{bad}");
+            assert!(ToTracker::from_json(json.as_bytes()).is_err(), "{bad}");
         }
     }
 

@@ -112,7 +112,7 @@ fn to_tracker() -> impl Strategy<Value = ToTracker> {
                     uploaded,
                     downloaded,
                     left,
-                    offers,
+                    offers: offers.into(),
                     tracker_id,
                     ext,
                 })
@@ -387,6 +387,10 @@ proptest! {
     ) {
         let bytes = mutate(to.to_json().into_bytes(), &edits);
         let decoded = ToTracker::from_json(&bytes);
+        // Offers are decoded when the tracker relays them.
+        if let Ok(ToTracker::Announce(a)) = &decoded {
+            let _ = a.offers.to_vec();
+        }
         // The tracker decodes text: it must agree with the bytes' decoder.
         if let Ok(text) = std::str::from_utf8(&bytes) {
             match (&decoded, ToTracker::from_json_str(text)) {

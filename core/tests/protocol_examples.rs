@@ -94,7 +94,8 @@ fn tracker_messages() {
         offers: vec![Offer {
             offer_id: OfferId([b'o'; 20]),
             offer: SessionDescription::offer("v=0\r\n"),
-        }],
+        }]
+        .into(),
         ext: Some(PeerInfo {
             role: Some(Role::Viewer),
             rendition: Some(R),

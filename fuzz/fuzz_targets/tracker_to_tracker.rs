@@ -1,6 +1,7 @@
 //! Client-to-tracker messages (what the tracker decodes): decode or fail cleanly; whatever
 //! decodes round-trips through its encoding; text decodes the same as its bytes (the tracker
-//! decodes WebSocket text with `from_json_str`).
+//! decodes WebSocket text with `from_json_str`); an announce's offers, decoded when relayed,
+//! decode or fail cleanly too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(msg) = decoded {
+        if let ToTracker::Announce(a) = &msg {
+            let _ = a.offers.to_vec();
+        }
         let json = msg.to_json();
         if json.len() <= swarmcdn_core::tracker_proto::MAX_MESSAGE_LEN {
             assert_eq!(

@@ -357,6 +357,7 @@ impl Loop {
                 mut announce,
                 offers,
             } => {
+                let offered = u32::try_from(offers.len()).unwrap_or(u32::MAX);
                 for (conn, pc, dc, sdp) in offers {
                     let offer_id = OfferId(self.rng.random());
                     self.conns.insert(
@@ -376,7 +377,7 @@ impl Loop {
                         offer: SessionDescription::offer(sdp),
                     });
                 }
-                announce.numwant = Some(u32::try_from(announce.offers.len()).unwrap_or(0));
+                announce.numwant = Some(offered);
                 self.send_tracker(ToTracker::Announce(*announce));
             }
             Input::AnswerMade { conn, made } => {

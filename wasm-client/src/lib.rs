@@ -788,6 +788,7 @@ fn transmit(rc: &Shared, t: Transmit) {
                 drop(rc2);
                 input(&weak, move |i, _| {
                     let mut announce = announce;
+                    let mut offered = 0u32;
                     for (conn, pc, dc, closures, sdp) in made {
                         let Ok(id) = random_bytes::<20>() else {
                             continue;
@@ -808,8 +809,9 @@ fn transmit(rc: &Shared, t: Transmit) {
                             offer_id,
                             offer: SessionDescription::offer(sdp),
                         });
+                        offered += 1;
                     }
-                    announce.numwant = Some(announce.offers.len() as u32);
+                    announce.numwant = Some(offered);
                     send_tracker(i, &ToTracker::Announce(announce));
                 });
             });
