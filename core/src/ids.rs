@@ -62,11 +62,40 @@ pub enum IdError {
     BadSegmentId(String),
 }
 
+/// Lexicographic order of two byte strings of one length, eight bytes at a time.
+#[inline]
+fn bytes_cmp<const N: usize>(a: &[u8; N], b: &[u8; N]) -> std::cmp::Ordering {
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in (&mut x).zip(&mut y) {
+        let p = u64::from_be_bytes(p.try_into().expect("chunks of 8"));
+        let q = u64::from_be_bytes(q.try_into().expect("chunks of 8"));
+        if p != q {
+            return p.cmp(&q);
+        }
+    }
+    x.remainder().cmp(y.remainder())
+}
+
 macro_rules! byte_id {
     ($(#[$doc:meta])* $name:ident, $len:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
         pub struct $name(pub [u8; $len]);
+
+        // The order of the bytes (as derived), compared eight at a time as big-endian
+        // integers: ids key the node's ordered maps, and the derived order calls `memcmp`
+        // for every comparison.
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                bytes_cmp(&self.0, &other.0)
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
 
         impl $name {
             /// The id's bytes.
@@ -345,6 +374,35 @@ mod tests {
             frame_rate: Some(30.0),
             name: None,
         })
+    }
+
+    /// Ids order as their bytes do (the order the maps keyed by them iterate in).
+    #[test]
+    fn ids_order_as_their_bytes() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut byte = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Few values, so that long common prefixes and equal ids occur.
+            (x % 3) as u8
+        };
+        for _ in 0..20_000 {
+            let (a, b): ([u8; 20], [u8; 20]) = (
+                std::array::from_fn(|_| byte()),
+                std::array::from_fn(|_| byte()),
+            );
+            assert_eq!(PeerId(a).cmp(&PeerId(b)), a.cmp(&b), "{a:?} {b:?}");
+            let (c, d): ([u8; 8], [u8; 8]) = (
+                std::array::from_fn(|_| byte()),
+                std::array::from_fn(|_| byte()),
+            );
+            assert_eq!(
+                RenditionId(c).cmp(&RenditionId(d)),
+                c.cmp(&d),
+                "{c:?} {d:?}"
+            );
+        }
     }
 
     #[test]
