@@ -18,7 +18,7 @@ fn share(chunk_messages: bool) -> (f64, u32) {
     for i in 0..8 {
         let mut c = h.config(i, NodeRole::Viewer);
         c.chunk_messages = chunk_messages;
-        // Whole requests of four chunks (256 KiB): the message size this test is about.
+        // Whole requests of up to four chunks (256 KiB): the message size this test is about.
         c.request_chunks = 4;
         h.add(
             c,
@@ -43,13 +43,12 @@ fn chunk_messages_keep_slow_uplinks_useful() {
     assert_eq!(stalls, 0);
     assert_eq!(whole_stalls, 0);
     // Requests to a neighbour measured slow now wait a few chunks' time at its rate before
-    // they are given up, and slow uplinks serve fewer neighbours at once, so whole requests
-    // no longer stall out: 0.76 against 0.71 (before both, and before the harness stopped
-    // reserving downlinks at send time: 0.40 against 0.19). One chunk per message still does
-    // better.
-    assert!(chunked > 0.7, "chunk messages {chunked:.3}");
-    assert!(
-        chunked > whole,
-        "chunk messages {chunked:.3} vs whole requests {whole:.3}"
-    );
+    // they are given up, slow uplinks serve fewer neighbours at once, and a neighbour that
+    // takes a quarter of a second or more per chunk is asked for one chunk at a time (not
+    // the four configured here), so whole-request messages are one chunk long on these
+    // uplinks and the two policies meet: 0.81 against 0.81 (0.76 against 0.71 with
+    // four-chunk requests; before the stall and slot changes, and before the harness
+    // stopped reserving downlinks at send time, 0.40 against 0.19).
+    assert!(chunked > 0.75, "chunk messages {chunked:.3}");
+    assert!(whole > 0.75, "whole requests {whole:.3}");
 }

@@ -47,7 +47,8 @@
 //!    [`NodeConfig::http_margin`]), what is missing is fetched over HTTP with one byte range;
 //!    chunks already received from peers are kept.
 //! 2. Otherwise, if neighbours have it, its chunks are requested from them, in blocks of
-//!    [`NodeConfig::request_chunks`] chunks, from several at once, each block to a neighbour
+//!    up to [`NodeConfig::request_chunks`] chunks (fewer to a neighbour measured slow),
+//!    from several at once, each block to a neighbour
 //!    drawn at random weighted by measured throughput (unproven neighbours weigh as much as the
 //!    best proven one, so they get a chance).
 //! 3. Otherwise, if a neighbour said it is fetching it from the origin
@@ -175,13 +176,13 @@ pub struct NodeConfig {
     pub segment_size_guess: u64,
     /// Throughput assumed for a neighbour until measured, bytes/s. Default 2 MB/s.
     pub p2p_initial_rate: u64,
-    /// Chunks per request to a neighbour. Default 2 (128 KiB with the default chunk size;
-    /// with two requests in flight, 256 KiB per neighbour: 5 MB/s from one neighbour at a
-    /// 50 ms round trip). Fewer chunks per request commit fewer chunks to a holder that is
-    /// slow to serve them while another sits idle (in the simulator, against 4: S4 at 230
-    /// concurrent viewers 0.896 and 0.844 -> 0.894 and 0.857 with a sixth fewer deadline
-    /// fallbacks, S0 at u = r and N = 50 0.785 -> 0.806; one chunk did a little better
-    /// still, at 128 KiB in flight per neighbour).
+    /// Chunks per request to a neighbour, at most. Default 2 (128 KiB with the default chunk
+    /// size; with two requests in flight, 256 KiB per neighbour: 5 MB/s from one neighbour
+    /// at a 50 ms round trip). A neighbour measured slow gets fewer, down to one chunk for
+    /// one that takes a quarter of a second per chunk (see `request_chunks_for`). Fewer chunks per request commit fewer chunks
+    /// to a holder that is slow to serve them while another sits idle (in the simulator,
+    /// against 4: S4 at 230 concurrent viewers 0.896 and 0.844 -> 0.894 and 0.857 with a
+    /// sixth fewer deadline fallbacks, S0 at u = r and N = 50 0.785 -> 0.806).
     pub request_chunks: usize,
     /// Requests in flight per neighbour. Default 2: keeps the channel busy across round trips.
     pub requests_per_peer: usize,
@@ -576,6 +577,26 @@ const SLOT_CHUNK_TIME: Duration = Duration::from_millis(350);
 /// See [`Node::on_drained`]: shorter intervals say more about message timing than the rate.
 const UPLINK_MIN_SAMPLE: Duration = Duration::from_millis(100);
 const STALL_MAX_FACTOR: u32 = 4;
+/// See [`request_chunks_for`].
+const REQUEST_TIME: Duration = Duration::from_millis(250);
+
+/// Chunks per request to `p`: as many as it sends in [`REQUEST_TIME`] at its measured rate,
+/// at least one and at most `most` ([`NodeConfig::request_chunks`]). A slow holder (a
+/// viewer's uplink shared between requesters, 64 KiB taking a quarter of a second or more)
+/// is asked for one chunk at a time, so the chunks it would take seconds to send stay free
+/// for the holders that finish first. A fast one (a seed) gets whole requests that keep its
+/// channel busy across round trips. The rate measured with one chunk per request is at most
+/// two chunks per round trip (two requests in flight), which stays above the threshold for
+/// round trips up to `REQUEST_TIME`: a fast holder is not talked down to one chunk by its
+/// own measurement.
+fn request_chunks_for(p: &Peer, most: usize, chunk_size: u32) -> usize {
+    let most = most.max(1);
+    if !p.throughput.is_proven() {
+        return most;
+    }
+    let chunks = p.throughput.get() * REQUEST_TIME.as_secs_f64() / f64::from(chunk_size.max(1));
+    (chunks as usize).clamp(1, most)
+}
 
 #[derive(Debug)]
 struct Peer {
@@ -2421,7 +2442,8 @@ impl Node {
         until: Option<Time>,
     ) {
         let cap = self.config.requests_per_peer;
-        let request_len = self.config.request_chunks as u64 * u64::from(self.chunk_size);
+        let (most, chunk_size) = (self.config.request_chunks, self.chunk_size);
+        let chunks_for = move |p: &Peer| request_chunks_for(p, most, chunk_size);
         let fits = |p: &Peer| {
             let Some(until) = until else {
                 return true;
@@ -2429,6 +2451,7 @@ impl Node {
             if !p.throughput.is_proven() {
                 return true;
             }
+            let request_len = chunks_for(p) as u64 * u64::from(chunk_size);
             let queued: u64 =
                 p.inflight.values().map(|r| r.end - r.next).sum::<u64>() + request_len;
             now + Duration::from_secs_f64(queued as f64 / p.throughput.get().max(1.0)) <= until
@@ -2494,8 +2517,9 @@ impl Node {
                 free.retain(|id| *id != peer);
                 continue;
             };
+            let chunks = chunks_for(&self.peers[&peer]);
             let mut end = start + 1;
-            while end < n && end - start < self.config.request_chunks && wanted(end) {
+            while end < n && end - start < chunks && wanted(end) {
                 end += 1;
             }
             let id = RequestId(self.next_request_id);
@@ -3289,6 +3313,37 @@ mod tests {
         let mut fast = Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1e6);
         fast.throughput.sample(100 * chunk, Duration::from_secs(1));
         assert_eq!(node.stall_timeout(&fast), base);
+    }
+
+    /// Requests are sized to the holder: one chunk to a holder that takes a quarter of a
+    /// second or more per chunk, the configured most to one that is fast or not measured yet;
+    /// and the rate a fast holder shows with one-chunk requests (two chunks per round trip)
+    /// earns it whole requests again.
+    #[test]
+    fn slow_holders_are_asked_for_one_chunk_at_a_time() {
+        let chunk = 64 * 1024;
+        let most = 2;
+        let new = || Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1e6);
+        let p = new();
+        assert_eq!(request_chunks_for(&p, most, chunk), most, "not measured");
+        // A viewer's 3 Mbit/s uplink shared by two requesters: 0.7 s per chunk.
+        let mut slow = new();
+        slow.throughput.sample(187_500, Duration::from_secs(1));
+        assert_eq!(request_chunks_for(&slow, most, chunk), 1);
+        // A seed behind a 200 ms round trip, measured with one chunk per request and two
+        // requests in flight: two chunks per round trip.
+        let mut seed = new();
+        seed.throughput
+            .sample(2 * u64::from(chunk), Duration::from_millis(200));
+        assert_eq!(request_chunks_for(&seed, most, chunk), most);
+        // As many as it sends in a quarter of a second, up to the configured most; never none.
+        assert_eq!(request_chunks_for(&seed, 8, chunk), 2);
+        let mut fast = new();
+        fast.throughput
+            .sample(100 * u64::from(chunk), Duration::from_secs(1));
+        assert_eq!(request_chunks_for(&fast, 8, chunk), 8);
+        assert_eq!(request_chunks_for(&fast, most, chunk), most);
+        assert_eq!(request_chunks_for(&slow, 0, chunk), 1);
     }
 
     /// The uplink is measured over the times its buffers hold bytes, from the drain reports;
