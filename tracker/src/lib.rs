@@ -18,7 +18,8 @@
 mod config;
 mod metrics;
 mod outbox;
-mod readahead;
+#[doc(hidden)]
+pub mod readahead;
 mod worker;
 
 use std::collections::HashMap;
@@ -323,29 +324,34 @@ async fn handle_http(
         drop(req);
         match upgraded {
             Ok(upgraded) => {
+                // Small buffers: most connections idle between announces, and memory per
+                // connection bounds how many one instance holds (the 128 KiB defaults cost
+                // 140 KiB per idle connection).
+                let max = shared2.config.limits.max_message_bytes;
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(max))
+                    .max_frame_size(Some(max))
+                    .read_buffer_size(1024)
+                    .write_buffer_size(WRITE_BUFFER)
+                    // tungstenite requires it above the write buffer and a message.
+                    .max_write_buffer_size(WRITE_BUFFER + 2 * max);
+                // Built here, not in the connection's task: that task's future would hold
+                // the stream by value in its first state, and a task's allocation is as
+                // large as its largest state for the connection's whole life.
+                let ws = Box::new(
+                    WebSocketStream::from_raw_socket(
+                        readahead::ReadAhead::new(TokioIo::new(upgraded)),
+                        Role::Server,
+                        Some(config),
+                    )
+                    .await,
+                );
                 // The connection runs in a task of its own: this one's future holds the
                 // request, which an idle connection should not keep.
                 ws_tasks.spawn(
                     async move {
                         let _guard = guard;
-                        // Small buffers: most connections idle between announces, and memory
-                        // per connection bounds how many one instance holds (the 128 KiB
-                        // defaults cost 140 KiB per idle connection).
-                        let max = shared2.config.limits.max_message_bytes;
-                        let config = WebSocketConfig::default()
-                            .max_message_size(Some(max))
-                            .max_frame_size(Some(max))
-                            .read_buffer_size(1024)
-                            .write_buffer_size(WRITE_BUFFER)
-                            // tungstenite requires it above the write buffer and a message.
-                            .max_write_buffer_size(WRITE_BUFFER + 2 * max);
-                        let ws = WebSocketStream::from_raw_socket(
-                            readahead::ReadAhead::new(TokioIo::new(upgraded)),
-                            Role::Server,
-                            Some(config),
-                        )
-                        .await;
-                        serve_ws(Box::new(ws), conn, shared2, worker_tx, shutdown).await;
+                        serve_ws(ws, conn, shared2, worker_tx, shutdown).await;
                     }
                     .instrument(tracing::debug_span!("conn", id = conn.0)),
                 );
@@ -557,29 +563,16 @@ fn on_frame(
             m.reject("flood");
             Step::Close(CloseCode::Policy, "too many messages", "flood")
         }
-        Some(Ok(Message::Text(t))) => {
-            m.messages_in.fetch_add(1, Ordering::Relaxed);
-            match ToTracker::from_json_str(t.as_str()) {
-                Ok(msg) => match check_token(shared, &msg) {
-                    Ok(()) => Step::Forward(Box::new(msg)),
-                    Err(e) => {
-                        m.reject("bad_token");
-                        Step::Reply(failure_text(e.to_string()))
-                    }
-                },
-                Err(e) => {
-                    m.reject("malformed");
-                    Step::Reply(failure_text(e.to_string()))
-                }
+        // Text frames arrive marked binary (`readahead::TextAsBinary`): their UTF-8 is
+        // checked here. Binary messages are read the same way, as bittorrent-tracker does.
+        Some(Ok(Message::Binary(b))) => match simdutf8::basic::from_utf8(&b) {
+            Ok(text) => on_text(shared, text),
+            Err(_) => {
+                m.reject("invalid_utf8");
+                Step::Close(CloseCode::Invalid, "invalid UTF-8", "invalid UTF-8")
             }
-        }
-        Some(Ok(Message::Binary(_))) => {
-            m.messages_in.fetch_add(1, Ordering::Relaxed);
-            m.reject("malformed");
-            Step::Reply(failure_text(
-                "binary messages are not part of the protocol".into(),
-            ))
-        }
+        },
+        Some(Ok(Message::Text(t))) => on_text(shared, t.as_str()),
         Some(Ok(Message::Close(_))) | None => Step::End("closed by client"),
         Some(Ok(_)) => Step::Nothing, // ping/pong: tungstenite answers pings itself
         Some(Err(tungstenite::Error::Capacity(_))) => {
@@ -587,6 +580,25 @@ fn on_frame(
             Step::Close(CloseCode::Size, "message too large", "message too large")
         }
         Some(Err(_)) => Step::End("protocol error"),
+    }
+}
+
+/// The step for a text message.
+fn on_text(shared: &Shared, text: &str) -> Step {
+    let m = &shared.metrics;
+    m.messages_in.fetch_add(1, Ordering::Relaxed);
+    match ToTracker::from_json_str(text) {
+        Ok(msg) => match check_token(shared, &msg) {
+            Ok(()) => Step::Forward(Box::new(msg)),
+            Err(e) => {
+                m.reject("bad_token");
+                Step::Reply(failure_text(e.to_string()))
+            }
+        },
+        Err(e) => {
+            m.reject("malformed");
+            Step::Reply(failure_text(e.to_string()))
+        }
     }
 }
 

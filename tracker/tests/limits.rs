@@ -304,3 +304,50 @@ async fn malformed_upgrades_are_refused() {
         assert!(text.contains(says), "{request:?} -> {text}");
     }
 }
+
+/// Binary messages are read like text (as bittorrent-tracker reads them), a text message in
+/// fragments is read whole, and a message that is not UTF-8 closes only its connection (1007).
+#[tokio::test]
+async fn binary_and_fragmented_messages_are_read_and_invalid_utf8_closes() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = start(Config::default()).await;
+    let mut a = Client::connect(server.addr).await;
+    let json = announce(1, 1, 0).to_json();
+    a.ws.send(Message::Binary(json.clone().into_bytes().into()))
+        .await
+        .unwrap();
+    assert!(matches!(a.recv().await, FromTracker::AnnounceResponse(_)));
+    let (head, tail) = json.split_at(json.len() / 2);
+    let (mid, tail) = tail.split_at(tail.len() / 2);
+    for f in [
+        Frame::message(head.to_owned(), OpCode::Data(Data::Text), false),
+        Frame::message(mid.to_owned(), OpCode::Data(Data::Continue), false),
+        Frame::message(tail.to_owned(), OpCode::Data(Data::Continue), true),
+    ] {
+        a.ws.send(Message::Frame(f)).await.unwrap();
+    }
+    assert!(matches!(a.recv().await, FromTracker::AnnounceResponse(_)));
+
+    let mut other = Client::connect(server.addr).await;
+    for kind in [Data::Text, Data::Binary] {
+        let mut bad = Client::connect(server.addr).await;
+        let payload = b"{\"action\":\"scrape\",\"x\":\"\xC3\x28\"}".to_vec();
+        bad.ws
+            .send(Message::Frame(Frame::message(
+                payload,
+                OpCode::Data(kind),
+                true,
+            )))
+            .await
+            .unwrap();
+        let frame = bad.closed().await.expect("a close frame");
+        assert_eq!(frame.code, CloseCode::Invalid);
+    }
+    still_works(server.addr, &mut other, 1, 2).await;
+    still_works(server.addr, &mut a, 1, 1).await;
+    let (_, stats) = http_get(server.addr, "/stats").await;
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(v["rejections"]["invalid_utf8"], 2);
+    assert_eq!(v["rejections"]["malformed"], serde_json::Value::Null);
+}
