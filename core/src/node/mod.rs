@@ -68,8 +68,11 @@
 mod cache;
 mod download;
 mod rate;
+mod seqset;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use seqset::SeqSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -697,7 +700,7 @@ impl Peer {
     fn has(&self, seg: &SegmentRef) -> bool {
         self.have
             .get(&seg.rendition)
-            .is_some_and(|s| s.contains(&seg.sequence))
+            .is_some_and(|s| s.contains(seg.sequence))
     }
 }
 
@@ -706,16 +709,16 @@ impl Peer {
 /// keeps at most [`HaveSets::MAX_RENDITIONS`], dropping the oldest, so a neighbour announcing
 /// endless renditions cannot grow it.
 #[derive(Debug, Default)]
-struct HaveSets(Vec<(RenditionId, BTreeSet<u64>)>);
+struct HaveSets(Vec<(RenditionId, SeqSet)>);
 
 impl HaveSets {
     const MAX_RENDITIONS: usize = 16;
 
-    fn get(&self, rendition: &RenditionId) -> Option<&BTreeSet<u64>> {
+    fn get(&self, rendition: &RenditionId) -> Option<&SeqSet> {
         self.0.iter().find(|(r, _)| r == rendition).map(|(_, s)| s)
     }
 
-    fn get_mut(&mut self, rendition: &RenditionId) -> Option<&mut BTreeSet<u64>> {
+    fn get_mut(&mut self, rendition: &RenditionId) -> Option<&mut SeqSet> {
         self.0
             .iter_mut()
             .find(|(r, _)| r == rendition)
@@ -723,14 +726,14 @@ impl HaveSets {
     }
 
     /// The set of `rendition`, created empty if missing.
-    fn entry(&mut self, rendition: RenditionId) -> &mut BTreeSet<u64> {
+    fn entry(&mut self, rendition: RenditionId) -> &mut SeqSet {
         let i = match self.0.iter().position(|(r, _)| *r == rendition) {
             Some(i) => i,
             None => {
                 if self.0.len() >= Self::MAX_RENDITIONS {
                     self.0.remove(0);
                 }
-                self.0.push((rendition, BTreeSet::new()));
+                self.0.push((rendition, SeqSet::default()));
                 self.0.len() - 1
             }
         };
@@ -1306,19 +1309,15 @@ impl Node {
                 return Err(DropReason::Protocol("second handshake".into()));
             }
             Frame::Have(a) => {
-                let set: BTreeSet<u64> = a.iter().collect();
-                for s in &set {
-                    p.fetching.remove(&SegmentRef {
-                        rendition: a.rendition,
-                        sequence: *s,
-                    });
-                }
+                let set: SeqSet = a.iter().collect();
+                p.fetching
+                    .retain(|s, _| s.rendition != a.rendition || !set.contains(s.sequence));
                 // A segment it no longer lists may be gone with its digest: send the digest
                 // again with the next data.
                 p.digests_sent
-                    .retain(|s| s.rendition != a.rendition || set.contains(&s.sequence));
+                    .retain(|s| s.rendition != a.rendition || set.contains(s.sequence));
                 p.chunk_maps
-                    .retain(|(s, _)| s.rendition != a.rendition || set.contains(&s.sequence));
+                    .retain(|(s, _)| s.rendition != a.rendition || set.contains(s.sequence));
                 *p.have.entry(a.rendition) = set;
             }
             Frame::HaveDelta {
@@ -1328,7 +1327,7 @@ impl Node {
             } => {
                 let set = p.have.entry(rendition);
                 for s in removed {
-                    set.remove(&s);
+                    set.remove(s);
                     let seg = SegmentRef {
                         rendition,
                         sequence: s,
@@ -1342,10 +1341,6 @@ impl Node {
                         rendition,
                         sequence: s,
                     });
-                }
-                // Bound what a peer can make us remember.
-                while set.len() > 8 * wire::MAX_BITMAP_BYTES {
-                    set.pop_first();
                 }
             }
             Frame::Fetching { segment } => {
@@ -1375,7 +1370,7 @@ impl Node {
             } => self.on_data(now, peer, id, segment, offset, payload)?,
             Frame::Absent { id, segment } => {
                 if let Some(set) = p.have.get_mut(&segment.rendition) {
-                    set.remove(&segment.sequence);
+                    set.remove(segment.sequence);
                 }
                 self.end_request(peer, id, false);
             }
@@ -1556,7 +1551,7 @@ impl Node {
             // never used, pruned): the data cannot be checked. Not a protocol error; ask
             // others, as if it did not have the segment.
             if let Some(set) = p.have.get_mut(&seg.rendition) {
-                set.remove(&seg.sequence);
+                set.remove(seg.sequence);
             }
             self.end_request(peer, id, false);
             self.send_frames(peer, &[Frame::Cancel { id }]);
@@ -2030,7 +2025,7 @@ impl Node {
                 continue;
             }
             let from = match p.have.get(&pl.rendition).and_then(|set| set.last()) {
-                Some(&newest) => newest.saturating_add(1),
+                Some(newest) => newest.saturating_add(1),
                 // It plays another rendition: nothing of this one for it (after a switch to
                 // this one, its first segment here starts it).
                 None if p.have.0.iter().any(|(_, set)| !set.is_empty()) => continue,
@@ -3199,7 +3194,7 @@ mod tests {
         assert_eq!(h.0.len(), HaveSets::MAX_RENDITIONS);
         // The oldest were dropped, the newest kept.
         assert!(h.get(&RenditionId([0; 8])).is_none());
-        assert!(h.get(&RenditionId([39; 8])).unwrap().contains(&39));
+        assert!(h.get(&RenditionId([39; 8])).unwrap().contains(39));
         h.get_mut(&RenditionId([39; 8])).unwrap().insert(40);
         assert_eq!(h.entry(RenditionId([39; 8])).len(), 2);
         assert_eq!(h.0.len(), HaveSets::MAX_RENDITIONS);
