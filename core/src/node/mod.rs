@@ -2154,7 +2154,6 @@ impl Node {
             let t = t.max(now + Duration::from_millis(1));
             wake = Some(wake.map_or(t, |w: Time| w.min(t)));
         };
-        let seed_neighbour = self.peers.values().any(|p| p.seed && p.session().is_some());
 
         for (seg, deadline) in wanted {
             if !self.downloads.contains_key(&seg) {
@@ -2282,7 +2281,7 @@ impl Node {
                         (_, true) => self.rng.random_range(0..spread.div_ceil(8)),
                         (_, false) => spread + self.rng.random_range(0..spread),
                     };
-                    if seed_neighbour {
+                    if self.peers.values().any(|p| p.seed && p.session().is_some()) {
                         delay += spread;
                     }
                     let from = self
@@ -2306,9 +2305,9 @@ impl Node {
         }
         // Stall checks for requests in flight.
         for p in self.peers.values() {
-            let timeout = self.stall_timeout(p);
-            for req in p.inflight.values() {
-                note(req.last_data.max(p.last_data) + timeout);
+            // The earliest data among its requests decides: one timeout per peer.
+            if let Some(last) = p.inflight.values().map(|r| r.last_data).min() {
+                note(last.max(p.last_data) + self.stall_timeout(p));
             }
             if let Conn::Connecting { since } = p.conn {
                 note(since + self.config.connect_timeout);
