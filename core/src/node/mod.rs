@@ -72,6 +72,8 @@ mod seqset;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
+use foldhash::fast::FixedState;
+use indexmap::IndexMap;
 use seqset::SeqSet;
 use std::time::Duration;
 
@@ -769,7 +771,10 @@ pub struct Node {
     swarm_size: u64,
 
     // Peers.
-    peers: BTreeMap<PeerId, Peer>,
+    /// Kept sorted by id (inserted with `insert_sorted`, removed with `shift_remove`): the
+    /// scheduler's passes see neighbours in id order, as with an ordered map, but each
+    /// message's lookup is a hash and each pass walks a vector, not a tree.
+    peers: IndexMap<PeerId, Peer, FixedState>,
     banned: BTreeMap<PeerId, Time>,
     next_request_id: u32,
 
@@ -911,7 +916,7 @@ impl Node {
             last_announce: None,
             min_interval: Duration::ZERO,
             swarm_size: 0,
-            peers: BTreeMap::new(),
+            peers: IndexMap::default(),
             banned: BTreeMap::new(),
             next_request_id: 0,
             playlists: BTreeMap::new(),
@@ -1066,7 +1071,7 @@ impl Node {
                 if o.info_hash == self.config.swarm && self.may_connect(now, &o.peer_id) =>
             {
                 let seed = o.ext.as_ref().and_then(|e| e.role) == Some(Role::Seed);
-                self.peers.insert(
+                self.peers.insert_sorted(
                     o.peer_id,
                     Peer::new(
                         Conn::Connecting { since: now },
@@ -1080,7 +1085,7 @@ impl Node {
             FromTracker::Answer(a) if a.info_hash == self.config.swarm => {
                 if self.may_connect(now, &a.peer_id) {
                     let seed = a.ext.as_ref().and_then(|e| e.role) == Some(Role::Seed);
-                    self.peers.insert(
+                    self.peers.insert_sorted(
                         a.peer_id,
                         Peer::new(
                             Conn::Connecting { since: now },
@@ -1638,7 +1643,7 @@ impl Node {
     }
 
     fn drop_peer(&mut self, now: Time, peer: PeerId, reason: DropReason, _quiet: bool) {
-        let Some(p) = self.peers.remove(&peer) else {
+        let Some(p) = self.peers.shift_remove(&peer) else {
             return;
         };
         // Its buffered bytes never leave.
