@@ -154,10 +154,14 @@ pub struct Counters {
     pub events: u64,
     /// Wall-clock seconds.
     pub wall_seconds: f64,
-    /// Segment bytes the nodes held in their caches at the end (scaled bytes: what the
-    /// simulator's memory holds).
+    /// Segment bytes the nodes held in their caches at the end (scaled bytes), each node's
+    /// copy counted: what the peers would hold.
     #[serde(default)]
     pub cached_bytes_at_end: u64,
+    /// Segment bytes the simulator's memory held at the end: the nodes share equal copies
+    /// (`core::node::SegmentPool`), so each segment counts once.
+    #[serde(default)]
+    pub segment_bytes_held_at_end: u64,
     /// Poisson occupancy (arrival rate x mean session) per swarm, if the arrivals are
     /// Poisson with a finite mean session and a single channel and rung.
     pub occupancy: Option<f64>,
@@ -220,6 +224,7 @@ impl Counters {
         self.events += o.events;
         self.wall_seconds += o.wall_seconds;
         self.cached_bytes_at_end += o.cached_bytes_at_end;
+        self.segment_bytes_held_at_end += o.segment_bytes_held_at_end;
         if self.series.len() < o.series.len() {
             self.series.resize(o.series.len(), Row::default());
         }

@@ -38,7 +38,7 @@ use swarmcdn_core::integrity::{
 };
 use swarmcdn_core::node::{
     Event, FetchError, HttpTarget, IntegrityMode, Node, NodeConfig, NodeRole, PeerEvent,
-    PlayerState, Playlist, SegmentMeta, Transmit,
+    PlayerState, Playlist, SegmentMeta, SegmentPool, Transmit,
 };
 use swarmcdn_core::registry::{ConnId, Registry, RegistryConfig};
 use swarmcdn_core::time::Time;
@@ -219,6 +219,8 @@ pub struct Run<'a> {
     seg_us: u64,
     chunk_size: u32,
     zeros: Bytes,
+    /// Completed segments' bytes, shared by the nodes (one copy per segment, not per node).
+    pool: SegmentPool,
     zero_chunk: [u8; 32],
     signer: DigestSigner,
     ttfb_factor: f64,
@@ -318,6 +320,7 @@ impl<'a> Run<'a> {
             seg_us,
             chunk_size,
             zeros,
+            pool: SegmentPool::new(),
             zero_chunk,
             signer: DigestSigner::from_secret(OPERATOR_SECRET),
             ttfb_factor: 1.0,
@@ -390,6 +393,9 @@ impl<'a> Run<'a> {
             self.events += 1;
             if matches!(ev, Ev::Sample) {
                 progress(at / 1_000_000);
+                if (at / 1_000_000) % 30 == 0 {
+                    self.pool.prune();
+                }
             }
             self.dispatch(ev);
         }
@@ -400,6 +406,8 @@ impl<'a> Run<'a> {
             .filter_map(|p| p.node.as_deref())
             .map(|n| n.stats().cache_bytes)
             .sum();
+        self.pool.prune();
+        self.counters.segment_bytes_held_at_end = self.pool.held().1;
         for n in 0..self.peers.len() as u32 {
             if self.peers[n as usize].alive {
                 self.finish(n);
@@ -595,7 +603,10 @@ impl<'a> Run<'a> {
         c.locality = Some(sc.network.regions[peer.region as usize].name.clone());
         c.nat = Some(peer.nat.wire());
         let seed = model::rng(self.opts.seed, model::Stream::Node, u64::from(n)).random();
-        Node::new(c, Time(self.now), seed).expect("the scenario's node settings are valid")
+        let mut node =
+            Node::new(c, Time(self.now), seed).expect("the scenario's node settings are valid");
+        node.share_segments(self.pool.clone());
+        node
     }
 
     fn enter_swarm(&mut self, n: u32) {

@@ -67,10 +67,13 @@
 
 mod cache;
 mod download;
+mod pool;
 mod rate;
 mod seqset;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+pub use pool::SegmentPool;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use foldhash::fast::FixedState;
 use indexmap::IndexMap;
@@ -608,14 +611,14 @@ struct Peer {
     conn: Conn,
     seed: bool,
     caps: Capabilities,
-    have: HaveSets,
+    have: SegmentSets,
     fetching: BTreeMap<SegmentRef, Time>,
     busy_until: Time,
     /// When data for any of our requests last came from it: a neighbour sending data for one
     /// request is alive, and our other requests to it wait their turn rather than stall.
     last_data: Time,
     /// Digests of segments we have sent to this peer.
-    digests_sent: HashSet<SegmentRef>,
+    digests_sent: SegmentSets,
     inflight: BTreeMap<RequestId, Inflight>,
     throughput: Throughput,
     uploads: VecDeque<UploadJob>,
@@ -635,11 +638,11 @@ impl Peer {
             conn,
             seed,
             caps: Capabilities::default(),
-            have: HaveSets::default(),
+            have: SegmentSets::default(),
             fetching: BTreeMap::new(),
             busy_until: Time::ZERO,
             last_data: Time::ZERO,
-            digests_sent: HashSet::new(),
+            digests_sent: SegmentSets::default(),
             inflight: BTreeMap::new(),
             throughput: Throughput::new(initial_rate),
             uploads: VecDeque::new(),
@@ -700,21 +703,55 @@ impl Peer {
     }
 
     fn has(&self, seg: &SegmentRef) -> bool {
-        self.have
-            .get(&seg.rendition)
-            .is_some_and(|s| s.contains(seg.sequence))
+        self.have.contains(seg)
     }
 }
 
-/// What a neighbour has, per rendition. A neighbour has one or a few renditions, so a short
-/// vector beats a hash map on the scheduler's hot path (`holders`, run on every input); it
-/// keeps at most [`HaveSets::MAX_RENDITIONS`], dropping the oldest, so a neighbour announcing
-/// endless renditions cannot grow it.
+/// Segments, per rendition: what a neighbour has, and which digests it was sent. A neighbour
+/// has one or a few renditions, so a short vector beats a hash map on the scheduler's hot path
+/// (`holders`, run on every input); it keeps at most [`SegmentSets::MAX_RENDITIONS`], dropping
+/// the oldest, so a neighbour announcing endless renditions cannot grow it.
 #[derive(Debug, Default)]
-struct HaveSets(Vec<(RenditionId, SeqSet)>);
+struct SegmentSets(Vec<(RenditionId, SeqSet)>);
 
-impl HaveSets {
+impl SegmentSets {
     const MAX_RENDITIONS: usize = 16;
+
+    fn contains(&self, seg: &SegmentRef) -> bool {
+        self.get(&seg.rendition)
+            .is_some_and(|s| s.contains(seg.sequence))
+    }
+
+    /// Adds `seg`; false if it was there.
+    fn insert(&mut self, seg: SegmentRef) -> bool {
+        let set = self.entry(seg.rendition);
+        let had = set.contains(seg.sequence);
+        set.insert(seg.sequence);
+        !had
+    }
+
+    fn remove(&mut self, seg: &SegmentRef) {
+        if let Some(set) = self.get_mut(&seg.rendition) {
+            set.remove(seg.sequence);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(|(_, s)| s.len()).sum()
+    }
+
+    fn retain(&mut self, mut f: impl FnMut(SegmentRef) -> bool) {
+        for (rendition, set) in &mut self.0 {
+            let rendition = *rendition;
+            set.retain(|sequence| {
+                f(SegmentRef {
+                    rendition,
+                    sequence,
+                })
+            });
+        }
+        self.0.retain(|(_, s)| !s.is_empty());
+    }
 
     fn get(&self, rendition: &RenditionId) -> Option<&SeqSet> {
         self.0.iter().find(|(r, _)| r == rendition).map(|(_, s)| s)
@@ -792,6 +829,8 @@ pub struct Node {
     downloads: BTreeMap<SegmentRef, Download>,
     digests: BTreeMap<SegmentRef, VerifiedDigest>,
     cache: Cache,
+    /// Where completed segments' bytes are shared with other nodes of the process, if anywhere.
+    pool: Option<SegmentPool>,
     http_ttfb: Duration,
     http_rate: Throughput,
     /// Moving average of segment sizes, for estimates before a size is known.
@@ -903,6 +942,7 @@ impl Node {
         Ok(Self {
             http_ttfb: config.http_initial_ttfb,
             cache: Cache::new(config.cache_bytes),
+            pool: None,
             announce_interval: config.announce_interval,
             config,
             rng,
@@ -969,11 +1009,7 @@ impl Node {
                 + self
                     .peers
                     .values()
-                    .map(|p| {
-                        p.digests_sent.len()
-                            + p.fetching.len()
-                            + p.have.0.iter().map(|(_, s)| s.len()).sum::<usize>()
-                    })
+                    .map(|p| p.digests_sent.len() + p.fetching.len() + p.have.len())
                     .sum::<usize>(),
             ..self.stats.clone()
         }
@@ -999,6 +1035,12 @@ impl Node {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// Shares the bytes of the segments this node completes with the other nodes of `pool`
+    /// (see [`SegmentPool`]): for a process that runs many nodes, such as the simulator.
+    pub fn share_segments(&mut self, pool: SegmentPool) {
+        self.pool = Some(pool);
     }
 
     /// The next event.
@@ -1242,10 +1284,14 @@ impl Node {
             return;
         }
         let initial = self.config.p2p_initial_rate as f64;
-        let p = self
-            .peers
-            .entry(peer)
-            .or_insert_with(|| Peer::new(Conn::Connecting { since: now }, false, initial));
+        if !self.peers.contains_key(&peer) {
+            // In id order, as every insertion (`entry` would append).
+            self.peers.insert_sorted(
+                peer,
+                Peer::new(Conn::Connecting { since: now }, false, initial),
+            );
+        }
+        let p = self.peers.get_mut(&peer).expect("inserted above");
         if matches!(p.conn, Conn::Open { .. }) {
             return;
         }
@@ -2702,7 +2748,10 @@ impl Node {
         }
         let announced = dl.announced;
         let matches = dl.matches_digest();
-        let data = Bytes::from(dl.buf);
+        let mut data = Bytes::from(dl.buf);
+        if let Some(pool) = &self.pool {
+            data = pool.intern(seg.in_swarm(self.config.swarm), data);
+        }
         // The digest to relay: the verified one, or our own signature over origin bytes.
         let digest = match &dl.digest {
             Some(d) if matches => Some(d.signed().clone()),
@@ -2802,7 +2851,7 @@ impl Node {
         for p in self.peers.values_mut() {
             if p.digests_sent.len() > held {
                 p.digests_sent
-                    .retain(|s| cache.contains(s) || downloads.contains_key(s));
+                    .retain(|s| cache.contains(&s) || downloads.contains_key(&s));
             }
         }
     }
@@ -3191,17 +3240,17 @@ mod tests {
 
     #[test]
     fn have_sets_are_bounded_and_find_their_rendition() {
-        let mut h = HaveSets::default();
+        let mut h = SegmentSets::default();
         for r in 0..40u8 {
             h.entry(RenditionId([r; 8])).insert(u64::from(r));
         }
-        assert_eq!(h.0.len(), HaveSets::MAX_RENDITIONS);
+        assert_eq!(h.0.len(), SegmentSets::MAX_RENDITIONS);
         // The oldest were dropped, the newest kept.
         assert!(h.get(&RenditionId([0; 8])).is_none());
         assert!(h.get(&RenditionId([39; 8])).unwrap().contains(39));
         h.get_mut(&RenditionId([39; 8])).unwrap().insert(40);
         assert_eq!(h.entry(RenditionId([39; 8])).len(), 2);
-        assert_eq!(h.0.len(), HaveSets::MAX_RENDITIONS);
+        assert_eq!(h.0.len(), SegmentSets::MAX_RENDITIONS);
     }
 
     fn seg(sequence: u64) -> SegmentRef {
@@ -3356,7 +3405,7 @@ mod tests {
         let a = PeerId([2; 20]);
         let b = PeerId([3; 20]);
         for id in [a, b] {
-            node.peers.insert(
+            node.peers.insert_sorted(
                 id,
                 Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1e6),
             );

@@ -95,6 +95,22 @@ impl SeqSet {
         }
     }
 
+    /// Keeps the sequences for which `f` is true.
+    pub(crate) fn retain(&mut self, mut f: impl FnMut(u64) -> bool) {
+        for (i, w) in self.words.iter_mut().enumerate() {
+            let mut bits = *w;
+            while bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                if !f(self.base + i as u64 * 64 + u64::from(b)) {
+                    *w &= !(1 << b);
+                    self.len -= 1;
+                }
+            }
+        }
+        self.trim();
+    }
+
     /// Clears `s`, which is held.
     fn clear(&mut self, s: u64) {
         let off = s - self.base;
@@ -105,6 +121,10 @@ impl SeqSet {
 
     /// Drops zero words at both ends.
     fn trim(&mut self) {
+        if self.len == 0 {
+            *self = Self::default();
+            return;
+        }
         while self.words.last() == Some(&0) {
             self.words.pop();
         }
@@ -205,6 +225,12 @@ mod tests {
                 prop_assert!(!s.contains(x) || model.contains(&x));
                 prop_assert!(s.words.first() != Some(&0) && s.words.last() != Some(&0));
             }
+            // Retain agrees too.
+            s.retain(|y| y % 3 != 0);
+            model.retain(|y| y % 3 != 0);
+            prop_assert_eq!(s.len(), model.len());
+            prop_assert_eq!(s.last(), model.last().copied());
+            prop_assert!(model.iter().all(|y| s.contains(*y)));
         }
     }
 }
