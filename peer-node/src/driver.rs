@@ -510,7 +510,7 @@ impl Loop {
         match t {
             Transmit::Announce { announce, offers } => {
                 if offers == 0 {
-                    self.send_tracker(ToTracker::Announce(announce));
+                    self.send_tracker(ToTracker::Announce(*announce));
                     return;
                 }
                 let conns: Vec<ConnId> = (0..offers).map(|_| self.new_conn()).collect();
@@ -532,7 +532,6 @@ impl Loop {
                     }))
                     .await;
                     let offers = made.into_iter().flatten().collect();
-                    let announce = Box::new(announce);
                     let _ = inputs.send(Input::OffersMade { announce, offers }).await;
                 });
             }

@@ -1035,7 +1035,7 @@ impl<'a> Run<'a> {
                     let at = now + self.tracker_delay(n);
                     self.q.push(
                         at,
-                        Ev::ToTracker(n, Box::new(ToTracker::Announce(announce))),
+                        Ev::ToTracker(n, Box::new(ToTracker::Announce(*announce))),
                     );
                 }
             }

@@ -758,7 +758,7 @@ fn transmit(rc: &Shared, t: Transmit) {
     match t {
         Transmit::Announce { announce, offers } => {
             if offers == 0 {
-                send_tracker(&rc.borrow(), &ToTracker::Announce(announce));
+                send_tracker(&rc.borrow(), &ToTracker::Announce(*announce));
                 return;
             }
             let weak = Rc::downgrade(rc);
@@ -812,7 +812,7 @@ fn transmit(rc: &Shared, t: Transmit) {
                         offered += 1;
                     }
                     announce.numwant = Some(offered);
-                    send_tracker(i, &ToTracker::Announce(announce));
+                    send_tracker(i, &ToTracker::Announce(*announce));
                 });
             });
         }

@@ -375,15 +375,16 @@ pub enum Transmit {
     /// Send this announce to the tracker, after creating `offers` WebRTC offers (non-trickle)
     /// and putting them in `announce.offers`.
     Announce {
-        /// The announce, without offers.
-        announce: Announce,
+        /// The announce, without offers (boxed, as the offers' variants: a node queues many
+        /// transmits, most of them small messages to neighbours).
+        announce: Box<Announce>,
         /// How many offers to create.
         offers: usize,
     },
     /// Answer this relayed offer: create the WebRTC answer and send it to the tracker.
-    AcceptOffer(RelayedOffer),
+    AcceptOffer(Box<RelayedOffer>),
     /// Apply this relayed answer to the pending offer with its offer id.
-    CompleteOffer(RelayedAnswer),
+    CompleteOffer(Box<RelayedAnswer>),
     /// Forget the pending offer (it was answered by a peer this node will not connect to).
     DropOffer(OfferId),
     /// Send one DataChannel message to a neighbour.
@@ -826,7 +827,9 @@ pub struct Node {
     /// the old rendition's segments (the shells route only the main playlist's segments here).
     delivered_upto: Option<u64>,
     next_player_request: u64,
-    downloads: BTreeMap<SegmentRef, Download>,
+    /// Boxed: a download is large (its chunk table, buffer and fetches), and a map node holds
+    /// room for eleven of them however few there are.
+    downloads: BTreeMap<SegmentRef, Box<Download>>,
     digests: BTreeMap<SegmentRef, VerifiedDigest>,
     cache: Cache,
     /// Where completed segments' bytes are shared with other nodes of the process, if anywhere.
@@ -1121,7 +1124,7 @@ impl Node {
                         self.config.p2p_initial_rate as f64,
                     ),
                 );
-                self.transmits.push_back(Transmit::AcceptOffer(o));
+                self.transmits.push_back(Transmit::AcceptOffer(Box::new(o)));
                 self.set_wake(now + self.config.connect_timeout);
             }
             FromTracker::Answer(a) if a.info_hash == self.config.swarm => {
@@ -1135,7 +1138,8 @@ impl Node {
                             self.config.p2p_initial_rate as f64,
                         ),
                     );
-                    self.transmits.push_back(Transmit::CompleteOffer(a));
+                    self.transmits
+                        .push_back(Transmit::CompleteOffer(Box::new(a)));
                     self.set_wake(now + self.config.connect_timeout);
                 } else {
                     self.transmits.push_back(Transmit::DropOffer(a.offer_id));
@@ -1207,8 +1211,10 @@ impl Node {
             }),
             ..Announce::new(self.config.swarm, self.config.peer_id)
         };
-        self.transmits
-            .push_back(Transmit::Announce { announce, offers });
+        self.transmits.push_back(Transmit::Announce {
+            announce: Box::new(announce),
+            offers,
+        });
         self.last_announce = Some(now);
         self.next_announce = if stopped {
             None
@@ -1632,7 +1638,7 @@ impl Node {
         if done {
             self.end_request(peer, id, true);
         }
-        if self.downloads.get(&seg).is_some_and(Download::is_complete) {
+        if self.downloads.get(&seg).is_some_and(|d| d.is_complete()) {
             self.complete(now, seg);
         } else if full {
             self.on_chunks_done(now, seg);
@@ -2213,7 +2219,7 @@ impl Node {
                 if let Some(d) = self.digests.get(&seg) {
                     dl.set_digest(d.clone());
                 }
-                self.downloads.insert(seg, dl);
+                self.downloads.insert(seg, Box::new(dl));
             }
             let dl = &self.downloads[&seg];
             if dl.is_complete() {
@@ -3455,8 +3461,8 @@ mod tests {
         a.length = Some(1_000_000);
         let mut b = Download::new();
         b.length = Some(500_000);
-        node.downloads.insert(seg_a, a);
-        node.downloads.insert(seg_b, b);
+        node.downloads.insert(seg_a, Box::new(a));
+        node.downloads.insert(seg_b, Box::new(b));
         // Nothing fetched over HTTP: no backlog.
         assert_eq!(node.http_backlog(seg_a), 0);
         // `b` (later) is being fetched: its missing bytes count for `a`, not for itself.

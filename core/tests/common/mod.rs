@@ -721,7 +721,7 @@ impl Harness {
                 if self.tracker_up {
                     self.push(
                         now + lat + self.tracker_latency,
-                        Ev::ToRegistry(n, ToTracker::Announce(announce)),
+                        Ev::ToRegistry(n, ToTracker::Announce(*announce)),
                     );
                 }
             }
