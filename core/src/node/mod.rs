@@ -620,7 +620,7 @@ struct Peer {
     last_data: Time,
     /// Digests of segments we have sent to this peer.
     digests_sent: SegmentSets,
-    inflight: BTreeMap<RequestId, Inflight>,
+    inflight: Inflights,
     throughput: Throughput,
     uploads: VecDeque<UploadJob>,
     send_buffered: u64,
@@ -644,7 +644,7 @@ impl Peer {
             busy_until: Time::ZERO,
             last_data: Time::ZERO,
             digests_sent: SegmentSets::default(),
-            inflight: BTreeMap::new(),
+            inflight: Inflights::default(),
             throughput: Throughput::new(initial_rate),
             uploads: VecDeque::new(),
             send_buffered: 0,
@@ -705,6 +705,91 @@ impl Peer {
 
     fn has(&self, seg: &SegmentRef) -> bool {
         self.have.contains(seg)
+    }
+}
+
+/// Requests in flight to one neighbour, in id order (as an ordered map by id would list them).
+/// A neighbour has a few at a time, so a sorted vector, freed when the last one ends: an
+/// ordered map keeps a node with room for eleven for every neighbour ever asked.
+#[derive(Debug, Default)]
+struct Inflights(Vec<(RequestId, Inflight)>);
+
+type InflightRef<'a> = (&'a RequestId, &'a Inflight);
+type InflightMut<'a> = (&'a RequestId, &'a mut Inflight);
+
+impl Inflights {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn find(&self, id: &RequestId) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(id))
+    }
+
+    fn contains_key(&self, id: &RequestId) -> bool {
+        self.find(id).is_ok()
+    }
+
+    fn get_mut(&mut self, id: &RequestId) -> Option<&mut Inflight> {
+        let i = self.find(id).ok()?;
+        Some(&mut self.0[i].1)
+    }
+
+    fn insert(&mut self, id: RequestId, req: Inflight) {
+        match self.find(&id) {
+            Ok(i) => self.0[i].1 = req,
+            Err(i) => self.0.insert(i, (id, req)),
+        }
+    }
+
+    fn remove(&mut self, id: &RequestId) -> Option<Inflight> {
+        let i = self.find(id).ok()?;
+        let (_, req) = self.0.remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(req)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = InflightRef<'_>> {
+        self.into_iter()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Inflight> {
+        self.0.iter().map(|(_, r)| r)
+    }
+}
+
+impl<'a> IntoIterator for &'a Inflights {
+    type Item = InflightRef<'a>;
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (RequestId, Inflight)>,
+        fn(&'a (RequestId, Inflight)) -> InflightRef<'a>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Inflights {
+    type Item = InflightMut<'a>;
+    type IntoIter = std::iter::Map<
+        std::slice::IterMut<'a, (RequestId, Inflight)>,
+        fn(&'a mut (RequestId, Inflight)) -> InflightMut<'a>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter_mut().map(|(k, v)| (&*k, v))
+    }
+}
+
+impl IntoIterator for Inflights {
+    type Item = (RequestId, Inflight);
+    type IntoIter = std::vec::IntoIter<(RequestId, Inflight)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
     }
 }
 
