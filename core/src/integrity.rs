@@ -312,11 +312,7 @@ impl DigestSigner {
     /// Signs a digest.
     pub fn sign(&self, digest: SegmentDigest) -> SignedDigest {
         let signature = self.key.sign(&signed_message(&digest.root)).to_bytes();
-        SignedDigest {
-            digest,
-            signer: self.public_key(),
-            signature,
-        }
+        SignedDigest::from_parts(digest, self.public_key(), signature)
     }
 }
 
@@ -359,8 +355,14 @@ impl TrustedKeys {
 }
 
 /// A digest with its signer and signature, as it travels between peers.
+///
+/// Shared: a node keeps it with the segment, in its digest table and in every download, and
+/// relays it to every neighbour; a clone is a reference count, not 200 bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedDigest {
+pub struct SignedDigest(std::sync::Arc<Signed>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Signed {
     digest: SegmentDigest,
     signer: PublicKey,
     signature: [u8; SIGNATURE_LEN],
@@ -373,26 +375,26 @@ impl SignedDigest {
         signer: PublicKey,
         signature: [u8; SIGNATURE_LEN],
     ) -> Self {
-        Self {
+        Self(std::sync::Arc::new(Signed {
             digest,
             signer,
             signature,
-        }
+        }))
     }
 
     /// The digest (not yet verified).
     pub fn digest(&self) -> &SegmentDigest {
-        &self.digest
+        &self.0.digest
     }
 
     /// The key that signed it.
     pub fn signer(&self) -> &PublicKey {
-        &self.signer
+        &self.0.signer
     }
 
     /// The signature.
     pub fn signature(&self) -> &[u8; SIGNATURE_LEN] {
-        &self.signature
+        &self.0.signature
     }
 
     /// Checks that a trusted key signed this digest.
@@ -400,10 +402,10 @@ impl SignedDigest {
         let (_, key) = trusted
             .keys
             .iter()
-            .find(|(k, _)| *k == self.signer)
+            .find(|(k, _)| *k == self.0.signer)
             .ok_or(IntegrityError::UntrustedKey)?;
-        let sig = Signature::from_bytes(&self.signature);
-        key.verify_strict(&signed_message(&self.digest.root), &sig)
+        let sig = Signature::from_bytes(&self.0.signature);
+        key.verify_strict(&signed_message(&self.0.digest.root), &sig)
             .map_err(|_| IntegrityError::BadSignature)?;
         Ok(VerifiedDigest {
             signed: self.clone(),
@@ -422,9 +424,9 @@ impl SignedDigest {
     /// Number of bytes [`SignedDigest::encode`] writes.
     pub fn encoded_len(&self) -> usize {
         SegmentId::ENCODED_LEN
-            + varint::len(self.digest.length)
-            + varint::len(u64::from(self.digest.chunk_size))
-            + 32 * self.digest.chunk_hashes.len()
+            + varint::len(self.0.digest.length)
+            + varint::len(u64::from(self.0.digest.chunk_size))
+            + 32 * self.0.digest.chunk_hashes.len()
             + PUBLIC_KEY_LEN
             + SIGNATURE_LEN
     }
@@ -433,14 +435,14 @@ impl SignedDigest {
     /// `segment_id(36) length(varint) chunk_size(varint) hashes(32 × n) signer(32) signature(64)`,
     /// where `n = ceil(length / chunk_size)`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.digest.segment.to_bytes());
-        varint::put(out, self.digest.length);
-        varint::put(out, u64::from(self.digest.chunk_size));
-        for h in self.digest.chunk_hashes.iter() {
+        out.extend_from_slice(&self.0.digest.segment.to_bytes());
+        varint::put(out, self.0.digest.length);
+        varint::put(out, u64::from(self.0.digest.chunk_size));
+        for h in self.0.digest.chunk_hashes.iter() {
             out.extend_from_slice(h);
         }
-        out.extend_from_slice(&self.signer.0);
-        out.extend_from_slice(&self.signature);
+        out.extend_from_slice(&self.0.signer.0);
+        out.extend_from_slice(&self.0.signature);
     }
 
     /// Decodes exactly one encoded digest (trailing bytes are an error). Allocates at most
@@ -467,11 +469,7 @@ impl SignedDigest {
             return Err(IntegrityError::TrailingBytes(buf.len()));
         }
         let digest = SegmentDigest::from_parts(segment, length, chunk_size, chunk_hashes)?;
-        Ok(Self {
-            digest,
-            signer: PublicKey(*signer),
-            signature: *signature,
-        })
+        Ok(Self::from_parts(digest, PublicKey(*signer), *signature))
     }
 }
 
@@ -495,7 +493,12 @@ pub struct VerifiedDigest {
 impl VerifiedDigest {
     /// The digest.
     pub fn digest(&self) -> &SegmentDigest {
-        &self.signed.digest
+        self.signed.digest()
+    }
+
+    /// Whether this is the only reference to the digest (clones share it).
+    pub(crate) fn is_unique(&self) -> bool {
+        std::sync::Arc::strong_count(&self.signed.0) == 1
     }
 
     /// The signed digest, to relay to other peers.
@@ -505,12 +508,12 @@ impl VerifiedDigest {
 
     /// Number of chunks.
     pub fn chunk_count(&self) -> usize {
-        self.signed.digest.chunk_count()
+        self.signed.digest().chunk_count()
     }
 
     /// Checks one chunk on its own: its length and its hash.
     pub fn verify_chunk(&self, index: usize, data: &[u8]) -> Result<(), IntegrityError> {
-        let d = &self.signed.digest;
+        let d = self.signed.digest();
         let range = d
             .chunk_range(index)
             .ok_or(IntegrityError::ChunkOutOfRange {
@@ -534,7 +537,7 @@ impl VerifiedDigest {
 
     /// Checks a whole segment.
     pub fn verify_segment(&self, data: &[u8]) -> Result<(), IntegrityError> {
-        let d = &self.signed.digest;
+        let d = self.signed.digest();
         if data.len() as u64 != d.length {
             return Err(IntegrityError::SegmentMismatch {
                 got: data.len(),
@@ -601,10 +604,10 @@ mod tests {
         // A digest of other data, or of another segment, under a valid signature.
         let good = signer.sign(SegmentDigest::compute(seg(1), &d, 4096));
         let forged_data = SegmentDigest::compute(seg(1), &data(10_001), 4096);
-        let forged = SignedDigest::from_parts(forged_data, good.signer, good.signature);
+        let forged = SignedDigest::from_parts(forged_data, *good.signer(), *good.signature());
         assert_eq!(forged.verify(&trusted), Err(IntegrityError::BadSignature));
         let moved = SegmentDigest::compute(seg(2), &d, 4096);
-        let moved = SignedDigest::from_parts(moved, good.signer, good.signature);
+        let moved = SignedDigest::from_parts(moved, *good.signer(), *good.signature());
         assert_eq!(moved.verify(&trusted), Err(IntegrityError::BadSignature));
     }
 

@@ -1559,6 +1559,10 @@ impl Node {
                 }
             }
         };
+        let verified = match &self.pool {
+            Some(pool) => pool.intern_digest(seg.in_swarm(self.config.swarm), verified),
+            None => verified,
+        };
         self.chunk_size = verified.digest().chunk_size();
         if let Some(dl) = self.downloads.get_mut(&seg) {
             dl.set_digest(verified.clone());
