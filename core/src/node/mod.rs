@@ -3643,6 +3643,54 @@ mod tests {
         assert_eq!(next.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [103]);
     }
 
+    /// Nodes given one pool hold one copy of a segment they both fetched; a node without a
+    /// pool keeps its own.
+    #[test]
+    fn nodes_sharing_a_pool_hold_one_copy_of_a_segment() {
+        let fetch = |pool: Option<&SegmentPool>| {
+            let t0 = Time::from_secs(100);
+            let mut node = viewer();
+            if let Some(pool) = pool {
+                node.share_segments(pool.clone());
+            }
+            node.handle_playlist(
+                t0,
+                Playlist {
+                    rendition: seg(0).rendition,
+                    live: true,
+                    segments: vec![SegmentMeta {
+                        sequence: 5,
+                        duration: Duration::from_secs(4),
+                    }],
+                },
+            );
+            node.request_segment(t0, seg(5));
+            let id = std::iter::from_fn(|| node.poll_transmit())
+                .find_map(|t| match t {
+                    Transmit::Http(r) => Some(r.id),
+                    _ => None,
+                })
+                .expect("fetched from the origin");
+            let body = Bytes::from(vec![3u8; 50_000]);
+            node.handle_http_data(t0, id, 0, Some(50_000), body);
+            node.handle_http_done(t0, id, Ok(()));
+            std::iter::from_fn(|| node.poll_event())
+                .find_map(|e| match e {
+                    Event::SegmentReady { data, .. } => Some(data),
+                    _ => None,
+                })
+                .expect("delivered")
+        };
+        let pool = SegmentPool::new();
+        let a = fetch(Some(&pool));
+        let b = fetch(Some(&pool));
+        let own = fetch(None);
+        assert_eq!((&a[..], &own[..]), (&[3u8; 50_000][..], &[3u8; 50_000][..]));
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one copy for both nodes");
+        assert_ne!(own.as_ptr(), a.as_ptr());
+        assert_eq!(pool.held(), (1, 50_000));
+    }
+
     #[test]
     fn chunk_maps_say_which_chunks_a_neighbour_holds() {
         // No map: the segment is whole. Bits are least significant first; bits past the map
