@@ -858,6 +858,9 @@ impl SegmentSets {
                 if self.0.len() >= Self::MAX_RENDITIONS {
                     self.0.remove(0);
                 }
+                // Most neighbours play one rendition: room for exactly what is held (a first
+                // push would make room for four).
+                self.0.reserve_exact(1);
                 self.0.push((rendition, SeqSet::default()));
                 self.0.len() - 1
             }

@@ -47,6 +47,8 @@ impl SeqSet {
     pub(crate) fn insert(&mut self, s: u64) {
         if self.words.is_empty() {
             self.base = s / 64 * 64;
+            // One word covers a live viewer's window: no room for four.
+            self.words.reserve_exact(1);
             self.words.push(1 << (s % 64));
             self.len = 1;
             return;
@@ -80,6 +82,7 @@ impl SeqSet {
         let off = s - self.base;
         let i = (off / 64) as usize;
         if i >= self.words.len() {
+            self.words.reserve_exact(i + 1 - self.words.len());
             self.words.resize(i + 1, 0);
         }
         let bit = 1 << (off % 64);
