@@ -613,7 +613,7 @@ struct Peer {
     seed: bool,
     caps: Capabilities,
     have: SegmentSets,
-    fetching: BTreeMap<SegmentRef, Time>,
+    fetching: Fetching,
     busy_until: Time,
     /// When data for any of our requests last came from it: a neighbour sending data for one
     /// request is alive, and our other requests to it wait their turn rather than stall.
@@ -640,7 +640,7 @@ impl Peer {
             seed,
             caps: Capabilities::default(),
             have: SegmentSets::default(),
-            fetching: BTreeMap::new(),
+            fetching: Fetching::default(),
             busy_until: Time::ZERO,
             last_data: Time::ZERO,
             digests_sent: SegmentSets::default(),
@@ -705,6 +705,40 @@ impl Peer {
 
     fn has(&self, seg: &SegmentRef) -> bool {
         self.have.contains(seg)
+    }
+}
+
+/// The segments a neighbour said it is fetching from the origin, and when. A few at a time
+/// (at most 256), looked up by segment: a vector, freed when empty (an ordered map keeps a
+/// node with room for eleven once it has held one).
+#[derive(Debug, Default)]
+struct Fetching(Vec<(SegmentRef, Time)>);
+
+impl Fetching {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn get(&self, seg: &SegmentRef) -> Option<&Time> {
+        self.0.iter().find(|(s, _)| s == seg).map(|(_, t)| t)
+    }
+
+    fn insert(&mut self, seg: SegmentRef, at: Time) {
+        match self.0.iter_mut().find(|(s, _)| *s == seg) {
+            Some((_, t)) => *t = at,
+            None => self.0.push((seg, at)),
+        }
+    }
+
+    fn remove(&mut self, seg: &SegmentRef) {
+        self.retain(|s, _| s != seg);
+    }
+
+    fn retain(&mut self, mut f: impl FnMut(&SegmentRef, &Time) -> bool) {
+        self.0.retain(|(s, t)| f(s, t));
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
     }
 }
 
