@@ -673,8 +673,23 @@ impl Peer {
 
     /// Records its chunk map of `seg`; a map with all `chunks` set (when the count is known)
     /// says it holds the segment whole.
+    /// Keeps the chunk maps of the segments for which `f` is true; none left, no buffer.
+    fn retain_chunk_maps(&mut self, mut f: impl FnMut(&SegmentRef) -> bool) {
+        self.chunk_maps.retain(|(s, _)| f(s));
+        if self.chunk_maps.is_empty() {
+            self.chunk_maps = Vec::new();
+        }
+    }
+
+    /// Its queue of uploads lost a job: none left, no buffer.
+    fn uploads_shrunk(&mut self) {
+        if self.uploads.is_empty() {
+            self.uploads = VecDeque::new();
+        }
+    }
+
     fn set_chunk_map(&mut self, seg: SegmentRef, map: Bytes, chunks: Option<usize>) {
-        self.chunk_maps.retain(|(s, _)| *s != seg);
+        self.retain_chunk_maps(|s| *s != seg);
         let full = chunks.is_some_and(|n| {
             (0..n).all(|i| map.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
         });
@@ -1495,8 +1510,7 @@ impl Node {
                 // again with the next data.
                 p.digests_sent
                     .retain(|s| s.rendition != a.rendition || set.contains(s.sequence));
-                p.chunk_maps
-                    .retain(|(s, _)| s.rendition != a.rendition || set.contains(s.sequence));
+                p.retain_chunk_maps(|s| s.rendition != a.rendition || set.contains(s.sequence));
                 *p.have.entry(a.rendition) = set;
             }
             Frame::HaveDelta {
@@ -1521,6 +1535,7 @@ impl Node {
                         sequence: s,
                     });
                 }
+                p.retain_chunk_maps(|_| true);
             }
             Frame::Fetching { segment } => {
                 if p.fetching.len() < 256 {
@@ -1540,6 +1555,7 @@ impl Node {
             } => self.on_request(now, peer, id, segment, offset, length),
             Frame::Cancel { id } => {
                 p.uploads.retain(|j| j.id != id);
+                p.uploads_shrunk();
             }
             Frame::Data {
                 id,
@@ -3226,7 +3242,9 @@ impl Node {
                 let Some((digest, partial)) = source else {
                     // Evicted or abandoned since: tell the requester.
                     let (jid, seg) = (job.id, job.seg);
-                    self.peers.get_mut(&id).expect("exists").uploads.pop_front();
+                    let p = self.peers.get_mut(&id).expect("exists");
+                    p.uploads.pop_front();
+                    p.uploads_shrunk();
                     self.send_frames(
                         id,
                         &[Frame::Absent {
@@ -3296,6 +3314,7 @@ impl Node {
                 job.next += n;
                 if job.next >= job.end {
                     p.uploads.pop_front();
+                    p.uploads_shrunk();
                 }
                 let _ = jid;
                 self.stats.p2p_bytes_up += n;
