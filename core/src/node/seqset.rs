@@ -64,7 +64,8 @@ impl SeqSet {
             self.base = base;
         } else if s - self.base >= Self::SPAN {
             // Keep the newest: drop what falls out of a window ending at `s`.
-            let low = s + 1 - Self::SPAN;
+            // `s - (SPAN - 1)`, not `s + 1 - SPAN`: `s` may be `u64::MAX`.
+            let low = s - (Self::SPAN - 1);
             let drop = (((low - self.base) / 64) as usize).min(self.words.len());
             self.words.drain(..drop);
             self.base += drop as u64 * 64;
@@ -197,6 +198,11 @@ mod tests {
         top.insert(u64::MAX - 1);
         assert_eq!(top.last(), Some(u64::MAX));
         assert!(top.contains(u64::MAX - 1));
+        // A jump from the bottom to the top of the range moves the window without overflow.
+        let mut jump: SeqSet = [0, 1].into_iter().collect();
+        jump.insert(u64::MAX);
+        assert!(!jump.contains(0) && jump.contains(u64::MAX));
+        assert_eq!((jump.len(), jump.last()), (1, Some(u64::MAX)));
     }
 
     proptest! {
