@@ -78,9 +78,12 @@ fn seed_and_five_viewers_play_a_minute_of_live_mostly_from_peers() {
 fn a_viewer_bans_a_neighbour_that_sends_corrupt_chunks_and_plays_only_good_bytes() {
     let _guard = serial();
     let h = Harness::start("corrupt");
-    // A seed that serves one viewer at a time, so the others turn to each other (and to the
-    // liar).
-    let (_seed, seed_metrics) = h.seed_with("seed", "\n[upload]\nslots = 1\n");
+    // A seed that signs every segment's digest but uploads at a trickle (a tenth of the
+    // stream's rate), so the viewers turn to each other, and to the liar, for the data.
+    let (_seed, seed_metrics) = h.seed_with(
+        "seed",
+        "\n[upload]\nslots = 1\nrate_bytes_per_sec = 10000\n",
+    );
     std::thread::sleep(Duration::from_secs(1));
     // The liar joins first, so it holds segments when the honest viewer arrives.
     let mut liar = h.viewer("liar", 40, &["--corrupt-uploads"]);
