@@ -348,6 +348,9 @@ pub struct NodeOverrides {
     pub refill_secs: Option<f64>,
     /// HTTP safety margin, s.
     pub http_margin_secs: Option<f64>,
+    /// A segment nobody has yet is fetched from the origin by its first scout within an
+    /// eighth of this, by the others after one to two of it, s.
+    pub scout_spread_secs: Option<f64>,
     /// Media kept in each viewer's cache, seconds. Default 60 (the node's own default of
     /// 256 MiB would hold the whole run and bound memory, not behaviour).
     pub cache_secs: Option<f64>,

@@ -593,6 +593,9 @@ impl<'a> Run<'a> {
         if let Some(m) = sc.node.http_margin_secs {
             c.http_margin = Duration::from_secs_f64(m);
         }
+        if let Some(s) = sc.node.scout_spread_secs {
+            c.scout_spread = Duration::from_secs_f64(s);
+        }
         let cache_secs = sc.node.cache_secs.unwrap_or(60.0);
         c.cache_bytes = ((s.rate * cache_secs) as u64).max(4 * s.segment_bytes);
         c.http_initial_rate = (c.http_initial_rate / scale).max(1);
