@@ -278,3 +278,87 @@ fn a_neighbour_with_a_chunk_map_is_asked_only_for_chunks_it_holds() {
         "chunks 3 and 4, in one request"
     );
 }
+
+/// A holder whose uplink is under twice the stream rate tells its neighbours of every chunk
+/// of a segment still arriving while it has an upload slot free: they ask only for chunks
+/// they know it has, and such an uplink must not sit idle. A faster uplink sends an update
+/// every eighth of the segment (here every second chunk of ten).
+#[test]
+fn a_scarce_uplink_announces_every_chunk_while_a_slot_is_free() {
+    // The stream: 160 KiB every 4 s, 40 KiB/s. One 16 KiB chunk drained in 1 s is 16 KiB/s
+    // (scarce); in 150 ms, 107 KiB/s (not).
+    for (drain_ms, update) in [(1000, true), (150, false)] {
+        let (mut node, mut now) = node(true, true, None);
+        node.request_segment(now, seg(99));
+        let mut first = None;
+        while let Some(t) = node.poll_transmit() {
+            if let Transmit::Peer { peer, data } = t
+                && peer == UPSTREAM
+            {
+                for f in decode_message(&data, LARGE_MAX_MESSAGE).unwrap() {
+                    if let Frame::Request {
+                        id, offset, length, ..
+                    } = f
+                        && first.is_none()
+                    {
+                        first = Some((id, offset, length));
+                    }
+                }
+            }
+        }
+        let (id, offset, length) = first.expect("a request for segment 99 went upstream");
+        assert!(
+            length >= 2 * u64::from(CHUNK),
+            "two chunks asked of an unmeasured neighbour"
+        );
+        let body = segment_bytes(99);
+        let chunk = |at: u64| {
+            let at = at as usize;
+            Bytes::copy_from_slice(&body[at..at + CHUNK as usize])
+        };
+        // The first chunk arrives and is announced with its map; the downstream neighbour
+        // asks for it and the node sends it.
+        now += Duration::from_millis(200);
+        let data = |o: u64| Frame::Data {
+            id,
+            segment: seg(99),
+            offset: o,
+            payload: chunk(o),
+        };
+        send(&mut node, now, UPSTREAM, &[data(offset)]);
+        send(
+            &mut node,
+            now,
+            DOWNSTREAM,
+            &[Frame::Request {
+                id: RequestId(7),
+                segment: seg(99),
+                offset,
+                length: u64::from(CHUNK),
+            }],
+        );
+        let got = frames_to(&mut node, DOWNSTREAM);
+        assert!(
+            got.iter().any(|f| matches!(f, Frame::Data { .. })),
+            "{got:?}"
+        );
+        // The DataChannel reports its buffer empty: the uplink is measured.
+        now += Duration::from_millis(drain_ms);
+        node.handle_peer_event(now, DOWNSTREAM, PeerEvent::Drained { buffered: 0 });
+        // The second chunk arrives.
+        send(&mut node, now, UPSTREAM, &[data(offset + u64::from(CHUNK))]);
+        let maps: Vec<Frame> = frames_to(&mut node, DOWNSTREAM)
+            .into_iter()
+            .filter(|f| matches!(f, Frame::Chunks { .. }))
+            .collect();
+        if update {
+            let [Frame::Chunks { bitmap, .. }] = maps.as_slice() else {
+                panic!("a map update for the second chunk: {maps:?}");
+            };
+            let held: u32 = bitmap.iter().map(|b| b.count_ones()).sum();
+            assert_eq!(held, 2, "both chunks in the map");
+        } else {
+            assert!(maps.is_empty(), "no update before an eighth: {maps:?}");
+        }
+    }
+}

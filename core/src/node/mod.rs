@@ -583,6 +583,15 @@ const STALL_CHUNKS: f64 = 3.0;
 const MAX_HTTP_RANGES: usize = 4;
 /// See [`Node::upload_slots`].
 const SLOT_CHUNK_TIME: Duration = Duration::from_millis(350);
+
+/// An uplink under this many times the stream rate is scarce: it announces every chunk of
+/// a segment still arriving while it has a slot free (see `Node::on_chunks_done`).
+const SCARCE_UPLINK: f64 = 2.0;
+
+/// Bounds of the retry time given to a neighbour turned away for want of a free upload slot
+/// (see [`Node::slot_retry_ms`]).
+const SLOT_RETRY_MIN: Duration = Duration::from_millis(50);
+const SLOT_RETRY_MAX: Duration = Duration::from_millis(500);
 /// See [`Node::on_drained`]: shorter intervals say more about message timing than the rate.
 const UPLINK_MIN_SAMPLE: Duration = Duration::from_millis(100);
 const STALL_MAX_FACTOR: u32 = 4;
@@ -1676,27 +1685,20 @@ impl Node {
         };
         // A neighbour occupies a slot while it has uploads queued or data still in its
         // DataChannel's buffer.
-        let low = self.config.send_buffer_low;
-        let serving = self
-            .peers
-            .iter()
-            .filter(|(id, p)| **id != peer && (!p.uploads.is_empty() || p.send_buffered > low))
-            .count();
-        let slots = self.upload_slots();
+        let slot_free = self.upload_slot_free(Some(&peer));
         let p = self.peers.get_mut(&peer).expect("checked by the caller");
         let budget_left = self
             .config
             .upload
             .volume_budget
             .is_none_or(|b| self.stats.p2p_bytes_up < b);
-        let slot_free = serving < slots;
         if !self.config.upload.enabled
             || !budget_left
             || !slot_free
             || p.uploads.len() >= self.config.upload.queue_per_peer
         {
             let retry_after_ms = if budget_left && self.config.upload.enabled {
-                500
+                self.slot_retry_ms()
             } else {
                 60_000
             };
@@ -2149,6 +2151,60 @@ impl Node {
         }
         let per_slot = f64::from(self.chunk_size) / SLOT_CHUNK_TIME.as_secs_f64();
         ((self.uplink.get() / per_slot) as usize).clamp(1, max.max(1))
+    }
+
+    /// Whether this node's measured uplink is under [`SCARCE_UPLINK`] times `seg`'s stream
+    /// rate: a holder the swarm needs busy all the time if peers are to keep up with the
+    /// stream.
+    fn uplink_is_scarce(&self, seg: SegmentRef) -> bool {
+        if !self.uplink.is_proven() {
+            return false;
+        }
+        let Some(duration) = self
+            .playlists
+            .get(&seg.rendition)
+            .and_then(|pl| pl.segments.iter().find(|s| s.sequence == seg.sequence))
+            .map(|s| s.duration.as_secs_f64())
+            .filter(|d| *d > 0.0)
+        else {
+            return false;
+        };
+        let length = self
+            .downloads
+            .get(&seg)
+            .and_then(|d| d.length)
+            .unwrap_or(self.segment_size);
+        self.uplink.get() < SCARCE_UPLINK * length as f64 / duration
+    }
+
+    /// Whether a neighbour (other than `besides`) would get an upload slot now. A neighbour
+    /// occupies a slot while it has uploads queued or data still in its DataChannel's buffer.
+    fn upload_slot_free(&self, besides: Option<&PeerId>) -> bool {
+        let low = self.config.send_buffer_low;
+        let serving = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                Some(*id) != besides && (!p.uploads.is_empty() || p.send_buffered > low)
+            })
+            .count();
+        serving < self.upload_slots()
+    }
+
+    /// When a neighbour turned away for want of a free upload slot should ask again: about
+    /// when one frees, the time a chunk takes to leave at the measured uplink (175 ms for
+    /// 64 KiB at 3 Mbit/s), between [`SLOT_RETRY_MIN`] and [`SLOT_RETRY_MAX`]. A fixed half
+    /// second left the uplink of a holder near the stream rate idle while the neighbours it
+    /// had turned away waited it out.
+    fn slot_retry_ms(&self) -> u32 {
+        let secs = if self.uplink.is_proven() {
+            f64::from(self.chunk_size) / self.uplink.get().max(1.0)
+        } else {
+            SLOT_RETRY_MAX.as_secs_f64()
+        };
+        let t = Duration::from_secs_f64(secs.min(SLOT_RETRY_MAX.as_secs_f64()))
+            .clamp(SLOT_RETRY_MIN, SLOT_RETRY_MAX);
+        t.as_millis() as u32
     }
 
     /// How long requests to `p` may receive nothing before they are given up: the configured
@@ -3025,10 +3081,18 @@ impl Node {
             dl.map_sent = dl.done_count();
             self.announce_with(seg, digest);
         } else {
-            // Updates go out every eighth of the segment, not every chunk: each is a message
-            // to every interested neighbour.
+            // Updates go out every eighth of the segment (each is a message to every
+            // interested neighbour), and at every chunk while this node's uplink is scarce
+            // and has a slot free: neighbours ask only for chunks they know this node has,
+            // and such an uplink must not sit idle. With updates every eighth only, in S0 at
+            // u = r a holder's uplink was idle at the start of a quarter of its gaps while a
+            // neighbour lacked a chunk it held but had not heard of (decision 0013).
             let done = dl.done_count();
-            if done >= dl.map_sent + dl.chunks.len().div_ceil(8) {
+            let sent = dl.map_sent;
+            let step = dl.chunks.len().div_ceil(8);
+            let now_too = done > sent && self.uplink_is_scarce(seg) && self.upload_slot_free(None);
+            if done >= sent + step || now_too {
+                let dl = self.downloads.get_mut(&seg).expect("looked up above");
                 dl.map_sent = done;
                 let map = Bytes::from(dl.chunk_map());
                 self.send_chunk_map(seg, map);
@@ -3593,6 +3657,27 @@ mod tests {
         assert_eq!(node.upload_slots(), 3);
         node.uplink.sample(1000 * chunk, Duration::from_secs(1));
         assert_eq!(node.upload_slots(), 4);
+    }
+
+    /// A neighbour turned away for want of a slot is told to ask again about when one frees:
+    /// a chunk's time at the measured uplink, within 50-500 ms.
+    #[test]
+    fn turned_away_neighbours_retry_when_a_slot_should_free() {
+        let mut node = viewer();
+        let chunk = u64::from(node.chunk_size);
+        assert_eq!(node.slot_retry_ms(), 500, "unmeasured");
+        // A chunk in 175 ms (64 KiB at 3 Mbit/s).
+        node.uplink.sample(chunk, Duration::from_millis(175));
+        let t = node.slot_retry_ms();
+        assert!((174..=175).contains(&t), "{t}");
+        // A chunk a second: capped.
+        node.uplink = Throughput::new(0.0);
+        node.uplink.sample(chunk, Duration::from_secs(1));
+        assert_eq!(node.slot_retry_ms(), 500);
+        // A hundred chunks a second: the floor.
+        node.uplink = Throughput::new(0.0);
+        node.uplink.sample(100 * chunk, Duration::from_secs(1));
+        assert_eq!(node.slot_retry_ms(), 50);
     }
 
     /// A segment's deadline fallback counts the bytes HTTP fetches of later segments still
