@@ -127,12 +127,23 @@ fn node(relay_partial: bool, downstream_maps: bool, upstream_map: Option<Bytes>)
     (node, now)
 }
 
-/// Serves the node's first request to the upstream neighbour with one chunk, then asks for
-/// that chunk from downstream; returns what the node sent downstream and the chunk's offset
-/// (requests start at a chunk drawn per download, not necessarily the first).
-fn relay(relay_partial: bool, downstream_maps: bool) -> (Vec<Frame>, u64) {
-    let (mut node, mut now) = node(relay_partial, downstream_maps, None);
-    node.request_segment(now, seg(99));
+/// The downstream neighbour asks for the chunk of segment 99 at `offset`.
+fn ask_from_downstream(node: &mut Node, now: Time, offset: u64) {
+    send(
+        node,
+        now,
+        DOWNSTREAM,
+        &[Frame::Request {
+            id: RequestId(7),
+            segment: seg(99),
+            offset,
+            length: u64::from(CHUNK),
+        }],
+    );
+}
+
+/// The first request for segment 99 the node sent upstream: its id, offset and length.
+fn first_request_upstream(node: &mut Node) -> (RequestId, u64, u64) {
     let mut first = None;
     while let Some(t) = node.poll_transmit() {
         if let Transmit::Peer { peer, data } = t
@@ -143,16 +154,27 @@ fn relay(relay_partial: bool, downstream_maps: bool) -> (Vec<Frame>, u64) {
                     id,
                     segment,
                     offset,
-                    ..
+                    length,
                 } = f
+                    && segment == seg(99)
                     && first.is_none()
                 {
-                    first = Some((id, segment, offset));
+                    first = Some((id, offset, length));
                 }
             }
         }
     }
-    let (id, segment, offset) = first.expect("a request for segment 99 went upstream");
+    first.expect("a request for segment 99 went upstream")
+}
+
+/// Serves the node's first request to the upstream neighbour with one chunk, then asks for
+/// that chunk from downstream; returns what the node sent downstream and the chunk's offset
+/// (requests start at a chunk drawn per download, not necessarily the first).
+fn relay(relay_partial: bool, downstream_maps: bool) -> (Vec<Frame>, u64) {
+    let (mut node, mut now) = node(relay_partial, downstream_maps, None);
+    node.request_segment(now, seg(99));
+    let (id, offset, _) = first_request_upstream(&mut node);
+    let segment = seg(99);
     assert_eq!(offset % u64::from(CHUNK), 0, "requests start at a chunk");
     now += Duration::from_millis(200);
     let body = segment_bytes(99);
@@ -170,17 +192,7 @@ fn relay(relay_partial: bool, downstream_maps: bool) -> (Vec<Frame>, u64) {
     );
     let mut got = frames_to(&mut node, DOWNSTREAM);
     now += Duration::from_millis(10);
-    send(
-        &mut node,
-        now,
-        DOWNSTREAM,
-        &[Frame::Request {
-            id: RequestId(7),
-            segment: seg(99),
-            offset,
-            length: u64::from(CHUNK),
-        }],
-    );
+    ask_from_downstream(&mut node, now, offset);
     got.extend(frames_to(&mut node, DOWNSTREAM));
     (got, offset)
 }
@@ -290,23 +302,7 @@ fn a_scarce_uplink_announces_every_chunk_while_a_slot_is_free() {
     for (drain_ms, update) in [(1000, true), (150, false)] {
         let (mut node, mut now) = node(true, true, None);
         node.request_segment(now, seg(99));
-        let mut first = None;
-        while let Some(t) = node.poll_transmit() {
-            if let Transmit::Peer { peer, data } = t
-                && peer == UPSTREAM
-            {
-                for f in decode_message(&data, LARGE_MAX_MESSAGE).unwrap() {
-                    if let Frame::Request {
-                        id, offset, length, ..
-                    } = f
-                        && first.is_none()
-                    {
-                        first = Some((id, offset, length));
-                    }
-                }
-            }
-        }
-        let (id, offset, length) = first.expect("a request for segment 99 went upstream");
+        let (id, offset, length) = first_request_upstream(&mut node);
         assert!(
             length >= 2 * u64::from(CHUNK),
             "two chunks asked of an unmeasured neighbour"
@@ -326,17 +322,7 @@ fn a_scarce_uplink_announces_every_chunk_while_a_slot_is_free() {
             payload: chunk(o),
         };
         send(&mut node, now, UPSTREAM, &[data(offset)]);
-        send(
-            &mut node,
-            now,
-            DOWNSTREAM,
-            &[Frame::Request {
-                id: RequestId(7),
-                segment: seg(99),
-                offset,
-                length: u64::from(CHUNK),
-            }],
-        );
+        ask_from_downstream(&mut node, now, offset);
         let got = frames_to(&mut node, DOWNSTREAM);
         assert!(
             got.iter().any(|f| matches!(f, Frame::Data { .. })),
