@@ -268,8 +268,8 @@ fn s0_matches_bound_one_at_twice_the_rate() {
 }
 
 /// S0: within 2 percentage points of bound 1 at every N, u/r = 1. Does not hold yet: the
-/// production scheduler reaches 0.80 at N = 10 and 0.87 at N = 50 (bounds 0.90 and 0.98):
-/// see docs/simulations.md.
+/// production scheduler reaches 0.81 at N = 10 and 0.88 at N = 50 over seeds 1-5 (bounds
+/// 0.90 and 0.98): see docs/simulations.md.
 #[test]
 #[ignore = "S0 calibration at u/r = 1 fails: see docs/simulations.md, Calibration status"]
 fn s0_matches_bound_one_at_every_size() {
@@ -289,9 +289,11 @@ fn s0_matches_bound_one_at_every_size() {
 }
 
 /// The simulator's first finding, kept as a regression test: with uplinks near the stream
-/// rate, one chunk per upload message (the node's default) beats whole-request messages.
+/// rate, whole-request messages (four 64 KiB chunks, 256 KiB) took longer to arrive than the
+/// requester's stall timeout and were asked for again and again (offload 0.07, against 0.20
+/// with one chunk per message). Both policies must keep peers doing most of the work.
 #[test]
-fn one_chunk_per_message_beats_whole_requests_on_slow_uplinks() {
+fn whole_request_messages_do_not_starve_slow_uplinks() {
     let offload = |chunk_messages: bool| {
         let sc = scenario(
             "s0-calibration.toml",
@@ -309,13 +311,17 @@ fn one_chunk_per_message_beats_whole_requests_on_slow_uplinks() {
     };
     let chunked = offload(true);
     let whole = offload(false);
-    // The gap narrowed (0.73 against 0.69; it was 0.20 against 0.07 when found) once
-    // requests to slow neighbours got longer before being given up and slow uplinks served
-    // fewer neighbours at once (decision 0011): those rescue whole requests too. Since slow
-    // holders are asked for one chunk at a time whatever `request_chunks` says, whole
-    // requests are mostly one chunk long here: 0.79 against 0.78.
-    assert!(
-        chunked > whole,
-        "one chunk per message {chunked:.3}, whole requests {whole:.3}"
-    );
+    // The gap narrowed (0.73 against 0.69) once requests to slow neighbours got longer
+    // before being given up and slow uplinks served fewer neighbours at once (decision 0011):
+    // those rescue whole requests too. Since slow holders are asked for one chunk at a time
+    // whatever `request_chunks` says, whole requests are mostly one chunk long here: 0.79
+    // against 0.78, and with decision 0013 0.80 against 0.82 (seeds 1-3: 0.80-0.81 against
+    // 0.81-0.83). One chunk per message stays the node's default (docs/architecture.md,
+    // "Uploads").
+    for (policy, offload) in [
+        ("one chunk per message", chunked),
+        ("whole requests", whole),
+    ] {
+        assert!(offload >= 0.75, "{policy}: offload {offload:.3}");
+    }
 }
