@@ -41,10 +41,11 @@ fn chunk_maps_raise_the_share_from_peers() {
     );
     assert_eq!(stalls, 0);
     assert_eq!(stalls_without, 0);
-    // Measured: 0.43 against 0.37, and 11% fewer origin bytes (with four chunks per
-    // request, seeds 1, 2, 3 and 7: gains of 0.04 to 0.07).
+    // Measured: 0.850 against 0.833, and 11% fewer origin bytes; seeds 1-6 gain 0.017 to
+    // 0.038 and 11-16% of the origin's bytes. (Before send queues were bounded by the
+    // uplink's time, decision 0014: 0.43 against 0.37.)
     assert!(
-        with > without + 0.03,
+        with > without + 0.01,
         "with chunk maps {with:.3}, without {without:.3}"
     );
     assert!(

@@ -8,13 +8,10 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{OPERATOR_SECRET, RENDITION, SWARM};
+use common::{OPERATOR_SECRET, RENDITION, SWARM, watch_live};
 use swarmcdn_core::ids::PeerId;
 use swarmcdn_core::integrity::{DigestSigner, SegmentDigest, TrustedKeys};
-use swarmcdn_core::node::{
-    IntegrityMode, Node, NodeConfig, NodeRole, PeerEvent, PlayerState, Playlist, SegmentMeta,
-    Transmit,
-};
+use swarmcdn_core::node::{IntegrityMode, Node, NodeConfig, NodeRole, PeerEvent, Transmit};
 use swarmcdn_core::time::Time;
 use swarmcdn_core::wire::{
     Availability, Capabilities, Frame, Handshake, LARGE_MAX_MESSAGE, RequestId, SegmentRef,
@@ -72,27 +69,7 @@ fn node(relay_partial: bool, downstream_maps: bool, upstream_map: Option<Bytes>)
     config.relay_partial = relay_partial;
     let now = Time::from_secs(100);
     let mut node = Node::new(config, now, 9).unwrap();
-    node.handle_playlist(
-        now,
-        Playlist {
-            rendition: RENDITION,
-            live: true,
-            segments: (98..106)
-                .map(|sequence| SegmentMeta {
-                    sequence,
-                    duration: Duration::from_secs(4),
-                })
-                .collect(),
-        },
-    );
-    node.handle_player(
-        now,
-        PlayerState {
-            rendition: RENDITION,
-            playhead: 98,
-            buffer_ahead: Duration::from_secs(30),
-        },
-    );
+    watch_live(&mut node, now, 98..106, 98);
     for p in [UPSTREAM, DOWNSTREAM] {
         let mut caps = Capabilities::UPLOAD;
         if p == DOWNSTREAM && downstream_maps {

@@ -8,13 +8,10 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{OPERATOR_SECRET, RENDITION, SWARM};
+use common::{OPERATOR_SECRET, RENDITION, SWARM, watch_live};
 use swarmcdn_core::ids::PeerId;
 use swarmcdn_core::integrity::{DigestSigner, SegmentDigest, TrustedKeys};
-use swarmcdn_core::node::{
-    IntegrityMode, Node, NodeConfig, NodeRole, PeerEvent, PlayerState, Playlist, SegmentMeta,
-    Transmit,
-};
+use swarmcdn_core::node::{IntegrityMode, Node, NodeConfig, NodeRole, PeerEvent, Transmit};
 use swarmcdn_core::time::Time;
 use swarmcdn_core::wire::{
     Availability, Capabilities, Frame, Handshake, LARGE_MAX_MESSAGE, RequestId, SegmentRef,
@@ -78,27 +75,7 @@ fn requests_queued_behind_one_in_progress_are_not_cancelled() {
     let stall = config.request_stall_timeout;
     let mut now = Time::from_secs(100);
     let mut node = Node::new(config, now, 3).unwrap();
-    node.handle_playlist(
-        now,
-        Playlist {
-            rendition: RENDITION,
-            live: true,
-            segments: (98..106)
-                .map(|sequence| SegmentMeta {
-                    sequence,
-                    duration: Duration::from_secs(4),
-                })
-                .collect(),
-        },
-    );
-    node.handle_player(
-        now,
-        PlayerState {
-            rendition: RENDITION,
-            playhead: 98,
-            buffer_ahead: Duration::from_secs(30),
-        },
-    );
+    watch_live(&mut node, now, 98..106, 98);
     node.handle_peer_event(now, NEIGHBOUR, PeerEvent::Opened);
     let mut hello = vec![Frame::Handshake(Handshake::new(
         SWARM,

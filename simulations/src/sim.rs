@@ -596,13 +596,16 @@ impl<'a> Run<'a> {
         if let Some(s) = sc.node.scout_spread_secs {
             c.scout_spread = Duration::from_secs_f64(s);
         }
+        if let Some(t) = sc.node.send_queue_secs {
+            c.send_queue_time = Duration::from_secs_f64(t);
+        }
         let cache_secs = sc.node.cache_secs.unwrap_or(60.0);
         c.cache_bytes = ((s.rate * cache_secs) as u64).max(4 * s.segment_bytes);
         c.http_initial_rate = (c.http_initial_rate / scale).max(1);
         c.p2p_initial_rate = (c.p2p_initial_rate / scale).max(1);
         c.segment_size_guess = s.segment_bytes;
         c.send_buffer_high = (c.send_buffer_high / scale).max(4 * u64::from(self.chunk_size));
-        c.send_buffer_low = (c.send_buffer_low / scale).max(u64::from(self.chunk_size));
+        c.send_buffer_low = (c.send_buffer_low / scale).max(u64::from(self.chunk_size) / 4);
         c.locality = Some(sc.network.regions[peer.region as usize].name.clone());
         c.nat = Some(peer.nat.wire());
         let seed = model::rng(self.opts.seed, model::Stream::Node, u64::from(n)).random();

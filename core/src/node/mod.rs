@@ -74,6 +74,7 @@ mod seqset;
 pub use pool::SegmentPool;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Range;
 
 use foldhash::fast::FixedState;
 use indexmap::IndexMap;
@@ -246,11 +247,22 @@ pub struct NodeConfig {
     /// new request or a control frame (`Fetching`, `Have`) waits behind it: on viewers'
     /// uplinks of a few Mbit/s, 512 KiB (1.4 s at 3 Mbit/s) made half of what viewers
     /// uploaded arrive after its request was given up (measured in the simulator, S0 at
-    /// u = r: offload 0.33 with 512/128 KiB, 0.64 with 256/64 KiB).
+    /// u = r: offload 0.33 with 512/128 KiB, 0.64 with 256/64 KiB). Once the uplink is
+    /// measured, the bound is what it sends in [`NodeConfig::send_queue_time`], if less.
     pub send_buffer_high: u64,
     /// The low-water mark the shell reports drains at (see [`PeerEvent::Drained`]). Default
-    /// 64 KiB for viewers (one chunk), 128 KiB for seeds.
+    /// 16 KiB for viewers (a quarter chunk: the buffer of a slow uplink is refilled before
+    /// it runs dry, without holding a chunk's time of data), 128 KiB for seeds.
     pub send_buffer_low: u64,
+    /// How much of the measured uplink's time the DataChannels' buffers may hold, together:
+    /// the bound on queued bytes is the smaller of this at the measured rate (at least twice
+    /// `send_buffer_low`, so that drains are still reported) and `send_buffer_high`.
+    /// Default 100 ms. A request that arrives waits behind what is queued, and so does every
+    /// chunk relayed on from it: four chunks queued on an uplink near the stream rate held
+    /// each relay hop 0.7 s (in the simulator, S0 at u = r, seeds 1-5: offload 0.748, 0.813
+    /// and 0.881 at N = 5, 10 and 50 with 256 KiB, 0.756, 0.828 and 0.910 with 100 ms;
+    /// decision 0014).
+    pub send_queue_time: Duration,
     /// How long a banned peer stays banned. Default 10 min.
     pub ban_duration: Duration,
     /// A join token for trackers that require one (`core::token`). Default none.
@@ -305,7 +317,8 @@ impl NodeConfig {
             relay_partial: true,
             chunk_maps: true,
             send_buffer_high: if seed { 512 << 10 } else { 256 << 10 },
-            send_buffer_low: if seed { 128 << 10 } else { 64 << 10 },
+            send_buffer_low: if seed { 128 << 10 } else { 16 << 10 },
+            send_queue_time: Duration::from_millis(100),
             ban_duration: Duration::from_secs(600),
             join_token: None,
             locality: None,
@@ -351,7 +364,7 @@ pub struct HttpRequest {
     /// What to fetch.
     pub target: HttpTarget,
     /// Byte range within the segment (end exclusive); `None` for the whole segment.
-    pub range: Option<std::ops::Range<u64>>,
+    pub range: Option<Range<u64>>,
 }
 
 /// How an HTTP fetch failed.
@@ -595,6 +608,9 @@ const SLOT_RETRY_MAX: Duration = Duration::from_millis(500);
 /// See [`Node::on_drained`]: shorter intervals say more about message timing than the rate.
 const UPLINK_MIN_SAMPLE: Duration = Duration::from_millis(100);
 const STALL_MAX_FACTOR: u32 = 4;
+/// A queued request moves to an idle holder that would finish it this many times sooner
+/// (see [`Node::steal_queued`]).
+const STEAL_MARGIN: f64 = 1.5;
 /// See [`request_chunks_for`].
 const REQUEST_TIME: Duration = Duration::from_millis(250);
 
@@ -2144,6 +2160,17 @@ impl Node {
     /// against 0.78 with two; at u = r/2 a quarter of the upload thrown away with one, two
     /// thirds with four). So as many as get a chunk each within [`SLOT_CHUNK_TIME`], at least
     /// one.
+    /// Bytes queued in all DataChannels together at most (see
+    /// [`NodeConfig::send_queue_time`]).
+    fn send_queue_limit(&self) -> u64 {
+        let high = self.config.send_buffer_high;
+        if !self.uplink.is_proven() {
+            return high;
+        }
+        let bytes = (self.uplink.get() * self.config.send_queue_time.as_secs_f64()) as u64;
+        bytes.clamp((2 * self.config.send_buffer_low).min(high), high)
+    }
+
     fn upload_slots(&self) -> usize {
         let max = self.config.upload.slots;
         if !self.uplink.is_proven() {
@@ -2178,9 +2205,10 @@ impl Node {
     }
 
     /// Whether a neighbour (other than `besides`) would get an upload slot now. A neighbour
-    /// occupies a slot while it has uploads queued or data still in its DataChannel's buffer.
+    /// occupies a slot while it has uploads queued or more than a chunk (or the low-water
+    /// mark, if larger) still in its DataChannel's buffer.
     fn upload_slot_free(&self, besides: Option<&PeerId>) -> bool {
-        let low = self.config.send_buffer_low;
+        let low = self.config.send_buffer_low.max(u64::from(self.chunk_size));
         let serving = self
             .peers
             .iter()
@@ -2738,6 +2766,7 @@ impl Node {
             .copied()
             .collect();
         if free.is_empty() {
+            self.steal_queued(now, seg, holders, &fits);
             return;
         }
         // Rarest first: how many neighbours hold each chunk (those that announced the segment
@@ -2780,6 +2809,78 @@ impl Node {
             if p.inflight.len() >= cap || !fits(p) {
                 free.retain(|id| *id != peer);
             }
+        }
+        self.steal_queued(now, seg, holders, &fits);
+    }
+
+    /// Gives a holder that has nothing of ours to send a request queued at another holder
+    /// behind one of our own: the idle uplink starts on it now instead of after the other
+    /// holder's current request. Only a request that has received nothing moves (nothing
+    /// is lost but its place in the other holder's queue), and only to a holder measured at
+    /// least as fast that would finish it [`STEAL_MARGIN`] times sooner. A holder's send
+    /// queue is short (see [`NodeConfig::send_queue_time`]), so a request queued behind
+    /// another of ours is still in its upload queue, not in its DataChannel (decision 0014).
+    fn steal_queued(
+        &mut self,
+        now: Time,
+        seg: SegmentRef,
+        holders: &[PeerId],
+        fits: &dyn Fn(&Peer) -> bool,
+    ) {
+        let Some(dl) = self.downloads.get(&seg) else {
+            return;
+        };
+        let chunk_size = dl.chunk_size.max(1);
+        let n = dl.chunks.len();
+        for h in holders {
+            let p = &self.peers[h];
+            if p.inflight.len() > 0 || !p.throughput.is_proven() || !fits(p) {
+                continue;
+            }
+            let rate_h = p.throughput.get().max(1.0);
+            let map = p.chunk_map(&seg);
+            // The request with the most of ours ahead of it at its holder.
+            let mut best: Option<(PeerId, RequestId, Range<usize>, u64)> = None;
+            for (a, q) in &self.peers {
+                if a == h || q.inflight.len() < 2 || !q.throughput.is_proven() {
+                    continue;
+                }
+                let rate_a = q.throughput.get().max(1.0);
+                if rate_h < rate_a {
+                    continue;
+                }
+                // A holder serves our requests in the order sent (ids increase).
+                let mut ahead = 0;
+                for (id, r) in q.inflight.iter() {
+                    let (before, len) = (ahead, r.end - r.next);
+                    ahead += len;
+                    if r.seg != seg || r.received > 0 || before == 0 {
+                        continue;
+                    }
+                    let via_a = (before + len) as f64 / rate_a;
+                    if len as f64 / rate_h * STEAL_MARGIN > via_a {
+                        continue;
+                    }
+                    let chunks = (r.next / chunk_size) as usize
+                        ..(r.end.div_ceil(chunk_size) as usize).min(n);
+                    if chunks.is_empty() || !chunks.clone().all(|i| has_chunk(map, i)) {
+                        continue;
+                    }
+                    if best.as_ref().is_none_or(|b| before > b.3) {
+                        best = Some((*a, *id, chunks, before));
+                    }
+                }
+            }
+            let Some((a, id, chunks, _)) = best else {
+                continue;
+            };
+            self.cancel_peer_request(a, id);
+            let dl = self.downloads.get_mut(&seg).expect("exists");
+            if !chunks.clone().all(|i| dl.is_free(i)) {
+                continue;
+            }
+            let range = dl.assign(chunks, Owner::Peer(*h, RequestId(self.next_request_id)));
+            self.send_request(now, *h, seg, range.start, range.end - range.start);
         }
     }
 
@@ -3270,11 +3371,12 @@ impl Node {
         if self.uplink_busy.is_none() {
             self.uplink_busy = Some((now, self.handed - total_buffered));
         }
+        let limit = self.send_queue_limit();
         let mut progress = true;
         while progress {
             progress = false;
             for &id in &order {
-                if total_buffered >= self.config.send_buffer_high {
+                if total_buffered >= limit {
                     return;
                 }
                 if let Some(budget) = self.config.upload.volume_budget
@@ -3288,7 +3390,7 @@ impl Node {
                 let Some(job) = p.uploads.front() else {
                     continue;
                 };
-                if p.send_buffered >= self.config.send_buffer_high {
+                if p.send_buffered >= limit {
                     continue;
                 }
                 let max_message = p

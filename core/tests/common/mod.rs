@@ -42,6 +42,32 @@ pub fn ms(m: u64) -> Duration {
     Duration::from_millis(m)
 }
 
+/// Tells a node that its player plays `RENDITION` live at `playhead`, the playlist listing
+/// 4 s segments `sequences`, and wants 30 s ahead.
+pub fn watch_live(node: &mut Node, now: Time, sequences: std::ops::Range<u64>, playhead: u64) {
+    node.handle_playlist(
+        now,
+        Playlist {
+            rendition: RENDITION,
+            live: true,
+            segments: sequences
+                .map(|sequence| SegmentMeta {
+                    sequence,
+                    duration: Duration::from_secs(4),
+                })
+                .collect(),
+        },
+    );
+    node.handle_player(
+        now,
+        PlayerState {
+            rendition: RENDITION,
+            playhead,
+            buffer_ahead: Duration::from_secs(30),
+        },
+    );
+}
+
 /// A peer's network link.
 #[derive(Debug, Clone, Copy)]
 pub struct Link {
@@ -283,6 +309,8 @@ pub struct SimNode {
     pending_offers: HashMap<OfferId, ()>,
     /// Bytes handed to each DataChannel and not yet sent.
     send_queued: HashMap<PeerId, u64>,
+    /// The most bytes handed to its DataChannels together and not yet sent.
+    pub peak_send_queued: u64,
 }
 
 #[derive(Debug)]
@@ -442,6 +470,7 @@ impl Harness {
             integrity_failures: 0,
             pending_offers: HashMap::new(),
             send_queued: HashMap::new(),
+            peak_send_queued: 0,
         });
         self.by_peer.insert(id, n);
         self.by_conn.insert(ConnId(n as u64), n);
@@ -615,14 +644,14 @@ impl Harness {
             Ev::Departed(n, peer, size) => {
                 // The DataChannel's buffered amount falls; below the low-water mark the
                 // browser fires `bufferedamountlow`.
-                const LOW: u64 = 128 * 1024;
+                let low = self.nodes[n].node.config().send_buffer_low;
                 let q = self.nodes[n].send_queued.entry(peer).or_default();
                 let before = *q;
                 *q = q.saturating_sub(size);
                 let after = *q;
                 // Shells report a drain below the low-water mark and an empty buffer (see
                 // `PeerEvent::Drained`).
-                let crossed = before > LOW && after <= LOW;
+                let crossed = before > low && after <= low;
                 let emptied = before > 0 && after == 0;
                 if self.nodes[n].alive && (crossed || emptied) {
                     self.nodes[n].node.handle_peer_event(
@@ -762,6 +791,8 @@ impl Harness {
                 let sent = start + Duration::from_micros(size * 1_000_000 / up);
                 self.nodes[n].up_free = sent;
                 *self.nodes[n].send_queued.entry(peer).or_default() += size;
+                let queued = self.nodes[n].send_queued.values().sum();
+                self.nodes[n].peak_send_queued = self.nodes[n].peak_send_queued.max(queued);
                 self.push(sent, Ev::Departed(n, peer, size));
                 let mut arrive = sent + lat + self.nodes[m].link.latency;
                 let loss = self.nodes[n].link.loss.max(self.nodes[m].link.loss);
