@@ -8,24 +8,14 @@
 mod common;
 
 use common::*;
-use swarmcdn_core::node::NodeRole;
 use swarmcdn_core::time::Time;
 
 fn run(chunk_maps: bool) -> (f64, u32, u64) {
     let mut h = Harness::new(StreamSpec::live(), 5);
     // 500 KB per 2 s segment: 250 KB/s; the viewers upload 1.5x that.
-    for i in 0..10 {
-        let mut c = h.config(i, NodeRole::Viewer);
+    h.add_viewers(10, 375_000, |c| {
         c.chunk_maps = chunk_maps;
-        h.add(
-            c,
-            Link {
-                up: 375_000,
-                ..Link::default()
-            },
-        );
-        h.run_for(ms(700));
-    }
+    });
     h.run_until(Time::from_secs(150));
     let origin = h.origin.bytes;
     (h.p2p_share(), h.total_stalls(), origin)

@@ -18,24 +18,13 @@
 mod common;
 
 use common::*;
-use swarmcdn_core::node::NodeRole;
 use swarmcdn_core::time::Time;
 
 #[test]
 fn short_supply_wastes_little_upload() {
     let mut h = Harness::new(StreamSpec::live(), 5);
     // 500 KB per 2 s segment: 250 KB/s; the viewers upload half that.
-    for i in 0..8 {
-        let c = h.config(i, NodeRole::Viewer);
-        h.add(
-            c,
-            Link {
-                up: 125_000,
-                ..Link::default()
-            },
-        );
-        h.run_for(ms(700));
-    }
+    h.add_viewers(8, 125_000, |_| {});
     h.run_until(Time::from_secs(150));
     let (uploaded, aborted) = h.viewers().fold((0, 0), |(u, a), n| {
         let s = n.node.stats();

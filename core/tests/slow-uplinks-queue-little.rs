@@ -6,24 +6,13 @@
 mod common;
 
 use common::*;
-use swarmcdn_core::node::NodeRole;
 use swarmcdn_core::time::Time;
 
 #[test]
 fn slow_uplinks_queue_a_tenth_of_a_second() {
     let mut h = Harness::new(StreamSpec::live(), 5);
     // 500 KB per 2 s segment: 250 KB/s; the viewers upload at the stream rate.
-    for i in 0..8 {
-        let c = h.config(i, NodeRole::Viewer);
-        h.add(
-            c,
-            Link {
-                up: 250_000,
-                ..Link::default()
-            },
-        );
-        h.run_for(ms(700));
-    }
+    h.add_viewers(8, 250_000, |_| {});
     // Once the uplinks are measured.
     h.run_until(Time::from_secs(40));
     for n in &mut h.nodes {

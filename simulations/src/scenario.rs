@@ -340,6 +340,9 @@ pub struct NodeOverrides {
     pub relay_partial: Option<bool>,
     /// Send chunk maps of segments still arriving (the node's default).
     pub chunk_maps: Option<bool>,
+    /// A scarce uplink defers requests for chunks it has sent while others have not gone
+    /// out (the node's default).
+    pub first_copies_first: Option<bool>,
     /// One chunk per upload message (the node's default) or whole requests.
     pub chunk_messages: Option<bool>,
     /// Chunks per request to a neighbour.

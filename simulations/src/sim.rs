@@ -581,6 +581,9 @@ impl<'a> Run<'a> {
         if let Some(b) = sc.node.chunk_maps {
             c.chunk_maps = b;
         }
+        if let Some(b) = sc.node.first_copies_first {
+            c.first_copies_first = b;
+        }
         if let Some(b) = sc.node.chunk_messages {
             c.chunk_messages = b;
         }

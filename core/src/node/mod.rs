@@ -240,6 +240,14 @@ pub struct NodeConfig {
     /// trade (in the simulator, S4 at 230 concurrent viewers: offload 0.86 and 0.76 without
     /// maps, 0.90 and 0.84 with them; decision 0009).
     pub chunk_maps: bool,
+    /// A scarce uplink (under twice the stream rate) keeps itself for chunks it has sent to
+    /// nobody yet, as a BitTorrent super-seed does: while some chunk of a segment has not
+    /// gone out, a request for chunks it has already sent, and that another neighbour has
+    /// announced holding, gets `Busy` when another neighbour's upload is waiting anyway, so
+    /// the uplink stays busy. Default true: a segment's first copy, which only its scout can
+    /// give, leaves sooner (in the simulator, S0 at u = r, N = 10: 0.846 -> 0.873;
+    /// decision 0015).
+    pub first_copies_first: bool,
     /// Bytes handed to the DataChannels and not yet sent (over all neighbours: they share one
     /// uplink) above which the node stops queueing more. Default 256 KiB for viewers (four
     /// 64 KiB chunks: 0.7 s on a 3 Mbit/s uplink, 0.1 s at 20 Mbit/s), 512 KiB for seeds.
@@ -316,6 +324,7 @@ impl NodeConfig {
             chunk_messages: true,
             relay_partial: true,
             chunk_maps: true,
+            first_copies_first: true,
             send_buffer_high: if seed { 512 << 10 } else { 256 << 10 },
             send_buffer_low: if seed { 128 << 10 } else { 16 << 10 },
             send_queue_time: Duration::from_millis(100),
@@ -557,6 +566,9 @@ pub struct NodeStats {
     pub uplink_rate: Option<u64>,
     /// Neighbours served at once now (see [`UploadConfig::slots`]).
     pub upload_slots: usize,
+    /// Requests turned away with `Busy` for chunks this node had sent already while others
+    /// had not gone out (see [`NodeConfig::first_copies_first`]).
+    pub duplicates_deferred: u64,
     /// Per-segment records kept besides the cache: digests, and per neighbour the segments
     /// it has, is fetching, and whose digest it was sent. Bounded by the cache, the downloads
     /// and the protocol's windows; a figure that grows with time is a leak.
@@ -1016,6 +1028,9 @@ pub struct Node {
     /// Since when the uplink has had bytes waiting, and what had left by then.
     uplink_busy: Option<(Time, u64)>,
     upload_cursor: Option<PeerId>,
+    /// Which chunks of the last few segments it uploaded this node has sent to anyone, oldest
+    /// first: see [`Node::defers_duplicate`].
+    chunks_out: VecDeque<(SegmentRef, Vec<u8>)>,
     upload_wake: Option<Time>,
 
     transmits: VecDeque<Transmit>,
@@ -1139,6 +1154,7 @@ impl Node {
             fetches: HashMap::new(),
             upload_bucket,
             upload_cursor: None,
+            chunks_out: VecDeque::new(),
             handed: 0,
             uplink: Throughput::new(0.0),
             uplink_busy: None,
@@ -1171,6 +1187,7 @@ impl Node {
             upload_slots: self.upload_slots(),
             segment_records: self.digests.len()
                 + self.first_listed.len()
+                + self.chunks_out.len()
                 + self
                     .peers
                     .values()
@@ -1725,6 +1742,13 @@ impl Node {
             self.send_frames(peer, &[Frame::Absent { id, segment: seg }]);
             return;
         }
+        if self.defers_duplicate(peer, seg, offset..end) {
+            self.stats.duplicates_deferred += 1;
+            let retry_after_ms = self.slot_retry_ms();
+            self.send_frames(peer, &[Frame::Busy { id, retry_after_ms }]);
+            return;
+        }
+        let p = self.peers.get_mut(&peer).expect("checked by the caller");
         p.uploads.push_back(UploadJob {
             id,
             seg,
@@ -1732,6 +1756,76 @@ impl Node {
             end,
         });
         self.pump_uploads(now);
+    }
+
+    /// Records that `bytes` of `seg` went out to a neighbour.
+    fn note_chunks_out(&mut self, seg: SegmentRef, bytes: Range<u64>, chunk_size: u32) {
+        /// Segments remembered: those a viewer uploads at once (its prefetch window).
+        const SEGMENTS: usize = 4;
+        let chunk_size = u64::from(chunk_size.max(1));
+        let i = match self.chunks_out.iter().position(|(s, _)| *s == seg) {
+            Some(i) => i,
+            None => {
+                if self.chunks_out.len() >= SEGMENTS {
+                    self.chunks_out.pop_front();
+                }
+                self.chunks_out.push_back((seg, Vec::new()));
+                self.chunks_out.len() - 1
+            }
+        };
+        let map = &mut self.chunks_out[i].1;
+        for c in (bytes.start / chunk_size)..bytes.end.div_ceil(chunk_size) {
+            let c = c as usize;
+            if map.len() <= c / 8 {
+                map.resize(c / 8 + 1, 0);
+            }
+            map[c / 8] |= 1 << (c % 8);
+        }
+    }
+
+    /// Whether to answer `peer`'s request for `bytes` of `seg` with `Busy`, so that this
+    /// node's uplink goes to chunks it has sent to nobody yet ([`NodeConfig::first_copies_first`]).
+    /// All of these hold: the uplink is scarce; another neighbour's upload is waiting (the
+    /// uplink does not idle for it); every chunk asked for has gone out before and another
+    /// neighbour has announced holding it (the requester has somewhere else to turn); some
+    /// chunk of the segment has not gone out at all.
+    fn defers_duplicate(&self, peer: PeerId, seg: SegmentRef, bytes: Range<u64>) -> bool {
+        if !self.config.first_copies_first || bytes.is_empty() {
+            return false;
+        }
+        let Some((_, out)) = self.chunks_out.iter().find(|(s, _)| *s == seg) else {
+            return false;
+        };
+        let Some(digest) = self
+            .digests
+            .get(&seg)
+            .or_else(|| self.downloads.get(&seg).and_then(|dl| dl.digest.as_ref()))
+        else {
+            return false;
+        };
+        let chunk_size = u64::from(digest.digest().chunk_size().max(1));
+        let chunks = digest.digest().length().div_ceil(chunk_size) as usize;
+        let is_out = |i: usize| out.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0);
+        let asked = (bytes.start / chunk_size) as usize..bytes.end.div_ceil(chunk_size) as usize;
+        if !asked.clone().all(is_out) || (0..chunks).all(is_out) {
+            return false;
+        }
+        if !self
+            .peers
+            .iter()
+            .any(|(id, p)| *id != peer && !p.uploads.is_empty())
+        {
+            return false;
+        }
+        if !self.uplink_is_scarce(seg) {
+            return false;
+        }
+        self.peers.iter().any(|(id, p)| {
+            *id != peer
+                && p.session().is_some()
+                && p.has(&seg)
+                && asked.clone().all(|i| has_chunk(p.chunk_map(&seg), i))
+        })
     }
 
     fn on_data(
@@ -3477,12 +3571,16 @@ impl Node {
                     p.digests_sent.insert(seg);
                 }
                 let job = p.uploads.front_mut().expect("checked above");
+                let from = job.next;
                 job.next += n;
                 if job.next >= job.end {
                     p.uploads.pop_front();
                     p.uploads_shrunk();
                 }
                 let _ = jid;
+                if let Some(d) = &digest {
+                    self.note_chunks_out(seg, from..from + n, d.digest().chunk_size());
+                }
                 self.stats.p2p_bytes_up += n;
                 let before = self.peers[&id].send_buffered;
                 self.send_frames(id, &frames);

@@ -412,6 +412,23 @@ impl Harness {
         NodeConfig::new(PeerId(id), SWARM, role, integrity)
     }
 
+    /// Adds `count` viewers uploading at `up` bytes/s, 700 ms apart, each configured by
+    /// `configure`.
+    pub fn add_viewers(&mut self, count: usize, up: u64, configure: impl Fn(&mut NodeConfig)) {
+        for i in 0..count {
+            let mut c = self.config(i, NodeRole::Viewer);
+            configure(&mut c);
+            self.add(
+                c,
+                Link {
+                    up,
+                    ..Link::default()
+                },
+            );
+            self.run_for(ms(700));
+        }
+    }
+
     /// Adds a node that joins now.
     pub fn add(&mut self, config: NodeConfig, link: Link) -> usize {
         let n = self.nodes.len();
