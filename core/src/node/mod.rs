@@ -240,7 +240,7 @@ pub struct NodeConfig {
     /// trade (in the simulator, S4 at 230 concurrent viewers: offload 0.86 and 0.76 without
     /// maps, 0.90 and 0.84 with them; decision 0009).
     pub chunk_maps: bool,
-    /// A scarce uplink (under twice the stream rate) keeps itself for chunks it has sent to
+    /// A scarce uplink (under 1.75 times the stream rate) keeps itself for chunks it has sent to
     /// nobody yet, as a BitTorrent super-seed does: while some chunk of a segment has not
     /// gone out, a request for chunks it has already sent, and that another neighbour has
     /// announced holding, gets `Busy` when another neighbour's upload is waiting anyway, so
@@ -606,12 +606,20 @@ struct UploadJob {
 const STALL_CHUNKS: f64 = 3.0;
 /// See [`Node::start_http`].
 const MAX_HTTP_RANGES: usize = 4;
-/// See [`Node::upload_slots`].
-const SLOT_CHUNK_TIME: Duration = Duration::from_millis(350);
+/// See [`Node::upload_slots`]. With 450 ms an uplink at 3 Mbit/s (a 3 Mbit/s stream's rate)
+/// serves two neighbours at once, one at half that rate one. (It was 350 ms while the
+/// simulator's uplink measurement ran 1.3 times high, which gave such an uplink two slots
+/// too; measured right, 350 ms gave it one, and S0 at u = r fell from 0.920 to 0.897 at
+/// N = 50; decision 0016.)
+const SLOT_CHUNK_TIME: Duration = Duration::from_millis(450);
 
 /// An uplink under this many times the stream rate is scarce: it announces every chunk of
-/// a segment still arriving while it has a slot free (see `Node::on_chunks_done`).
-const SCARCE_UPLINK: f64 = 2.0;
+/// a segment still arriving while it has a slot free (see `Node::on_chunks_done`), and
+/// sends first copies first ([`NodeConfig::first_copies_first`]). (Twice the rate while the
+/// simulator's uplink measurement ran 1.3 times high; measured right, an uplink of exactly
+/// twice the rate fell under it about half the time, and S0 at u = 2r, N = 50 lost 0.7
+/// points; decision 0016.)
+const SCARCE_UPLINK: f64 = 1.75;
 
 /// Bounds of the retry time given to a neighbour turned away for want of a free upload slot
 /// (see [`Node::slot_retry_ms`]).
@@ -1020,8 +1028,13 @@ pub struct Node {
 
     // Upload.
     upload_bucket: Option<TokenBucket>,
-    /// Bytes handed to DataChannels, all neighbours, ever (less those of dropped neighbours
-    /// still buffered): with the buffered amounts, what has left over the uplink.
+    /// Segment bytes (`Data` payloads) handed to DataChannels, all neighbours, ever (less
+    /// those of dropped neighbours still buffered): with the buffered amounts, what has left
+    /// over the uplink. Control frames are left out: the uplink's rate is wanted in segment
+    /// bytes, for chunk times, and they are a small share of a real link's bytes (chunk maps
+    /// to twenty neighbours at every chunk: under 1%); in the simulator, where segment
+    /// bytes are scaled down and control frames are not, counting them made the uplink look
+    /// 1.3 times faster than it was (median, S0 at u = r, N = 50).
     handed: u64,
     /// The uplink's measured rate (see [`Node::on_drained`]).
     uplink: Throughput,
@@ -2247,13 +2260,6 @@ impl Node {
         }
     }
 
-    /// Neighbours served at once: [`UploadConfig::slots`], fewer on a slow uplink. Each
-    /// served neighbour gets one chunk in turn, so with k served a chunk takes k chunks' time
-    /// to reach its requester; on an uplink near the stream rate, four at once left every
-    /// chunk arriving after the segment's HTTP fallback (in the simulator, S0 at u = r: 0.69
-    /// against 0.78 with two; at u = r/2 a quarter of the upload thrown away with one, two
-    /// thirds with four). So as many as get a chunk each within [`SLOT_CHUNK_TIME`], at least
-    /// one.
     /// Bytes queued in all DataChannels together at most (see
     /// [`NodeConfig::send_queue_time`]).
     fn send_queue_limit(&self) -> u64 {
@@ -2265,6 +2271,13 @@ impl Node {
         bytes.clamp((2 * self.config.send_buffer_low).min(high), high)
     }
 
+    /// Neighbours served at once: [`UploadConfig::slots`], fewer on a slow uplink. Each
+    /// served neighbour gets one chunk in turn, so with k served a chunk takes k chunks' time
+    /// to reach its requester; on an uplink near the stream rate, four at once left every
+    /// chunk arriving after the segment's HTTP fallback (in the simulator, S0 at u = r: 0.69
+    /// against 0.78 with two; at u = r/2 a quarter of the upload thrown away with one, two
+    /// thirds with four). So as many as get a chunk each within [`SLOT_CHUNK_TIME`], at least
+    /// one.
     fn upload_slots(&self) -> usize {
         let max = self.config.upload.slots;
         if !self.uplink.is_proven() {
@@ -3407,8 +3420,15 @@ impl Node {
     fn send_frames(&mut self, peer: PeerId, frames: &[Frame]) {
         let data = Bytes::from(wire::encode_frames(frames));
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.send_buffered += data.len() as u64;
-            self.handed += data.len() as u64;
+            let payload = frames
+                .iter()
+                .map(|f| match f {
+                    Frame::Data { payload, .. } => payload.len() as u64,
+                    _ => 0,
+                })
+                .sum::<u64>();
+            p.send_buffered += payload;
+            self.handed += payload;
         }
         self.transmits.push_back(Transmit::Peer { peer, data });
     }
@@ -3463,7 +3483,7 @@ impl Node {
         // or a request from one neighbour waits behind seconds of data for the others.
         let mut total_buffered: u64 = self.peers.values().map(|p| p.send_buffered).sum();
         if self.uplink_busy.is_none() {
-            self.uplink_busy = Some((now, self.handed - total_buffered));
+            self.uplink_busy = Some((now, self.handed.saturating_sub(total_buffered)));
         }
         let limit = self.send_queue_limit();
         let mut progress = true;
@@ -3851,10 +3871,10 @@ mod tests {
         );
         // About a chunk a second: one neighbour at a time.
         assert_eq!(node.upload_slots(), 1);
-        // Ten chunks a second: three; a hundred: the configured four.
+        // Five chunks a second: two; a thousand: the configured four.
         node.uplink = Throughput::new(0.0);
-        node.uplink.sample(10 * chunk, Duration::from_secs(1));
-        assert_eq!(node.upload_slots(), 3);
+        node.uplink.sample(5 * chunk, Duration::from_secs(1));
+        assert_eq!(node.upload_slots(), 2);
         node.uplink.sample(1000 * chunk, Duration::from_secs(1));
         assert_eq!(node.upload_slots(), 4);
     }
