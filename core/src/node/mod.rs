@@ -84,6 +84,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
+use smallvec::SmallVec;
+use thin_vec::ThinVec;
 
 use crate::ids::{PeerId, RenditionId, SwarmId};
 use crate::integrity::{DigestSigner, SegmentDigest, SignedDigest, TrustedKeys, VerifiedDigest};
@@ -667,13 +669,19 @@ struct Peer {
     digests_sent: SegmentSets,
     inflight: Inflights,
     throughput: Throughput,
-    uploads: VecDeque<UploadJob>,
+    /// Requests it made of us, first come first served: a few at a time.
+    uploads: ThinVec<UploadJob>,
     send_buffered: u64,
     /// Which chunks it holds of segments it announced while they were still arriving
     /// ([`Frame::Chunks`]); a segment it announced without a map, or whose map is full, it
     /// holds whole. At most [`Peer::MAX_CHUNK_MAPS`], the oldest dropped.
-    chunk_maps: Vec<(SegmentRef, Bytes)>,
+    chunk_maps: ThinVec<(SegmentRef, ChunkMap)>,
 }
+
+// Every node holds one per neighbour, and the simulator holds thousands of nodes: its vectors
+// are thin (one pointer; an empty one allocates nothing).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(size_of::<Peer>() <= 136);
 
 impl Peer {
     /// Chunk maps kept per neighbour: a neighbour has a few segments arriving at a time.
@@ -691,9 +699,9 @@ impl Peer {
             digests_sent: SegmentSets::default(),
             inflight: Inflights::default(),
             throughput: Throughput::new(initial_rate),
-            uploads: VecDeque::new(),
+            uploads: ThinVec::new(),
             send_buffered: 0,
-            chunk_maps: Vec::new(),
+            chunk_maps: ThinVec::new(),
         }
     }
 
@@ -709,31 +717,32 @@ impl Peer {
 
     /// Its chunk map of `seg`, if it announced `seg` while it was still arriving and has not
     /// said since that it holds it whole: see [`has_chunk`].
-    fn chunk_map(&self, seg: &SegmentRef) -> Option<&Bytes> {
+    fn chunk_map(&self, seg: &SegmentRef) -> Option<&[u8]> {
         self.chunk_maps
             .iter()
             .find(|(s, _)| s == seg)
-            .map(|(_, m)| m)
+            .map(|(_, m)| m.as_slice())
     }
 
-    /// Records its chunk map of `seg`; a map with all `chunks` set (when the count is known)
-    /// says it holds the segment whole.
     /// Keeps the chunk maps of the segments for which `f` is true; none left, no buffer.
     fn retain_chunk_maps(&mut self, mut f: impl FnMut(&SegmentRef) -> bool) {
         self.chunk_maps.retain(|(s, _)| f(s));
         if self.chunk_maps.is_empty() {
-            self.chunk_maps = Vec::new();
+            self.chunk_maps = ThinVec::new();
         }
     }
 
     /// Its queue of uploads lost a job: none left, no buffer.
     fn uploads_shrunk(&mut self) {
         if self.uploads.is_empty() {
-            self.uploads = VecDeque::new();
+            self.uploads = ThinVec::new();
         }
     }
 
-    fn set_chunk_map(&mut self, seg: SegmentRef, map: Bytes, chunks: Option<usize>) {
+    /// Records its chunk map of `seg`; a map with all `chunks` set (when the count is known)
+    /// says it holds the segment whole. The map is copied: the frame's bytes share the
+    /// buffer of the whole message they came in.
+    fn set_chunk_map(&mut self, seg: SegmentRef, map: &[u8], chunks: Option<usize>) {
         self.retain_chunk_maps(|s| *s != seg);
         let full = chunks.is_some_and(|n| {
             (0..n).all(|i| map.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
@@ -744,7 +753,7 @@ impl Peer {
         if self.chunk_maps.len() >= Self::MAX_CHUNK_MAPS {
             self.chunk_maps.remove(0);
         }
-        self.chunk_maps.push((seg, map));
+        self.chunk_maps.push((seg, ChunkMap::from_slice(map)));
     }
 
     fn session(&self) -> Option<&Session> {
@@ -768,11 +777,15 @@ impl Peer {
     }
 }
 
+/// A neighbour's chunk map of one segment (one bit per chunk), held inline up to 128 chunks:
+/// a segment of a few MB in 64 KiB chunks takes a few bytes.
+type ChunkMap = SmallVec<[u8; 16]>;
+
 /// The segments a neighbour said it is fetching from the origin, and when. A few at a time
 /// (at most 256), looked up by segment: a vector, freed when empty (an ordered map keeps a
 /// node with room for eleven once it has held one).
 #[derive(Debug, Default)]
-struct Fetching(Vec<(SegmentRef, Time)>);
+struct Fetching(ThinVec<(SegmentRef, Time)>);
 
 impl Fetching {
     fn len(&self) -> usize {
@@ -797,7 +810,7 @@ impl Fetching {
     fn retain(&mut self, mut f: impl FnMut(&SegmentRef, &Time) -> bool) {
         self.0.retain(|(s, t)| f(s, t));
         if self.0.is_empty() {
-            self.0 = Vec::new();
+            self.0 = ThinVec::new();
         }
     }
 }
@@ -806,7 +819,7 @@ impl Fetching {
 /// A neighbour has a few at a time, so a sorted vector, freed when the last one ends: an
 /// ordered map keeps a node with room for eleven for every neighbour ever asked.
 #[derive(Debug, Default)]
-struct Inflights(Vec<(RequestId, Inflight)>);
+struct Inflights(ThinVec<(RequestId, Inflight)>);
 
 type InflightRef<'a> = (&'a RequestId, &'a Inflight);
 type InflightMut<'a> = (&'a RequestId, &'a mut Inflight);
@@ -840,7 +853,7 @@ impl Inflights {
         let i = self.find(id).ok()?;
         let (_, req) = self.0.remove(i);
         if self.0.is_empty() {
-            self.0 = Vec::new();
+            self.0 = ThinVec::new();
         }
         Some(req)
     }
@@ -880,7 +893,7 @@ impl<'a> IntoIterator for &'a mut Inflights {
 
 impl IntoIterator for Inflights {
     type Item = (RequestId, Inflight);
-    type IntoIter = std::vec::IntoIter<(RequestId, Inflight)>;
+    type IntoIter = thin_vec::IntoIter<(RequestId, Inflight)>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
@@ -892,7 +905,7 @@ impl IntoIterator for Inflights {
 /// (`holders`, run on every input); it keeps at most [`SegmentSets::MAX_RENDITIONS`], dropping
 /// the oldest, so a neighbour announcing endless renditions cannot grow it.
 #[derive(Debug, Default)]
-struct SegmentSets(Vec<(RenditionId, SeqSet)>);
+struct SegmentSets(ThinVec<(RenditionId, SeqSet)>);
 
 impl SegmentSets {
     const MAX_RENDITIONS: usize = 16;
@@ -1000,8 +1013,9 @@ pub struct Node {
 
     // Media.
     playlists: BTreeMap<RenditionId, Playlist>,
-    /// When each segment was first listed (live edge detection).
-    first_listed: HashMap<SegmentRef, Time>,
+    /// When each segment of the playlists was first listed (when its scouts go): those listed
+    /// now, a few per live rendition, sorted by segment.
+    first_listed: Vec<(SegmentRef, Time)>,
     player: Option<(PlayerState, Time)>,
     waits: Vec<PlayerWait>,
     /// The highest sequence delivered to the player, in any rendition: the renditions of a
@@ -1153,7 +1167,7 @@ impl Node {
             banned: BTreeMap::new(),
             next_request_id: 0,
             playlists: BTreeMap::new(),
-            first_listed: HashMap::new(),
+            first_listed: Vec::new(),
             player: None,
             waits: Vec::new(),
             delivered_upto: None,
@@ -1229,7 +1243,11 @@ impl Node {
     /// The next thing to send.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if t.is_none() {
+            release_idle(&mut self.transmits);
+        }
+        t
     }
 
     /// Shares the bytes of the segments this node completes with the other nodes of `pool`
@@ -1241,7 +1259,11 @@ impl Node {
     /// The next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() {
+            release_idle(&mut self.events);
+        }
+        e
     }
 
     /// When [`Node::handle_timeout`] is next due.
@@ -1308,7 +1330,7 @@ impl Node {
                 if o.info_hash == self.config.swarm && self.may_connect(now, &o.peer_id) =>
             {
                 let seed = o.ext.as_ref().and_then(|e| e.role) == Some(Role::Seed);
-                self.peers.insert_sorted(
+                self.insert_peer(
                     o.peer_id,
                     Peer::new(
                         Conn::Connecting { since: now },
@@ -1322,7 +1344,7 @@ impl Node {
             FromTracker::Answer(a) if a.info_hash == self.config.swarm => {
                 if self.may_connect(now, &a.peer_id) {
                     let seed = a.ext.as_ref().and_then(|e| e.role) == Some(Role::Seed);
-                    self.peers.insert_sorted(
+                    self.insert_peer(
                         a.peer_id,
                         Peer::new(
                             Conn::Connecting { since: now },
@@ -1484,7 +1506,7 @@ impl Node {
         let initial = self.config.p2p_initial_rate as f64;
         if !self.peers.contains_key(&peer) {
             // In id order, as every insertion (`entry` would append).
-            self.peers.insert_sorted(
+            self.insert_peer(
                 peer,
                 Peer::new(Conn::Connecting { since: now }, false, initial),
             );
@@ -1599,7 +1621,7 @@ impl Node {
             }
             Frame::Chunks { segment, bitmap } => {
                 let chunks = self.digests.get(&segment).map(|d| d.digest().chunk_count());
-                p.set_chunk_map(segment, bitmap, chunks);
+                p.set_chunk_map(segment, &bitmap, chunks);
             }
             Frame::Digest(d) => self.on_digest(now, Some(peer), *d)?,
             Frame::Request {
@@ -1762,7 +1784,7 @@ impl Node {
             return;
         }
         let p = self.peers.get_mut(&peer).expect("checked by the caller");
-        p.uploads.push_back(UploadJob {
+        p.uploads.push(UploadJob {
             id,
             seg,
             next: offset,
@@ -1961,10 +1983,22 @@ impl Node {
         }
     }
 
+    /// Adds a neighbour, in id order as every insertion (`entry` would append), with room for
+    /// exactly the neighbours held: a node holds its neighbours for minutes and adds one at a
+    /// time, so growing by one (a copy of a few KiB) is cheap where doubling would leave
+    /// room for up to as many again in every node of a large simulation.
+    fn insert_peer(&mut self, id: PeerId, peer: Peer) {
+        self.peers.reserve_exact(1);
+        self.peers.insert_sorted(id, peer);
+    }
+
     fn drop_peer(&mut self, now: Time, peer: PeerId, reason: DropReason, _quiet: bool) {
         let Some(p) = self.peers.shift_remove(&peer) else {
             return;
         };
+        if self.peers.capacity() > self.peers.len() + self.peers.len() / 4 + 2 {
+            self.peers.shrink_to_fit();
+        }
         // Its buffered bytes never leave.
         self.handed -= p.send_buffered.min(self.handed);
         self.refill_soon(now);
@@ -2120,19 +2154,21 @@ impl Node {
 
     /// The current media playlist of a rendition.
     pub fn handle_playlist(&mut self, now: Time, playlist: Playlist) {
-        for s in &playlist.segments {
-            self.first_listed
-                .entry(SegmentRef {
-                    rendition: playlist.rendition,
-                    sequence: s.sequence,
-                })
-                .or_insert(now);
-        }
+        // Segments gone from the playlist are no longer scouted: forget them first.
         if let Some(first) = playlist.segments.first() {
             let r = playlist.rendition;
             let oldest = first.sequence;
             self.first_listed
-                .retain(|k, _| k.rendition != r || k.sequence + 64 >= oldest);
+                .retain(|(k, _)| k.rendition != r || k.sequence >= oldest);
+        }
+        for s in &playlist.segments {
+            let seg = SegmentRef {
+                rendition: playlist.rendition,
+                sequence: s.sequence,
+            };
+            if let Err(i) = self.first_listed.binary_search_by(|(k, _)| k.cmp(&seg)) {
+                self.first_listed.insert(i, (seg, now));
+            }
         }
         self.playlists.insert(playlist.rendition, playlist);
         self.schedule(now);
@@ -2765,7 +2801,11 @@ impl Node {
     }
 
     fn listed_at(&self, seg: &SegmentRef) -> Option<Time> {
-        self.first_listed.get(seg).copied()
+        let i = self
+            .first_listed
+            .binary_search_by(|(k, _)| k.cmp(seg))
+            .ok()?;
+        Some(self.first_listed[i].1)
     }
 
     /// Bytes still to come over HTTP for segments that play after `seg` (or in another
@@ -3501,7 +3541,7 @@ impl Node {
                 let Some(p) = self.peers.get(&id) else {
                     continue;
                 };
-                let Some(job) = p.uploads.front() else {
+                let Some(job) = p.uploads.first() else {
                     continue;
                 };
                 if p.send_buffered >= limit {
@@ -3523,7 +3563,7 @@ impl Node {
                     // Evicted or abandoned since: tell the requester.
                     let (jid, seg) = (job.id, job.seg);
                     let p = self.peers.get_mut(&id).expect("exists");
-                    p.uploads.pop_front();
+                    p.uploads.remove(0);
                     p.uploads_shrunk();
                     self.send_frames(
                         id,
@@ -3590,11 +3630,11 @@ impl Node {
                 if send_digest {
                     p.digests_sent.insert(seg);
                 }
-                let job = p.uploads.front_mut().expect("checked above");
+                let job = p.uploads.first_mut().expect("checked above");
                 let from = job.next;
                 job.next += n;
                 if job.next >= job.end {
-                    p.uploads.pop_front();
+                    p.uploads.remove(0);
                     p.uploads_shrunk();
                 }
                 let _ = jid;
@@ -3634,7 +3674,16 @@ pub enum PeerEvent {
 
 /// Whether a neighbour with chunk map `map` of a segment it announced holds chunk `i` (no
 /// map: it holds the segment whole).
-fn has_chunk(map: Option<&Bytes>, i: usize) -> bool {
+/// An output queue just drained: a burst (a segment announced to every neighbour) leaves it
+/// room for the whole burst, which a node would keep between bursts, and a process running
+/// thousands of nodes in every one of them.
+fn release_idle<T>(queue: &mut VecDeque<T>) {
+    if queue.capacity() > 8 {
+        *queue = VecDeque::new();
+    }
+}
+
+fn has_chunk(map: Option<&[u8]>, i: usize) -> bool {
     map.is_none_or(|m| m.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
 }
 
@@ -4106,22 +4155,22 @@ mod tests {
         // No map: the segment is whole. Bits are least significant first; bits past the map
         // are not held.
         assert!(has_chunk(None, 500));
-        let map = Bytes::from_static(&[0b0000_0101, 0b1000_0000]);
+        let map = [0b0000_0101, 0b1000_0000];
         let held: Vec<usize> = (0..20).filter(|i| has_chunk(Some(&map), *i)).collect();
         assert_eq!(held, [0, 2, 15]);
 
         let mut p = Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1.0);
-        p.set_chunk_map(seg(1), map.clone(), None);
-        assert_eq!(p.chunk_map(&seg(1)), Some(&map));
+        p.set_chunk_map(seg(1), &map, None);
+        assert_eq!(p.chunk_map(&seg(1)), Some(&map[..]));
         // A newer map replaces the older one.
-        p.set_chunk_map(seg(1), Bytes::from_static(&[0b11]), Some(3));
+        p.set_chunk_map(seg(1), &[0b11], Some(3));
         assert_eq!(p.chunk_map(&seg(1)).unwrap()[..], [0b11]);
         // A full map (the chunk count known) means whole: no map kept.
-        p.set_chunk_map(seg(1), Bytes::from_static(&[0b111]), Some(3));
+        p.set_chunk_map(seg(1), &[0b111], Some(3));
         assert_eq!(p.chunk_map(&seg(1)), None);
         // Bounded: the oldest maps go first.
         for s in 0..40 {
-            p.set_chunk_map(seg(s), Bytes::from_static(&[1]), None);
+            p.set_chunk_map(seg(s), &[1], None);
         }
         assert_eq!(p.chunk_maps.len(), Peer::MAX_CHUNK_MAPS);
         assert_eq!(p.chunk_map(&seg(0)), None);
