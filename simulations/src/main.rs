@@ -254,10 +254,15 @@ fn bench(viewers: u64, minutes: u64, channels: u32) -> anyhow::Result<()> {
     );
     println!("  peak RSS          {} MiB", after / 1024);
     let heap = heap_at_end.saturating_sub(heap_before) as f64;
+    let arriving = counters.arriving_bytes_at_end as f64;
+    let kib_per_peer = |b: f64| b.max(0.0) / viewers as f64 / 1024.0;
     println!(
-        "  heap at the end   {:.1} KiB per peer, {:.1} KiB beyond segment bytes (peak heap {} MiB)",
-        heap / viewers as f64 / 1024.0,
-        (heap - cached).max(0.0) / viewers as f64 / 1024.0,
+        "  heap at the end   {:.1} KiB per peer, {:.1} KiB beyond segment bytes cached, {:.1} KiB \
+         beyond those and the {:.1} KiB of segments arriving (peak heap {} MiB)",
+        kib_per_peer(heap),
+        kib_per_peer(heap - cached),
+        kib_per_peer(heap - cached - arriving),
+        kib_per_peer(arriving),
         PEAK.load(Ordering::Relaxed) >> 20
     );
     println!(

@@ -158,6 +158,10 @@ pub struct Counters {
     /// copy counted: what the peers would hold.
     #[serde(default)]
     pub cached_bytes_at_end: u64,
+    /// Bytes the nodes held for segments still arriving at the end (their downloads'
+    /// buffers): segment data, not yet shared between nodes.
+    #[serde(default)]
+    pub arriving_bytes_at_end: u64,
     /// Segment bytes the simulator's memory held at the end: the nodes share equal copies
     /// (`core::node::SegmentPool`), so each segment counts once.
     #[serde(default)]
@@ -224,6 +228,7 @@ impl Counters {
         self.events += o.events;
         self.wall_seconds += o.wall_seconds;
         self.cached_bytes_at_end += o.cached_bytes_at_end;
+        self.arriving_bytes_at_end += o.arriving_bytes_at_end;
         self.segment_bytes_held_at_end += o.segment_bytes_held_at_end;
         if self.series.len() < o.series.len() {
             self.series.resize(o.series.len(), Row::default());

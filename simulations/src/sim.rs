@@ -400,12 +400,11 @@ impl<'a> Run<'a> {
             self.dispatch(ev);
         }
         self.now = self.end;
-        self.counters.cached_bytes_at_end = self
-            .peers
-            .iter()
-            .filter_map(|p| p.node.as_deref())
-            .map(|n| n.stats().cache_bytes)
-            .sum();
+        for n in self.peers.iter().filter_map(|p| p.node.as_deref()) {
+            let stats = n.stats();
+            self.counters.cached_bytes_at_end += stats.cache_bytes;
+            self.counters.arriving_bytes_at_end += stats.arriving_bytes;
+        }
         self.pool.prune();
         self.counters.segment_bytes_held_at_end = self.pool.held().1;
         for n in 0..self.peers.len() as u32 {

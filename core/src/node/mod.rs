@@ -556,6 +556,8 @@ pub struct NodeStats {
     pub cache_bytes: u64,
     /// Segments in the cache.
     pub cached_segments: usize,
+    /// Bytes held for segments still arriving (the downloads' buffers).
+    pub arriving_bytes: u64,
     /// Bytes received from neighbours and thrown away: partly received chunks of cancelled or
     /// failed requests, replies that arrive after their request was cancelled, and bytes of
     /// chunks another source completed first.
@@ -1208,6 +1210,11 @@ impl Node {
                 .count(),
             cache_bytes: self.cache.used(),
             cached_segments: self.cache.len(),
+            arriving_bytes: self
+                .downloads
+                .values()
+                .map(|d| d.buf.capacity() as u64)
+                .sum(),
             requests_in_flight: self.peers.values().map(|p| p.inflight.len()).sum(),
             uploads_queued: self.peers.values().map(|p| p.uploads.len()).sum(),
             uplink_rate: self.uplink.is_proven().then(|| self.uplink.get() as u64),
