@@ -681,9 +681,10 @@ struct Peer {
 }
 
 // Every node holds one per neighbour, and the simulator holds thousands of nodes: its vectors
-// are thin (one pointer; an empty one allocates nothing).
+// are thin (one pointer; an empty one allocates nothing), but for the sets of segments, held
+// inline for one rendition (see `SegmentSets`).
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(size_of::<Peer>() <= 136);
+const _: () = assert!(size_of::<Peer>() <= 232);
 
 impl Peer {
     /// Chunk maps kept per neighbour: a neighbour has a few segments arriving at a time.
@@ -905,9 +906,11 @@ impl IntoIterator for Inflights {
 /// Segments, per rendition: what a neighbour has, and which digests it was sent. A neighbour
 /// has one or a few renditions, so a short vector beats a hash map on the scheduler's hot path
 /// (`holders`, run on every input); it keeps at most [`SegmentSets::MAX_RENDITIONS`], dropping
-/// the oldest, so a neighbour announcing endless renditions cannot grow it.
+/// the oldest, so a neighbour announcing endless renditions cannot grow it. One rendition is
+/// held inline, in the neighbour's entry: the scheduler asks every neighbour on every pass,
+/// and a pointer to follow per neighbour was a cache miss per neighbour.
 #[derive(Debug, Default)]
-struct SegmentSets(ThinVec<(RenditionId, SeqSet)>);
+struct SegmentSets(SmallVec<[(RenditionId, SeqSet); 1]>);
 
 impl SegmentSets {
     const MAX_RENDITIONS: usize = 16;
@@ -967,9 +970,6 @@ impl SegmentSets {
                 if self.0.len() >= Self::MAX_RENDITIONS {
                     self.0.remove(0);
                 }
-                // Most neighbours play one rendition: room for exactly what is held (a first
-                // push would make room for four).
-                self.0.reserve_exact(1);
                 self.0.push((rendition, SeqSet::default()));
                 self.0.len() - 1
             }

@@ -5,13 +5,17 @@
 //! it have `s`?) with one shift, where the ordered set it replaces searched a tree for each
 //! neighbour on every pass, and it holds a few words instead of a tree node per neighbour.
 
+use smallvec::SmallVec;
+
 /// Sequence numbers within a window of at most [`SeqSet::SPAN`], the newest kept.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct SeqSet {
     /// The sequence of bit 0 of `words[0]`, a multiple of 64.
     base: u64,
-    /// No zero word at either end: an empty set holds no buffer.
-    words: Vec<u64>,
+    /// No zero word at either end. Two words (a window of up to 128 sequences, as a live
+    /// viewer's) are held inline: the scheduler asks every neighbour's set on every pass, and
+    /// a pointer to follow per neighbour was a cache miss per neighbour.
+    words: SmallVec<[u64; 2]>,
     len: usize,
 }
 
@@ -47,8 +51,6 @@ impl SeqSet {
     pub(crate) fn insert(&mut self, s: u64) {
         if self.words.is_empty() {
             self.base = s / 64 * 64;
-            // One word covers a live viewer's window: no room for four.
-            self.words.reserve_exact(1);
             self.words.push(1 << (s % 64));
             self.len = 1;
             return;
@@ -60,7 +62,7 @@ impl SeqSet {
         if s < self.base {
             let base = s / 64 * 64;
             let grow = ((self.base - base) / 64) as usize;
-            self.words.splice(0..0, std::iter::repeat_n(0, grow));
+            self.words.insert_many(0, std::iter::repeat_n(0, grow));
             self.base = base;
         } else if s - self.base >= Self::SPAN {
             // Keep the newest: drop what falls out of a window ending at `s`.
