@@ -325,3 +325,97 @@ fn a_scarce_uplink_announces_every_chunk_while_a_slot_is_free() {
         }
     }
 }
+
+/// A neighbour told of a segment while it arrived holds its chunk map until told otherwise:
+/// once the segment is whole, every neighbour that plays the rendition hears so (a full
+/// map), also one that holds the segment by then. Before, such a neighbour kept a stale
+/// partial map for as long as the segment stayed cached: it took this node for missing chunks
+/// it held, and kept the map's memory.
+#[test]
+fn a_segment_made_whole_is_announced_whole_to_neighbours_holding_it() {
+    let (mut node, mut now) = node(true, true, None);
+    node.request_segment(now, seg(99));
+    let body = segment_bytes(99);
+    let mut to_downstream = Vec::new();
+    let mut complete_too_soon = false;
+    for round in 0..100 {
+        // Drain: requests are served at once (the downstream neighbour's too, once it holds
+        // the segment), the other frames downstream are kept.
+        let mut asked = Vec::new();
+        while let Some(t) = node.poll_transmit() {
+            if let Transmit::Peer { peer, data } = t {
+                for f in decode_message(&data, LARGE_MAX_MESSAGE).unwrap() {
+                    match f {
+                        Frame::Request {
+                            id,
+                            segment,
+                            offset,
+                            length,
+                        } if segment == seg(99) => {
+                            asked.push((peer, id, offset, length));
+                        }
+                        f if peer == DOWNSTREAM => to_downstream.push(f),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if round == 1 {
+            // The first chunk is in: the downstream neighbour got a partial map. Then it gets
+            // the segment elsewhere and says so.
+            assert!(
+                to_downstream
+                    .iter()
+                    .any(|f| matches!(f, Frame::Chunks { .. })),
+                "a partial map went downstream: {to_downstream:?}"
+            );
+            complete_too_soon = node.has_segment(&seg(99));
+            to_downstream.clear();
+            send(
+                &mut node,
+                now,
+                DOWNSTREAM,
+                &[Frame::HaveDelta {
+                    rendition: RENDITION,
+                    added: vec![99],
+                    removed: vec![],
+                }],
+            );
+        }
+        if node.has_segment(&seg(99)) {
+            break;
+        }
+        now += Duration::from_millis(50);
+        for (peer, id, offset, length) in asked {
+            let mut at = offset;
+            while at < offset + length {
+                let end = (at + u64::from(CHUNK)).min(offset + length);
+                send(
+                    &mut node,
+                    now,
+                    peer,
+                    &[Frame::Data {
+                        id,
+                        segment: seg(99),
+                        offset: at,
+                        payload: Bytes::copy_from_slice(&body[at as usize..end as usize]),
+                    }],
+                );
+                at = end;
+            }
+        }
+    }
+    assert!(!complete_too_soon);
+    assert!(node.has_segment(&seg(99)), "the segment completed");
+    let maps: Vec<&Frame> = to_downstream
+        .iter()
+        .filter(|f| matches!(f, Frame::Chunks { .. }))
+        .collect();
+    let [Frame::Chunks { segment, bitmap }] = maps.as_slice() else {
+        panic!("one full map went downstream: {to_downstream:?}");
+    };
+    assert_eq!(*segment, seg(99));
+    let chunks = SIZE / CHUNK as usize;
+    let held: u32 = bitmap.iter().map(|b| b.count_ones()).sum();
+    assert_eq!(held as usize, chunks, "every chunk in the map: {bitmap:?}");
+}

@@ -711,10 +711,16 @@ impl Peer {
     /// Whether to send it this node's chunk map of `seg`: it understands maps, plays the
     /// rendition (it has announced some of it) and does not hold `seg` whole, as far as this
     /// node knows (it has not announced it, or announced it with a partial map).
-    fn wants_chunk_map(&self, seg: &SegmentRef) -> bool {
+    /// Whether it understands chunk maps and plays `seg`'s rendition (it has announced
+    /// some of it).
+    fn plays_with_chunk_maps(&self, seg: &SegmentRef) -> bool {
         self.session()
             .is_some_and(|s| s.remote.contains(Capabilities::CHUNK_MAPS))
             && self.have.get(&seg.rendition).is_some_and(|s| !s.is_empty())
+    }
+
+    fn wants_chunk_map(&self, seg: &SegmentRef) -> bool {
+        self.plays_with_chunk_maps(seg)
             && (!self.has(seg) || self.chunk_maps.iter().any(|(s, _)| s == seg))
     }
 
@@ -3280,7 +3286,7 @@ impl Node {
             for i in 0..chunks {
                 map[i / 8] |= 1 << (i % 8);
             }
-            self.send_chunk_map(seg, Bytes::from(map));
+            self.send_chunk_map(seg, Bytes::from(map), true);
         }
         // Uploads waiting for chunks of it can go on from the cache.
         self.pump_uploads(now);
@@ -3350,7 +3356,7 @@ impl Node {
                 let dl = self.downloads.get_mut(&seg).expect("looked up above");
                 dl.map_sent = done;
                 let map = Bytes::from(dl.chunk_map());
-                self.send_chunk_map(seg, map);
+                self.send_chunk_map(seg, map, false);
             }
         }
         self.pump_uploads(now);
@@ -3369,15 +3375,23 @@ impl Node {
     /// Tells the neighbours that understand chunk maps, play `seg`'s rendition (they have
     /// announced some of it) and do not hold `seg` whole (as far as this node knows: they
     /// have not announced it, or announced it with a partial map) which of its chunks this
-    /// node holds now.
-    fn send_chunk_map(&mut self, seg: SegmentRef, map: Bytes) {
+    /// node holds now. A `whole` map (the segment is complete) goes to every neighbour that
+    /// plays the rendition: one that holds `seg` by now may still hold a partial map of
+    /// this node's, which stays until it is told otherwise.
+    fn send_chunk_map(&mut self, seg: SegmentRef, map: Bytes, whole: bool) {
         if !self.config.chunk_maps {
             return;
         }
         let ids: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.wants_chunk_map(&seg))
+            .filter(|(_, p)| {
+                if whole {
+                    p.plays_with_chunk_maps(&seg)
+                } else {
+                    p.wants_chunk_map(&seg)
+                }
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
