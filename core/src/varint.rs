@@ -27,6 +27,23 @@ pub fn put(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Writes `v` as a varint at the start of `buf` (at least [`len`]`(v)` bytes) and returns
+/// the bytes written: the bytes [`put`] appends.
+///
+/// # Panics
+///
+/// If `buf` is shorter than the encoding.
+pub fn write(buf: &mut [u8], mut v: u64) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        buf[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    buf[i] = v as u8;
+    i + 1
+}
+
 /// Number of bytes [`put`] writes for `v`.
 pub const fn len(v: u64) -> usize {
     let bits = 64 - (v | 1).leading_zeros() as usize;
@@ -105,6 +122,9 @@ mod tests {
             let mut out = Vec::new();
             put(&mut out, v);
             prop_assert_eq!(out.len(), len(v));
+            let mut buf = [0xffu8; MAX_LEN];
+            let n = write(&mut buf, v);
+            prop_assert_eq!(&buf[..n], out.as_slice());
             out.extend_from_slice(&tail);
             let mut b = out.as_slice();
             prop_assert_eq!(get(&mut b), Ok(v));

@@ -508,11 +508,32 @@ impl Frame {
     ///
     /// On a [`Frame::Unknown`], which has no body to encode.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let mut body = Vec::new();
-        self.encode_body(&mut body);
-        varint::put(out, body.len() as u64 + 1);
+        // The kind and body go after room for the longest length prefix, then move back to
+        // just after the prefix: one pass over the body, no buffer of its own.
+        let at = out.len();
+        out.reserve(varint::MAX_LEN + 1 + self.body_size_hint());
+        out.resize(at + varint::MAX_LEN, 0);
         out.push(self.kind());
-        out.extend_from_slice(&body);
+        self.encode_body(out);
+        let len = out.len() - at - varint::MAX_LEN;
+        let n = varint::len(len as u64);
+        out.copy_within(at + varint::MAX_LEN.., at + n);
+        varint::write(&mut out[at..at + n], len as u64);
+        out.truncate(at + n + len);
+    }
+
+    /// About the bytes of the frame's body: what its variable parts take, plus room for the
+    /// rest (an encoder's buffer is sized once).
+    fn body_size_hint(&self) -> usize {
+        32 + match self {
+            Self::Have(a) => a.bitmap.len(),
+            Self::HaveDelta { added, removed, .. } => 10 * (added.len() + removed.len()),
+            Self::Data { payload, .. } => payload.len(),
+            Self::Digest(d) => d.encoded_len(),
+            Self::Goodbye { reason, .. } => reason.len().min(MAX_REASON_LEN),
+            Self::Chunks { bitmap, .. } => bitmap.len(),
+            _ => 0,
+        }
     }
 
     fn encode_body(&self, b: &mut Vec<u8>) {
@@ -593,7 +614,11 @@ impl Frame {
 
 /// Encodes frames into one message.
 pub fn encode_frames(frames: &[Frame]) -> Vec<u8> {
-    let mut out = Vec::new();
+    let size: usize = frames
+        .iter()
+        .map(|f| varint::MAX_LEN + 1 + f.body_size_hint())
+        .sum();
+    let mut out = Vec::with_capacity(size);
     for f in frames {
         f.encode(&mut out);
     }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;
-use swarmcdn_core::ids::{PeerId, RenditionId, SwarmId};
+use swarmcdn_core::ids::{PeerId, RENDITION_ID_LEN, RenditionId, SwarmId};
 use swarmcdn_core::integrity::{
     DigestSigner, MIN_CHUNK_SIZE, SegmentDigest, SignedDigest, TrustedKeys,
 };
@@ -45,6 +45,7 @@ use swarmcdn_core::time::Time;
 use swarmcdn_core::tracker_proto::{
     Answer, FromTracker, Offer, OfferId, SessionDescription, ToTracker,
 };
+use swarmcdn_core::varint;
 use swarmcdn_core::wire::{self, Frame, SegmentRef};
 
 use crate::kernel::EventQueue;
@@ -1199,16 +1200,7 @@ impl<'a> Run<'a> {
         if self.scale == 1 {
             return data.len() as u64;
         }
-        let payload: u64 = match wire::decode_message(data, wire::LARGE_MAX_MESSAGE) {
-            Ok(frames) => frames
-                .iter()
-                .map(|f| match f {
-                    Frame::Data { payload, .. } => payload.len() as u64,
-                    _ => 0,
-                })
-                .sum(),
-            Err(_) => 0,
-        };
+        let payload = data_payload_len(data).unwrap_or(0);
         payload + (data.len() as u64 - payload).div_ceil(self.scale)
     }
 
@@ -1521,6 +1513,31 @@ impl<'a> Run<'a> {
     }
 }
 
+/// The bytes of `Data` payloads in a message a node encoded, read from the frames' headers
+/// (decoding the message would build every frame: a digest's hashes, an announcement's
+/// bitmap); `None` if the frames do not parse.
+fn data_payload_len(mut msg: &[u8]) -> Option<u64> {
+    let mut total = 0;
+    while !msg.is_empty() {
+        let len = usize::try_from(varint::get(&mut msg).ok()?).ok()?;
+        if len == 0 || len > msg.len() {
+            return None;
+        }
+        let (frame, rest) = msg.split_at(len);
+        msg = rest;
+        if frame[0] == wire::kind::DATA {
+            // Request id, rendition, sequence, offset, then the payload.
+            let mut body = &frame[1..];
+            varint::get(&mut body).ok()?;
+            body = body.get(RENDITION_ID_LEN..)?;
+            varint::get(&mut body).ok()?;
+            varint::get(&mut body).ok()?;
+            total += body.len() as u64;
+        }
+    }
+    Some(total)
+}
+
 /// One line per frame or command a traced viewer sends.
 fn trace(now: u64, n: u32, t: &Transmit) {
     let at = now as f64 / 1e6;
@@ -1587,4 +1604,59 @@ fn corrupt(data: Bytes) -> Bytes {
         })
         .collect();
     Bytes::from(wire::encode_frames(&frames))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarmcdn_core::wire::{Availability, RequestId};
+
+    #[test]
+    fn data_payloads_are_read_from_the_frame_headers() {
+        let seg = |sequence| SegmentRef {
+            rendition: RenditionId([7; RENDITION_ID_LEN]),
+            sequence,
+        };
+        let signer = DigestSigner::from_secret(OPERATOR_SECRET);
+        let body = vec![3u8; 5000];
+        let digest = signer.sign(SegmentDigest::compute(
+            seg(300).in_swarm(SwarmId([1; 20])),
+            &body,
+            MIN_CHUNK_SIZE,
+        ));
+        let data = |id, offset: u64, len: usize| Frame::Data {
+            id: RequestId(id),
+            segment: seg(300 + u64::from(id)),
+            offset,
+            payload: Bytes::from(vec![1u8; len]),
+        };
+        let messages = [
+            vec![data(1, 0, 1024)],
+            vec![
+                Frame::Digest(Box::new(digest)),
+                data(2, 1 << 40, 70_000),
+                Frame::Have(Availability::from_sequences(seg(0).rendition, [5, 9])),
+                data(300, 7, 0),
+            ],
+            vec![Frame::Chunks {
+                segment: seg(1),
+                bitmap: Bytes::from_static(&[0xff, 1]),
+            }],
+        ];
+        for frames in messages {
+            let msg = wire::encode_frames(&frames);
+            let want: u64 = frames
+                .iter()
+                .map(|f| match f {
+                    Frame::Data { payload, .. } => payload.len() as u64,
+                    _ => 0,
+                })
+                .sum();
+            assert_eq!(data_payload_len(&msg), Some(want));
+            // A message cut short does not parse.
+            assert_eq!(data_payload_len(&msg[..msg.len() - 1]), None);
+        }
+        assert_eq!(data_payload_len(&[]), Some(0));
+        assert_eq!(data_payload_len(&[0]), None);
+    }
 }
