@@ -708,9 +708,6 @@ impl Peer {
         }
     }
 
-    /// Whether to send it this node's chunk map of `seg`: it understands maps, plays the
-    /// rendition (it has announced some of it) and does not hold `seg` whole, as far as this
-    /// node knows (it has not announced it, or announced it with a partial map).
     /// Whether it understands chunk maps and plays `seg`'s rendition (it has announced
     /// some of it).
     fn plays_with_chunk_maps(&self, seg: &SegmentRef) -> bool {
@@ -719,6 +716,9 @@ impl Peer {
             && self.have.get(&seg.rendition).is_some_and(|s| !s.is_empty())
     }
 
+    /// Whether to send it this node's chunk map of `seg` still arriving: it understands
+    /// maps, plays the rendition and does not hold `seg` whole, as far as this node knows
+    /// (it has not announced it, or announced it with a partial map).
     fn wants_chunk_map(&self, seg: &SegmentRef) -> bool {
         self.plays_with_chunk_maps(seg)
             && (!self.has(seg) || self.chunk_maps.iter().any(|(s, _)| s == seg))
