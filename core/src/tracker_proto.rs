@@ -730,7 +730,17 @@ impl FromTracker {
 
     /// Encodes the message as JSON text.
     pub fn to_json(&self) -> String {
-        let raw = match self {
+        self.raw().to_json()
+    }
+
+    /// Appends the message's JSON text to `out` (as [`Self::to_json`] writes it): a server
+    /// can encode straight into its frame buffer, after room for the frame header.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, &self.raw()).expect("serializing plain structs cannot fail");
+    }
+
+    fn raw(&self) -> RawOut<'_> {
+        match self {
             Self::AnnounceResponse(r) => RawOut {
                 action: Some(Action::Announce),
                 info_hash: Some(InfoHashesOut::One(r.info_hash)),
@@ -785,8 +795,7 @@ impl FromTracker {
                 failure_reason: Some(&e.failure_reason),
                 ..RawOut::default()
             },
-        };
-        raw.to_json()
+        }
     }
 }
 

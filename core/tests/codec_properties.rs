@@ -364,7 +364,11 @@ proptest! {
     #[test]
     fn from_tracker_round_trips(msg in from_tracker()) {
         let json = msg.to_json();
-        prop_assert_eq!(FromTracker::from_json(json.as_bytes()).unwrap(), msg);
+        prop_assert_eq!(FromTracker::from_json(json.as_bytes()).unwrap(), msg.clone());
+        // Written after what a buffer holds, the same text.
+        let mut buf = b"head".to_vec();
+        msg.write_json(&mut buf);
+        prop_assert_eq!(&buf[4..], json.as_bytes());
     }
 
     #[test]

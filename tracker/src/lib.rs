@@ -16,6 +16,7 @@
 //! ```
 
 mod config;
+mod frame;
 mod metrics;
 mod outbox;
 #[doc(hidden)]
@@ -51,6 +52,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use config::{Config, Limits, SwarmConfig, Tokens};
+use frame::TextFrame;
 pub use metrics::Metrics;
 use outbox::Outbox;
 use worker::ToWorker;
@@ -518,13 +520,12 @@ fn write<'a, E>(
 /// Longest wait for a close frame to go out: it is a courtesy, and the socket may be stuck.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn failure_text(reason: String) -> String {
-    FromTracker::Error(ErrorResponse {
+fn failure_frame(reason: String) -> TextFrame {
+    TextFrame::message(&FromTracker::Error(ErrorResponse {
         failure_reason: reason,
         action: None,
         info_hash: None,
-    })
-    .to_json()
+    }))
 }
 
 fn close(code: CloseCode, reason: &'static str) -> Message {
@@ -539,10 +540,9 @@ enum Step {
     Nothing,
     /// A decoded message for the worker.
     Forward(Box<ToTracker>),
-    /// A reply of the task's own (a `failure reason`).
-    Reply(String),
-    /// A message from the worker, with any others queued behind it.
-    Send(String),
+    /// A reply of the task's own (a `failure reason`), or a message from the worker (with
+    /// any others queued behind it).
+    Send(TextFrame),
     /// Close with a frame, then end for `reason`.
     Close(CloseCode, &'static str, &'static str),
     /// End without a close frame.
@@ -592,12 +592,12 @@ fn on_text(shared: &Shared, text: &str) -> Step {
             Ok(()) => Step::Forward(Box::new(msg)),
             Err(e) => {
                 m.reject("bad_token");
-                Step::Reply(failure_text(e.to_string()))
+                Step::Send(failure_frame(e.to_string()))
             }
         },
         Err(e) => {
             m.reject("malformed");
-            Step::Reply(failure_text(e.to_string()))
+            Step::Send(failure_frame(e.to_string()))
         }
     }
 }
@@ -642,7 +642,7 @@ async fn serve_ws<S>(
         let step = tokio::select! {
             frame = ws.next() => on_frame(&shared, &mut rate, frame),
             out = outbox.pop() => match out {
-                Some(json) => Step::Send(json),
+                Some(frame) => Step::Send(frame),
                 // The worker dropped us: our queue overflowed.
                 None => {
                     m.reject("slow_consumer");
@@ -662,24 +662,21 @@ async fn serve_ws<S>(
                     break "shutdown";
                 }
             }
-            Step::Reply(text) => {
-                m.messages_out.fetch_add(1, Ordering::Relaxed);
-                if write(wt, ws.send(Message::text(text))).await.is_err() {
-                    break "write failed";
-                }
-            }
-            Step::Send(json) => {
-                // Write every message already queued, then flush once: one write for a
-                // burst of relayed offers instead of one per message.
+            Step::Send(first) => {
+                // Write every message already queued with it at once: one write for a burst
+                // of relayed offers instead of one per message. tungstenite's own frames (a
+                // pong it owes) go first, whole, so frames never interleave.
                 let mut batch = 1;
                 let written = write(wt, async {
-                    ws.feed(Message::text(json)).await?;
-                    while batch < 64 {
+                    let mut frames = Vec::with_capacity(4);
+                    frames.push(first);
+                    while frames.len() < frame::MAX_BATCH {
                         let Some(next) = outbox.try_pop() else { break };
-                        ws.feed(Message::text(next)).await?;
-                        batch += 1;
+                        frames.push(next);
                     }
-                    ws.flush().await
+                    batch = frames.len() as u64;
+                    ws.flush().await.map_err(drop)?;
+                    frame::write_all(ws.get_mut(), &frames).await.map_err(drop)
                 })
                 .await;
                 m.messages_out.fetch_add(batch, Ordering::Relaxed);

@@ -10,6 +10,8 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
+use crate::frame::TextFrame;
+
 /// Why a push failed.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum PushError {
@@ -19,7 +21,7 @@ pub(crate) enum PushError {
     Closed,
 }
 
-/// A bounded queue of text messages, one writer (the worker) and one reader (the
+/// A bounded queue of text frames, one writer (the worker) and one reader (the
 /// connection task).
 #[derive(Debug)]
 pub(crate) struct Outbox {
@@ -30,7 +32,7 @@ pub(crate) struct Outbox {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<String>,
+    queue: VecDeque<TextFrame>,
     closed: bool,
 }
 
@@ -44,7 +46,7 @@ impl Outbox {
     }
 
     /// Queues a message without waiting.
-    pub(crate) fn try_push(&self, msg: String) -> Result<(), PushError> {
+    pub(crate) fn try_push(&self, msg: TextFrame) -> Result<(), PushError> {
         {
             let mut s = self.state.lock().expect("not poisoned");
             if s.closed {
@@ -66,7 +68,7 @@ impl Outbox {
     }
 
     /// The next message without waiting, if any.
-    pub(crate) fn try_pop(&self) -> Option<String> {
+    pub(crate) fn try_pop(&self) -> Option<TextFrame> {
         let mut s = self.state.lock().expect("not poisoned");
         let msg = s.queue.pop_front();
         if s.queue.is_empty() && s.queue.capacity() > 0 {
@@ -79,7 +81,7 @@ impl Outbox {
     /// The next message, waiting for one; `None` once closed and drained. Cancel safe: a
     /// dropped `pop` loses no message (they stay queued) and no wake-up (tokio passes a
     /// `notify_one` taken by a dropped waiter on).
-    pub(crate) async fn pop(&self) -> Option<String> {
+    pub(crate) async fn pop(&self) -> Option<TextFrame> {
         loop {
             if let Some(msg) = self.try_pop() {
                 return Some(msg);
@@ -99,22 +101,30 @@ mod tests {
 
     use super::*;
 
+    fn t(text: &str) -> TextFrame {
+        TextFrame::text(text)
+    }
+
+    fn text(frame: Option<TextFrame>) -> Option<String> {
+        frame.map(|f| f.payload().to_owned())
+    }
+
     const WAIT: Duration = Duration::from_secs(5);
 
     #[tokio::test]
     async fn bounded_ordered_and_closed() {
         let o = Outbox::new(2);
-        o.try_push("a".into()).unwrap();
-        o.try_push("b".into()).unwrap();
-        assert_eq!(o.try_push("c".into()), Err(PushError::Full));
-        assert_eq!(o.pop().await.as_deref(), Some("a"));
-        o.try_push("c".into()).unwrap();
+        o.try_push(t("a")).unwrap();
+        o.try_push(t("b")).unwrap();
+        assert_eq!(o.try_push(t("c")), Err(PushError::Full));
+        assert_eq!(text(o.pop().await).as_deref(), Some("a"));
+        o.try_push(t("c")).unwrap();
         o.close();
-        assert_eq!(o.try_push("d".into()), Err(PushError::Closed));
+        assert_eq!(o.try_push(t("d")), Err(PushError::Closed));
         // What was queued before the close is still delivered.
-        assert_eq!(o.pop().await.as_deref(), Some("b"));
-        assert_eq!(o.pop().await.as_deref(), Some("c"));
-        assert_eq!(o.pop().await, None);
+        assert_eq!(text(o.pop().await).as_deref(), Some("b"));
+        assert_eq!(text(o.pop().await).as_deref(), Some("c"));
+        assert!(o.pop().await.is_none());
     }
 
     #[tokio::test]
@@ -125,9 +135,9 @@ mod tests {
             async move { o.pop().await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        o.try_push("x".into()).unwrap();
+        o.try_push(t("x")).unwrap();
         let got = tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
-        assert_eq!(got.as_deref(), Some("x"));
+        assert_eq!(text(got).as_deref(), Some("x"));
     }
 
     /// A `pop` dropped inside a `select!` (the other branch won) loses no message and no
@@ -142,18 +152,18 @@ mod tests {
             }
             let pusher = {
                 let o = o.clone();
-                tokio::spawn(async move { o.try_push(format!("m{round}")).unwrap() })
+                tokio::spawn(async move { o.try_push(t(&format!("m{round}"))).unwrap() })
             };
             pusher.await.unwrap();
             let got = tokio::time::timeout(WAIT, o.pop()).await.unwrap();
-            assert_eq!(got, Some(format!("m{round}")));
+            assert_eq!(text(got), Some(format!("m{round}")));
         }
     }
 
     #[test]
     fn an_idle_outbox_holds_no_buffer() {
         let o = Outbox::new(256);
-        o.try_push("x".repeat(100)).unwrap();
+        o.try_push(t(&"x".repeat(100))).unwrap();
         assert!(o.try_pop().is_some());
         assert_eq!(o.state.lock().unwrap().queue.capacity(), 0);
     }

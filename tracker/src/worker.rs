@@ -9,12 +9,13 @@ use swarmcdn_core::time::Time;
 use swarmcdn_core::tracker_proto::ToTracker;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::frame::TextFrame;
 use crate::outbox::Outbox;
 
 /// What connection tasks tell the worker.
 #[derive(Debug)]
 pub(crate) enum ToWorker {
-    /// A client connected; its replies (JSON text) go to `outbox`.
+    /// A client connected; its replies (text frames) go to `outbox`.
     Open { conn: ConnId, outbox: Arc<Outbox> },
     /// A decoded message from a client.
     Message { conn: ConnId, msg: Box<ToTracker> },
@@ -87,7 +88,7 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
             let Some(outbox) = conns.get(&conn) else {
                 continue;
             };
-            if outbox.try_push(reply.to_json()).is_err() {
+            if outbox.try_push(TextFrame::message(&reply)).is_err() {
                 // Full (a slow reader) or closed: drop it. Its task sees the queue close and
                 // says goodbye; its peers leave the swarms now.
                 outbox.close();
@@ -159,6 +160,7 @@ mod tests {
             .await
             .unwrap()
             .expect("the reply that fitted");
+        let first = first.payload();
         assert!(first.contains("interval"), "{first}");
         assert!(
             tokio::time::timeout(WAIT, slow_box.pop())
@@ -171,6 +173,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        let reply = reply.payload();
         assert!(
             reply.contains("\"incomplete\":1"),
             "only the fast peer is left: {reply}"
