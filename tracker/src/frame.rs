@@ -1,10 +1,9 @@
-//! The tracker's own messages as WebSocket text frames, encoded once and written as they are.
+//! The frames the tracker sends, encoded once and written as they are.
 //!
-//! tungstenite reads every frame from the client and answers its pings and closes; what the
-//! tracker sends (replies, relayed offers and answers, failures) is encoded by the worker
-//! straight into a frame buffer, after room for the header, and the connection task writes
-//! the frames of a batch with one vectored write. A message is never copied after encoding
-//! (through tungstenite, each went into a `Bytes` and was copied into its write buffer).
+//! What the tracker sends (replies, relayed offers and answers, failures) is encoded by the
+//! worker straight into a frame buffer, after room for the header, and the connection task
+//! writes the frames of a batch with one vectored write: a message is never copied after
+//! encoding. Pongs and close frames are made the same way.
 //!
 //! Server frames are not masked (RFC 6455 §5.1), so a frame is its header and the text.
 
@@ -16,20 +15,24 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 /// Room for the longest header: FIN and opcode, 127, and a 64-bit length.
 const ROOM: usize = 10;
 
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PONG: u8 = 0xA;
+
 /// Most frames written by one call: more wait for the next.
 pub(crate) const MAX_BATCH: usize = 64;
 
-/// One unfragmented text frame, header included.
+/// One unfragmented frame, header included.
 #[derive(Debug)]
-pub(crate) struct TextFrame {
+pub(crate) struct Frame {
     buf: Vec<u8>,
     /// Where the header starts in `buf` (0, 6 or 8: the header ends at `ROOM`).
     start: u8,
 }
 
-impl TextFrame {
-    /// A frame of the text `write` appends (it must append UTF-8).
-    fn encode(capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Self {
+impl Frame {
+    /// A frame (FIN set, `opcode`) of the payload `write` appends.
+    fn encode(opcode: u8, capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Self {
         let mut buf = Vec::with_capacity(ROOM + capacity);
         buf.extend_from_slice(&[0; ROOM]);
         write(&mut buf);
@@ -46,7 +49,7 @@ impl TextFrame {
             buf[2..ROOM].copy_from_slice(&(len as u64).to_be_bytes());
             0
         };
-        buf[start] = 0x81; // FIN, text
+        buf[start] = 0x80 | opcode;
         Self {
             buf,
             start: start as u8,
@@ -57,13 +60,33 @@ impl TextFrame {
     pub(crate) fn message(msg: &FromTracker) -> Self {
         // Room for a relayed offer with a short SDP without growing; longer ones grow once
         // or twice.
-        Self::encode(500, |b| msg.write_json(b))
+        Self::encode(OP_TEXT, 500, |b| msg.write_json(b))
     }
 
     /// Text as it is.
     #[cfg(test)]
     pub(crate) fn text(text: &str) -> Self {
-        Self::encode(text.len(), |b| b.extend_from_slice(text.as_bytes()))
+        Self::encode(OP_TEXT, text.len(), |b| {
+            b.extend_from_slice(text.as_bytes())
+        })
+    }
+
+    /// A close frame with a status code and a reason (at most 123 bytes, cut at a character
+    /// boundary if longer).
+    pub(crate) fn close(code: u16, reason: &str) -> Self {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self::encode(OP_CLOSE, 2 + end, |b| {
+            b.extend_from_slice(&code.to_be_bytes());
+            b.extend_from_slice(&reason.as_bytes()[..end]);
+        })
+    }
+
+    /// The pong answering a ping with this payload (at most 125 bytes, as the decoder checks).
+    pub(crate) fn pong(payload: &[u8]) -> Self {
+        Self::encode(OP_PONG, payload.len(), |b| b.extend_from_slice(payload))
     }
 
     /// The frame's bytes, header first.
@@ -81,7 +104,7 @@ impl TextFrame {
 /// Writes `frames` whole, with as few (vectored) writes as the socket takes, then flushes.
 pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
     io: &mut W,
-    frames: &[TextFrame],
+    frames: &[Frame],
 ) -> io::Result<()> {
     // The next frame to write and how much of it is written.
     let (mut next, mut done) = (0, 0);
@@ -116,7 +139,8 @@ mod tests {
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
-    use futures_util::{SinkExt, StreamExt};
+    use bytes::Bytes;
+    use futures_util::StreamExt;
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::Role;
@@ -134,7 +158,7 @@ mod tests {
             &"c".repeat(65_535),
             &"é".repeat(40_000),
         ];
-        let frames: Vec<TextFrame> = texts.iter().map(|t| TextFrame::text(t)).collect();
+        let frames: Vec<Frame> = texts.iter().map(|t| Frame::text(t)).collect();
         for (f, t) in frames.iter().zip(texts) {
             assert_eq!(f.payload(), t);
         }
@@ -217,8 +241,8 @@ mod tests {
     /// takes: every byte goes out once, in order.
     #[tokio::test]
     async fn partial_writes_resume_where_they_stopped() {
-        let frames: Vec<TextFrame> = (0..150)
-            .map(|i| TextFrame::text(&format!("message {i} {}", "z".repeat(i * 7))))
+        let frames: Vec<Frame> = (0..150)
+            .map(|i| Frame::text(&format!("message {i} {}", "z".repeat(i * 7))))
             .collect();
         let want: Vec<u8> = frames.iter().flat_map(|f| f.as_bytes().to_vec()).collect();
         for step in [1, 2, 3, 7, 64, 1000, 1 << 20] {
@@ -232,29 +256,32 @@ mod tests {
         }
     }
 
-    /// Frames written after tungstenite's own (a pong) arrive whole and in order.
+    /// Pongs and close frames, as a client (tungstenite) reads them.
     #[tokio::test]
-    async fn our_frames_follow_tungstenites() {
-        let (server, client) = tokio::io::duplex(1 << 16);
-        let mut server = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+    async fn control_frames_read_back_as_sent() {
+        let (mut server, client) = tokio::io::duplex(1 << 16);
         let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
-        client
-            .send(Message::Ping(b"p".to_vec().into()))
-            .await
-            .unwrap();
-        client.send(Message::text("hello")).await.unwrap();
-        // The server reads the ping (queuing its pong) and the text.
-        while !matches!(server.next().await.unwrap().unwrap(), Message::Text(_)) {}
-        server.flush().await.unwrap();
-        write_all(server.get_mut(), &[TextFrame::text("reply")])
-            .await
-            .unwrap();
-        assert!(matches!(
+        let long = "é".repeat(100);
+        let frames = [
+            Frame::pong(b"p"),
+            Frame::text("reply"),
+            Frame::close(1009, &long),
+        ];
+        write_all(&mut server, &frames).await.unwrap();
+        assert_eq!(
             client.next().await.unwrap().unwrap(),
-            Message::Pong(_)
-        ));
+            Message::Pong(Bytes::from_static(b"p"))
+        );
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::text("reply")
+        );
         match client.next().await.unwrap().unwrap() {
-            Message::Text(t) => assert_eq!(t.as_str(), "reply"),
+            Message::Close(Some(c)) => {
+                assert_eq!(u16::from(c.code), 1009);
+                // Cut at a character boundary, within the 123 bytes a reason may take.
+                assert_eq!(c.reason.as_str(), "é".repeat(61));
+            }
             other => panic!("{other:?}"),
         }
     }

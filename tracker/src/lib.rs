@@ -19,9 +19,9 @@ mod config;
 mod frame;
 mod metrics;
 mod outbox;
-#[doc(hidden)]
-pub mod readahead;
 mod worker;
+#[doc(hidden)]
+pub mod ws;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -42,20 +41,17 @@ use swarmcdn_core::registry::ConnId;
 use swarmcdn_core::tracker_proto::{ErrorResponse, FromTracker, ToTracker};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use config::{Config, Limits, SwarmConfig, Tokens};
-use frame::TextFrame;
+use frame::Frame;
 pub use metrics::Metrics;
 use outbox::Outbox;
 use worker::ToWorker;
+use ws::{WsError, close_code};
 
 /// Runs the tracker until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -196,9 +192,6 @@ fn rand_seed() -> u64 {
 
 type Body = Full<Bytes>;
 
-/// Bytes of queued messages written to a client's socket at once.
-const WRITE_BUFFER: usize = 16 * 1024;
-
 fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
@@ -326,28 +319,13 @@ async fn handle_http(
         drop(req);
         match upgraded {
             Ok(upgraded) => {
-                // Small buffers: most connections idle between announces, and memory per
-                // connection bounds how many one instance holds (the 128 KiB defaults cost
-                // 140 KiB per idle connection).
-                let max = shared2.config.limits.max_message_bytes;
-                let config = WebSocketConfig::default()
-                    .max_message_size(Some(max))
-                    .max_frame_size(Some(max))
-                    .read_buffer_size(1024)
-                    .write_buffer_size(WRITE_BUFFER)
-                    // tungstenite requires it above the write buffer and a message.
-                    .max_write_buffer_size(WRITE_BUFFER + 2 * max);
                 // Built here, not in the connection's task: that task's future would hold
-                // the stream by value in its first state, and a task's allocation is as
+                // the connection by value in its first state, and a task's allocation is as
                 // large as its largest state for the connection's whole life.
-                let ws = Box::new(
-                    WebSocketStream::from_raw_socket(
-                        readahead::ReadAhead::new(TokioIo::new(upgraded)),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await,
-                );
+                let ws = Box::new(WsConn {
+                    io: TokioIo::new(upgraded),
+                    decoder: ws::Decoder::new(shared2.config.limits.max_message_bytes),
+                });
                 // The connection runs in a task of its own: this one's future holds the
                 // request, which an idle connection should not keep.
                 ws_tasks.spawn(
@@ -520,18 +498,11 @@ fn write<'a, E>(
 /// Longest wait for a close frame to go out: it is a courtesy, and the socket may be stuck.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn failure_frame(reason: String) -> TextFrame {
-    TextFrame::message(&FromTracker::Error(ErrorResponse {
+fn failure_frame(reason: String) -> Frame {
+    Frame::message(&FromTracker::Error(ErrorResponse {
         failure_reason: reason,
         action: None,
         info_hash: None,
-    }))
-}
-
-fn close(code: CloseCode, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
     }))
 }
 
@@ -542,44 +513,51 @@ enum Step {
     Forward(Box<ToTracker>),
     /// A reply of the task's own (a `failure reason`), or a message from the worker (with
     /// any others queued behind it).
-    Send(TextFrame),
-    /// Close with a frame, then end for `reason`.
-    Close(CloseCode, &'static str, &'static str),
+    Send(Frame),
+    /// Answer a ping.
+    Pong(Bytes),
+    /// Close with a frame (code and text), then end for `reason`.
+    Close(u16, &'static str, &'static str),
     /// End without a close frame.
     End(&'static str),
 }
 
-/// The step for a frame from the client (or the end of its stream).
-fn on_frame(
+/// The step for what the client sent (or the end of its stream).
+fn on_incoming(
     shared: &Shared,
     rate: &mut RateLimit,
-    frame: Option<Result<Message, tungstenite::Error>>,
+    incoming: Result<Option<ws::Incoming>, ws::NextError>,
 ) -> Step {
     let m = &shared.metrics;
-    match frame {
-        // Every frame counts against the message rate (announces, answers, scrapes, pings),
-        // except the client's own close.
-        Some(Ok(ref msg)) if !msg.is_close() && !rate.allow() => {
+    match incoming {
+        // Every frame counts against the message rate (announces, answers, scrapes, pings,
+        // pongs), except the client's own close.
+        Ok(Some(ref i)) if !matches!(i, ws::Incoming::Close(_)) && !rate.allow() => {
             m.reject("flood");
-            Step::Close(CloseCode::Policy, "too many messages", "flood")
+            Step::Close(close_code::POLICY, "too many messages", "flood")
         }
-        // Text frames arrive marked binary (`readahead::TextAsBinary`): their UTF-8 is
-        // checked here. Binary messages are read the same way, as bittorrent-tracker does.
-        Some(Ok(Message::Binary(b))) => match simdutf8::basic::from_utf8(&b) {
+        // Text and binary messages alike are read as JSON text, as bittorrent-tracker does;
+        // the UTF-8 check is SIMD (`simdutf8`).
+        Ok(Some(ws::Incoming::Message(b))) => match simdutf8::basic::from_utf8(&b) {
             Ok(text) => on_text(shared, text),
             Err(_) => {
                 m.reject("invalid_utf8");
-                Step::Close(CloseCode::Invalid, "invalid UTF-8", "invalid UTF-8")
+                Step::Close(close_code::INVALID, "invalid UTF-8", "invalid UTF-8")
             }
         },
-        Some(Ok(Message::Text(t))) => on_text(shared, t.as_str()),
-        Some(Ok(Message::Close(_))) | None => Step::End("closed by client"),
-        Some(Ok(_)) => Step::Nothing, // ping/pong: tungstenite answers pings itself
-        Some(Err(tungstenite::Error::Capacity(_))) => {
+        Ok(Some(ws::Incoming::Ping(payload))) => Step::Pong(payload),
+        Ok(Some(ws::Incoming::Pong)) => Step::Nothing,
+        Ok(Some(ws::Incoming::Close(_))) => Step::Close(close_code::NORMAL, "", "closed by client"),
+        Ok(None) => Step::End("closed by client"),
+        Err(ws::NextError::Ws(WsError::TooLarge)) => {
             m.reject("message_too_large");
-            Step::Close(CloseCode::Size, "message too large", "message too large")
+            Step::Close(close_code::SIZE, "message too large", "message too large")
         }
-        Some(Err(_)) => Step::End("protocol error"),
+        Err(ws::NextError::Ws(WsError::Protocol(why))) => {
+            m.reject("protocol_error");
+            Step::Close(close_code::PROTOCOL, why, "protocol error")
+        }
+        Err(ws::NextError::Io(_)) => Step::End("read failed"),
     }
 }
 
@@ -602,12 +580,17 @@ fn on_text(shared: &Shared, text: &str) -> Step {
     }
 }
 
+/// An upgraded connection: the socket and the decoder of what the client sends.
+struct WsConn<S> {
+    io: S,
+    decoder: ws::Decoder,
+}
+
 /// One WebSocket client, from the upgrade to the close.
 ///
-/// The stream comes boxed: an async fn keeps its arguments for its whole life, and the
-/// stream is split (moved into the halves' shared state) at once.
+/// The connection comes boxed: an async fn keeps its arguments for its whole life.
 async fn serve_ws<S>(
-    ws: Box<WebSocketStream<S>>,
+    ws: Box<WsConn<S>>,
     conn: ConnId,
     shared: Arc<Shared>,
     worker_tx: mpsc::Sender<ToWorker>,
@@ -630,27 +613,25 @@ async fn serve_ws<S>(
     m.connections.fetch_add(1, Ordering::Relaxed);
     m.connections_total.fetch_add(1, Ordering::Relaxed);
     tracing::debug!("connected");
-    // Not split: reads happen only in the select below and writes only after it, so one
-    // boxed stream serves both (a split moves it into a second, shared allocation: measured
-    // 4.03 KiB per idle connection with the split, 3.52-3.63 KiB without, at 19k).
     let mut ws = ws;
+    let WsConn { io, decoder } = &mut *ws;
     let mut rate = RateLimit::new(limits.messages_per_second, limits.message_burst);
     // Each turn decides a step without awaiting, then awaits only the step: the decoded
-    // message, the frame and their errors never live across an await, so they do not size
-    // the state every idle connection task keeps.
+    // message and its errors never live across an await, so they do not size the state
+    // every idle connection task keeps.
     let reason = loop {
         let step = tokio::select! {
-            frame = ws.next() => on_frame(&shared, &mut rate, frame),
+            incoming = decoder.next(io) => on_incoming(&shared, &mut rate, incoming),
             out = outbox.pop() => match out {
                 Some(frame) => Step::Send(frame),
                 // The worker dropped us: our queue overflowed.
                 None => {
                     m.reject("slow_consumer");
-                    Step::Close(CloseCode::Again, "too slow", "slow consumer")
+                    Step::Close(close_code::AGAIN, "too slow", "slow consumer")
                 }
             },
             () = shutdown.cancelled() => {
-                Step::Close(CloseCode::Away, "tracker shutting down", "shutdown")
+                Step::Close(close_code::AWAY, "tracker shutting down", "shutdown")
             }
         };
         match step {
@@ -664,8 +645,7 @@ async fn serve_ws<S>(
             }
             Step::Send(first) => {
                 // Write every message already queued with it at once: one write for a burst
-                // of relayed offers instead of one per message. tungstenite's own frames (a
-                // pong it owes) go first, whole, so frames never interleave.
+                // of relayed offers instead of one per message.
                 let mut batch = 1;
                 let written = write(wt, async {
                     let mut frames = Vec::with_capacity(4);
@@ -675,8 +655,7 @@ async fn serve_ws<S>(
                         frames.push(next);
                     }
                     batch = frames.len() as u64;
-                    ws.flush().await.map_err(drop)?;
-                    frame::write_all(ws.get_mut(), &frames).await.map_err(drop)
+                    frame::write_all(io, &frames).await
                 })
                 .await;
                 m.messages_out.fetch_add(batch, Ordering::Relaxed);
@@ -690,16 +669,20 @@ async fn serve_ws<S>(
                     }
                 }
             }
+            Step::Pong(payload) => {
+                let pong = [Frame::pong(&payload)];
+                if write(wt, frame::write_all(io, &pong)).await.is_err() {
+                    break "write failed";
+                }
+            }
             Step::Close(code, why, reason) => {
-                let _ = write(ct, ws.send(close(code, why))).await;
+                let close = [Frame::close(code, why)];
+                let _ = write(ct, frame::write_all(io, &close)).await;
                 break reason;
             }
             Step::End(reason) => break reason,
         }
     };
-    if reason != "write timed out" {
-        let _ = write(ct, ws.close()).await;
-    }
     tracing::debug!(reason, "disconnected");
     // Replies still on their way are dropped, not queued for nobody.
     outbox.close();

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use crate::frame::TextFrame;
+use crate::frame::Frame;
 
 /// Why a push failed.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub(crate) struct Outbox {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<TextFrame>,
+    queue: VecDeque<Frame>,
     closed: bool,
 }
 
@@ -46,7 +46,7 @@ impl Outbox {
     }
 
     /// Queues a message without waiting.
-    pub(crate) fn try_push(&self, msg: TextFrame) -> Result<(), PushError> {
+    pub(crate) fn try_push(&self, msg: Frame) -> Result<(), PushError> {
         {
             let mut s = self.state.lock().expect("not poisoned");
             if s.closed {
@@ -68,7 +68,7 @@ impl Outbox {
     }
 
     /// The next message without waiting, if any.
-    pub(crate) fn try_pop(&self) -> Option<TextFrame> {
+    pub(crate) fn try_pop(&self) -> Option<Frame> {
         let mut s = self.state.lock().expect("not poisoned");
         let msg = s.queue.pop_front();
         if s.queue.is_empty() && s.queue.capacity() > 0 {
@@ -81,7 +81,7 @@ impl Outbox {
     /// The next message, waiting for one; `None` once closed and drained. Cancel safe: a
     /// dropped `pop` loses no message (they stay queued) and no wake-up (tokio passes a
     /// `notify_one` taken by a dropped waiter on).
-    pub(crate) async fn pop(&self) -> Option<TextFrame> {
+    pub(crate) async fn pop(&self) -> Option<Frame> {
         loop {
             if let Some(msg) = self.try_pop() {
                 return Some(msg);
@@ -101,11 +101,11 @@ mod tests {
 
     use super::*;
 
-    fn t(text: &str) -> TextFrame {
-        TextFrame::text(text)
+    fn t(text: &str) -> Frame {
+        Frame::text(text)
     }
 
-    fn text(frame: Option<TextFrame>) -> Option<String> {
+    fn text(frame: Option<Frame>) -> Option<String> {
         frame.map(|f| f.payload().to_owned())
     }
 

@@ -9,7 +9,7 @@ use swarmcdn_core::time::Time;
 use swarmcdn_core::tracker_proto::ToTracker;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::frame::TextFrame;
+use crate::frame::Frame;
 use crate::outbox::Outbox;
 
 /// What connection tasks tell the worker.
@@ -88,7 +88,7 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
             let Some(outbox) = conns.get(&conn) else {
                 continue;
             };
-            if outbox.try_push(TextFrame::message(&reply)).is_err() {
+            if outbox.try_push(Frame::message(&reply)).is_err() {
                 // Full (a slow reader) or closed: drop it. Its task sees the queue close and
                 // says goodbye; its peers leave the swarms now.
                 outbox.close();
