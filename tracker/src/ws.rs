@@ -109,8 +109,8 @@ impl Decoder {
                 return Ok(None);
             };
             if self.buf.len() - header < len {
-                // Room for the rest of the frame at once, not in doubling steps.
-                self.buf.reserve(header + len - self.buf.len());
+                // Not reserved from the declared length: a client announcing a large frame
+                // and sending little of it holds only what it sent.
                 return Ok(None);
             }
             self.buf.advance(header);
@@ -362,12 +362,21 @@ mod tests {
         d.extend(&frame(0x01, &[b'a'; 60], M));
         d.extend(&frame(0x00, &[b'a'; 41], M));
         assert_eq!(d.decode(), Err(WsError::TooLarge));
-        // A 64-bit length far past memory: refused, nothing reserved.
+        // A 64-bit length far past memory: refused from the header.
         let mut d = Decoder::new(100);
         let mut h = vec![0x82, 0x80 | 127];
         h.extend_from_slice(&(1u64 << 40).to_be_bytes());
         d.extend(&h);
         assert_eq!(d.decode(), Err(WsError::TooLarge));
+    }
+
+    /// A frame announced long and sent short holds what was sent, not what was announced.
+    #[test]
+    fn a_partial_frame_holds_only_what_arrived() {
+        let mut d = Decoder::new(1 << 20);
+        d.extend(&frame(0x82, &[7; 60_000], M)[..100]);
+        assert_eq!(d.decode(), Ok(None));
+        assert!(d.buf.capacity() < 1024, "{}", d.buf.capacity());
     }
 
     #[test]
