@@ -296,8 +296,8 @@ impl Swarm {
     }
 }
 
+/// An offer relayed and not yet answered (its swarm, offerer and id are its key).
 struct PendingOffer {
-    swarm: SwarmId,
     to: PeerId,
     expires: Time,
 }
@@ -716,14 +716,7 @@ impl Registry {
                     ext: Some(me_info.clone()),
                 }),
             ));
-            self.offers.insert(
-                key,
-                PendingOffer {
-                    swarm: swarm_id,
-                    to,
-                    expires,
-                },
-            );
+            self.offers.insert(key, PendingOffer { to, expires });
             self.offer_expiry
                 .push_back((expires, swarm_id, a.peer_id, offer.offer_id));
             sent += 1;
@@ -776,7 +769,7 @@ impl Registry {
         let valid = self
             .offers
             .get(&key)
-            .is_some_and(|o| o.swarm == a.info_hash && o.to == a.peer_id && o.expires > now);
+            .is_some_and(|o| o.to == a.peer_id && o.expires > now);
         if !valid {
             self.reject(
                 conn,
@@ -875,11 +868,11 @@ impl Registry {
             self.offer_expiry.pop_front();
             let key = (swarm, offerer, offer_id);
             if self.offers.get(&key).is_some_and(|o| o.expires == expires) {
-                let o = self.offers.remove(&key).expect("checked just above");
+                self.offers.remove(&key);
                 self.stats.offers_expired += 1;
                 if let Some(p) = self
                     .swarms
-                    .get_mut(&o.swarm)
+                    .get_mut(&swarm)
                     .and_then(|s| s.peers.get_mut(&offerer))
                 {
                     p.pending_offers = p.pending_offers.saturating_sub(1);
