@@ -82,6 +82,7 @@ pub async fn run(n: usize, seconds: u64, message: usize) -> anyhow::Result<Bench
     // Receivers' channels arrive as Input::Channel; senders' open events on their own poll.
     let mut open = 0;
     let mut channels = Vec::new();
+    let writers = tokio_util::task::TaskTracker::new();
     while open < n {
         match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
             Ok(Some(Input::Channel { conn, dc })) => {
@@ -93,6 +94,7 @@ pub async fn run(n: usize, seconds: u64, message: usize) -> anyhow::Result<Bench
                         tx.clone(),
                         128 << 10,
                         false,
+                        &writers,
                     ));
                     open += 1;
                 }

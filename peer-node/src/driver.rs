@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::hls::{Location, MediaPlaylist};
 use crate::http::HttpClient;
@@ -200,7 +201,13 @@ struct Loop {
     replies: HashMap<PlayerRequestId, oneshot::Sender<Delivery>>,
     published: Arc<Published>,
     tracker_task: tokio::task::JoinHandle<()>,
+    /// The DataChannel writers and the closes of connections: awaited (for a while) at
+    /// shutdown, so neighbours see the connections close instead of waiting for ICE to fail.
+    closing: TaskTracker,
 }
+
+/// Longest wait at shutdown for the goodbye to the tracker and the connections' closes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Capacity of the node loop's input channel.
 const INPUT_QUEUE: usize = 4096;
@@ -250,6 +257,7 @@ pub fn spawn(
         replies: HashMap::new(),
         published: published.clone(),
         tracker_task,
+        closing: TaskTracker::new(),
     };
     let task = tokio::spawn(lp.run(rx, shutdown));
     Ok((
@@ -306,17 +314,27 @@ impl Loop {
             h.abort();
         }
         for (_, c) in self.conns.drain() {
-            close_conn(c);
+            close_conn(c, &self.closing);
         }
+        // Nothing reads the inputs any more: a writer reporting to the loop fails at once
+        // instead of waiting for room, and goes on to close its connection.
+        drop(rx);
         // Dropping the tracker queue ends the tracker task once it sent what is queued (the
-        // `stopped` announce) and closed the WebSocket.
+        // `stopped` announce) and closed the WebSocket. Meanwhile the writers send what is
+        // queued and close their connections (a neighbour then drops this node at once).
         let Self {
             tracker,
             tracker_task,
+            closing,
             ..
         } = self;
         drop(tracker);
-        let _ = tokio::time::timeout(Duration::from_secs(3), tracker_task).await;
+        closing.close();
+        let _ = tokio::time::timeout(
+            SHUTDOWN_GRACE,
+            futures_util::future::join(tracker_task, closing.wait()),
+        )
+        .await;
     }
 
     fn housekeeping(&mut self) {
@@ -333,7 +351,7 @@ impl Loop {
                 if let Some(o) = c.offer {
                     self.by_offer.remove(&o);
                 }
-                close_conn(c);
+                close_conn(c, &self.closing);
             }
         }
         *self.published.pending_offers.lock().expect("not poisoned") = self.by_offer.len();
@@ -424,6 +442,7 @@ impl Loop {
                         self.inputs.clone(),
                         low_threshold(self.node.config()),
                         self.config.rtc.corrupt_uploads,
+                        &self.closing,
                     ));
                 }
             }
@@ -593,6 +612,7 @@ impl Loop {
                     self.inputs.clone(),
                     low,
                     self.config.rtc.corrupt_uploads,
+                    &self.closing,
                 ));
                 let inputs = self.inputs.clone();
                 tokio::spawn(async move {
@@ -606,7 +626,7 @@ impl Loop {
                 if let Some(conn) = self.by_offer.remove(&offer)
                     && let Some(c) = self.conns.remove(&conn)
                 {
-                    close_conn(c);
+                    close_conn(c, &self.closing);
                 }
             }
             Transmit::Peer { peer, data } => {
@@ -725,7 +745,7 @@ impl Loop {
         {
             self.by_offer.remove(&o);
         }
-        close_conn(c);
+        close_conn(c, &self.closing);
     }
 }
 
@@ -735,13 +755,13 @@ fn low_threshold(c: &NodeConfig) -> u32 {
 
 /// Closes a connection: with a writer, after what is queued has left (the writer closes it);
 /// otherwise at once.
-fn close_conn(c: Conn) {
+fn close_conn(c: Conn, closing: &TaskTracker) {
     if c.writer.is_some() {
         drop(c.writer);
         return;
     }
     if let Some(pc) = c.pc {
-        tokio::spawn(async move {
+        closing.spawn(async move {
             let _ = pc.close().await;
         });
     }

@@ -224,11 +224,13 @@ pub fn start_channel(
     inputs: mpsc::Sender<Input>,
     low_threshold: u32,
     corrupt: bool,
+    tasks: &tokio_util::task::TaskTracker,
 ) -> mpsc::Sender<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(WRITER_QUEUE);
     let low = Arc::new(Notify::new());
     tokio::spawn(read_channel(conn, dc.clone(), inputs.clone(), low.clone()));
-    tokio::spawn(write_channel(
+    // On `tasks`: its owner waits for the writer to close the connection when it stops.
+    tasks.spawn(write_channel(
         conn,
         pc,
         dc,

@@ -204,7 +204,8 @@ fn a_seed_on_demand_lets_an_idle_stream_go_and_comes_back_with_viewers() {
     h.check_segments("viewer0", &r);
 
     // The viewer is gone: the seed lets the stream go and stops pulling it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let gone = std::time::Instant::now();
+    let deadline = gone + Duration::from_secs(20);
     while metric(metrics, "swarmcdn_seed_streams_released_total") != Some(1.0) {
         assert!(
             std::time::Instant::now() < deadline,
@@ -212,6 +213,10 @@ fn a_seed_on_demand_lets_an_idle_stream_go_and_comes_back_with_viewers() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    eprintln!(
+        "the stream was let go {:.1} s after the viewer left",
+        gone.elapsed().as_secs_f64()
+    );
     assert_eq!(
         metric(metrics, "swarmcdn_seed_streams_on_demand"),
         Some(0.0)
