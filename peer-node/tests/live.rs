@@ -78,20 +78,18 @@ fn seed_and_five_viewers_play_a_minute_of_live_mostly_from_peers() {
 fn a_viewer_bans_a_neighbour_that_sends_corrupt_chunks_and_plays_only_good_bytes() {
     let _guard = serial();
     let h = Harness::start("corrupt");
-    // A seed that signs every segment's digest but uploads at a trickle (a tenth of the
-    // stream's rate), so the viewers turn to each other, and to the liar, for the data.
-    let (_seed, seed_metrics) = h.seed_with(
-        "seed",
-        "\n[upload]\nslots = 1\nrate_bytes_per_sec = 10000\n",
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    // The liar joins first, so it holds segments when the honest viewer arrives.
-    let mut liar = h.viewer("liar", 40, &["--corrupt-uploads"]);
+    // No seed: one would hold every segment from its listing, the viewers would queue their
+    // requests there and reach the liar only by chance (in one CI run, never). Here the liar
+    // is the only neighbour that uploads, so it is the first scout of every new segment and
+    // the honest viewers ask it for each one they do not fetch at their deadline. Without a
+    // seed to sign, the viewers trust no key: each takes a segment's digest from whoever
+    // serves it first and checks every chunk against it (the liar's digests are of the true
+    // bytes; its chunks are not).
+    let mut liar = h.unverified_viewer("liar", 40, &["--corrupt-uploads"]);
     std::thread::sleep(Duration::from_secs(4));
     let mut honest: Vec<_> = (0..2)
-        .map(|i| h.viewer(&format!("honest{i}"), 30, &[]))
+        .map(|i| h.unverified_viewer(&format!("honest{i}"), 30, &["--no-upload"]))
         .collect();
-    let mut failures = 0;
     for v in &mut honest {
         let r = h.report(v);
         let name = v.name.clone();
@@ -103,26 +101,18 @@ fn a_viewer_bans_a_neighbour_that_sends_corrupt_chunks_and_plays_only_good_bytes
         );
         assert_eq!(r.stalls, 0, "{name} stalled");
         h.check_segments(&name, &r);
-        failures += r.integrity_failures;
+        assert!(
+            r.integrity_failures > 0,
+            "{name} never asked the liar: the test proves nothing"
+        );
+        assert_eq!(r.p2p_bytes, 0, "{name} took bytes from the liar");
+        let log = std::fs::read_to_string(h.dir.join(format!("{name}.log"))).unwrap();
+        assert!(
+            log.contains("dropped and banned"),
+            "{name} did not drop the liar:\n{log}"
+        );
     }
     let _ = h.report(&mut liar);
-    // The liar may have served the seed too (which verifies and bans it the same way).
-    failures +=
-        metric(seed_metrics, "swarmcdn_seed_integrity_failures_total").unwrap_or(0.0) as u64;
-    assert!(
-        failures > 0,
-        "the liar was never asked for data: the test proves nothing"
-    );
-    for v in &honest {
-        let log = std::fs::read_to_string(h.dir.join(format!("{}.log", v.name))).unwrap();
-        if log.contains("failed verification") {
-            assert!(
-                log.contains("dropped and banned"),
-                "{} did not drop the liar:\n{log}",
-                v.name
-            );
-        }
-    }
 }
 
 #[test]

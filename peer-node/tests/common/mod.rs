@@ -222,17 +222,27 @@ impl Harness {
         )
     }
 
-    /// Starts a headless viewer playing for `secs`.
+    /// Starts a headless viewer playing for `secs`, trusting the harness's seed key.
     pub fn viewer(&self, name: &str, secs: u64, extra: &[&str]) -> Proc {
+        let trust = ["--trusted-key", &self.public_key];
+        self.spawn_viewer(name, secs, &[&trust, extra].concat())
+    }
+
+    /// A viewer that trusts no key: it takes each segment's digest from whoever serves it
+    /// first (still checking every chunk against it), as it must where no seed signs.
+    pub fn unverified_viewer(&self, name: &str, secs: u64, extra: &[&str]) -> Proc {
+        self.spawn_viewer(name, secs, &[&["--unverified"], extra].concat())
+    }
+
+    fn spawn_viewer(&self, name: &str, secs: u64, args: &[&str]) -> Proc {
         let child = Command::new(peer_node())
             .arg("view")
             .arg(self.stream_url())
             .args(["--tracker", &self.tracker_url()])
-            .args(["--trusted-key", &self.public_key])
             .args(["--udp", "127.0.0.1:0", "--duration", &secs.to_string()])
             .arg("--report")
             .arg(self.dir.join(format!("{name}.json")))
-            .args(extra)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log_file(&self.dir, name))
             .spawn()
