@@ -1,8 +1,9 @@
 //! `swarmcdn-sim`: runs scenario files, merges shards, and measures the simulator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -10,11 +11,49 @@ use swarmcdn_sim::report::{self, Plan};
 use swarmcdn_sim::scenario::Scenario;
 
 /// The system allocator, counting the bytes allocated and not yet freed, so that `bench` can
-/// report the heap per simulated peer (RSS also counts the allocator's free lists).
+/// report the heap per simulated peer (RSS also counts the allocator's free lists). Each
+/// thread counts in a slot of its own cache line: runs on several threads would otherwise
+/// pass one counter's line back and forth at every allocation. A thread may free what
+/// another allocated, so a slot can go negative; the sum is the heap.
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+#[repr(align(64))]
+struct Slot(AtomicIsize);
+
+const SLOT_COUNT: usize = 64;
+static SLOTS: [Slot; SLOT_COUNT] = [const { Slot(AtomicIsize::new(0)) }; SLOT_COUNT];
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+/// The highest heap seen by [`note_peak`].
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static MY_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn count(delta: isize) {
+    let i = MY_SLOT
+        .try_with(|s| {
+            if s.get() == usize::MAX {
+                s.set(NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOT_COUNT);
+            }
+            s.get()
+        })
+        .unwrap_or(0);
+    SLOTS[i].0.fetch_add(delta, Ordering::Relaxed);
+}
+
+/// Bytes allocated and not yet freed.
+fn live() -> usize {
+    let sum: isize = SLOTS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+    sum.max(0) as usize
+}
+
+/// Records the heap now towards the peak.
+fn note_peak() -> usize {
+    let now = live();
+    PEAK.fetch_max(now, Ordering::Relaxed);
+    now
+}
 
 // SAFETY: every call is forwarded unchanged to the system allocator; only counters are added.
 #[allow(unsafe_code)]
@@ -23,8 +62,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
+            count(layout.size() as isize);
         }
         p
     }
@@ -32,15 +70,14 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        count(-(layout.size() as isize));
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
+            count(layout.size() as isize);
         }
         p
     }
@@ -49,9 +86,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            let live = LIVE.fetch_add(new_size, Ordering::Relaxed) + new_size;
-            PEAK.fetch_max(live, Ordering::Relaxed);
+            count(new_size as isize - layout.size() as isize);
         }
         p
     }
@@ -112,6 +147,10 @@ enum Command {
         /// Swarms the viewers are spread over.
         #[arg(long, default_value_t = 10)]
         channels: u32,
+        /// Threads, each simulating a part of the swarms (default: available cores, at most
+        /// one per swarm). The figures are those of one run: the parts do not interact.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Sums the shards of runs (folders written by `run --shard`, or run files) and writes
     /// the summary, series and plot of the whole.
@@ -181,7 +220,12 @@ fn main() -> anyhow::Result<()> {
             viewers,
             minutes,
             channels,
-        } => bench(viewers, minutes, channels)?,
+            threads,
+        } => {
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            bench(viewers, minutes, channels, threads)?;
+        }
         Command::Merge { inputs, out } => {
             let runs = report::merge(&inputs)?;
             let name = runs[0].scenario.clone();
@@ -194,7 +238,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench(viewers: u64, minutes: u64, channels: u32) -> anyhow::Result<()> {
+fn bench(viewers: u64, minutes: u64, channels: u32, threads: usize) -> anyhow::Result<()> {
     let text = format!(
         r#"
         name = "bench"
@@ -214,25 +258,58 @@ fn bench(viewers: u64, minutes: u64, channels: u32) -> anyhow::Result<()> {
     );
     let sc: Scenario = toml::from_str(&text).context("bench scenario")?;
     sc.check()?;
+    let parts = threads.clamp(1, channels.max(1) as usize) as u32;
     let before = peak_rss_kib();
-    let run = swarmcdn_sim::sim::Run::new(
-        &sc,
-        swarmcdn_sim::sim::Options {
-            seed: 1,
-            control: false,
-            shard: (0, 1),
-        },
-    )?;
-    let heap_before = LIVE.load(Ordering::Relaxed);
-    // The run ends by summing and dropping the nodes: read the heap just before, at the last
-    // sample of the series.
-    let mut heap_at_end = 0;
+    let heap_before = live();
+    let runs = (0..parts)
+        .map(|j| {
+            let opts = swarmcdn_sim::sim::Options {
+                part: (j, parts),
+                ..swarmcdn_sim::sim::Options::new(1, false)
+            };
+            swarmcdn_sim::sim::Run::new(&sc, opts)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // The runs end by summing and dropping their nodes: the heap is read once every part
+    // has reached the last sample (they wait for each other there), before any drops.
+    let heap_at_end = AtomicUsize::new(0);
     let end = minutes * 60;
-    let counters = run.run(|t| {
-        if t == end {
-            heap_at_end = LIVE.load(Ordering::Relaxed);
-        }
+    let at_end = std::sync::Barrier::new(parts as usize);
+    let wall = std::time::Instant::now();
+    let results: Vec<swarmcdn_sim::metrics::Counters> = std::thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .into_iter()
+            .map(|run| {
+                let (at_end, heap_at_end) = (&at_end, &heap_at_end);
+                s.spawn(move || {
+                    run.run(|t| {
+                        note_peak();
+                        if t == end {
+                            if at_end.wait().is_leader() {
+                                heap_at_end.store(note_peak(), Ordering::Relaxed);
+                            }
+                            at_end.wait();
+                        }
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a part panicked"))
+            .collect()
     });
+    let wall = wall.elapsed().as_secs_f64();
+    let heap_at_end = heap_at_end.into_inner();
+    let mut counters: Option<swarmcdn_sim::metrics::Counters> = None;
+    for c in results {
+        match &mut counters {
+            Some(whole) => whole.merge(&c),
+            None => counters = Some(c),
+        }
+    }
+    let mut counters = counters.expect("at least one part");
+    counters.wall_seconds = wall;
     let after = peak_rss_kib();
     let s = counters.summary();
     let growth = after.saturating_sub(before) as f64 * 1024.0;
@@ -241,8 +318,10 @@ fn bench(viewers: u64, minutes: u64, channels: u32) -> anyhow::Result<()> {
     let cached = counters.segment_bytes_held_at_end as f64;
     let per_peer_state = (growth - cached).max(0.0) / viewers as f64;
     println!(
-        "sim bench: {viewers} viewers x {minutes} min live over {channels} swarms (byte scale {})",
-        sc.scale()
+        "sim bench: {viewers} viewers x {minutes} min live over {channels} swarms (byte scale {}), \
+         {parts} thread{}",
+        sc.scale(),
+        if parts == 1 { "" } else { "s" }
     );
     println!("  events            {}", s.events);
     println!("  events/s          {:.0}", s.events_per_sec);
@@ -254,6 +333,7 @@ fn bench(viewers: u64, minutes: u64, channels: u32) -> anyhow::Result<()> {
     );
     println!("  peak RSS          {} MiB", after / 1024);
     let heap = heap_at_end.saturating_sub(heap_before) as f64;
+    let peak_heap = PEAK.load(Ordering::Relaxed);
     let arriving = counters.arriving_bytes_at_end as f64;
     let kib_per_peer = |b: f64| b.max(0.0) / viewers as f64 / 1024.0;
     println!(
@@ -263,7 +343,7 @@ fn bench(viewers: u64, minutes: u64, channels: u32) -> anyhow::Result<()> {
         kib_per_peer(heap - cached),
         kib_per_peer(heap - cached - arriving),
         kib_per_peer(arriving),
-        PEAK.load(Ordering::Relaxed) >> 20
+        peak_heap >> 20
     );
     println!(
         "  memory per peer   {:.1} KiB (peak RSS growth / viewers), {:.1} KiB beyond the {:.1} KiB of segment bytes held",

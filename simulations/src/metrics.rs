@@ -244,6 +244,11 @@ impl Counters {
             a.supply += b.supply;
             a.copy_rate += b.copy_rate;
         }
+        // The shards peak at different times: the whole run's peak is that of the summed
+        // per-second series (the same samples a single run takes its peak from).
+        if let Some(peak) = self.series.iter().map(|r| r.viewers).max() {
+            self.peak_viewers = peak;
+        }
     }
 
     /// The derived figures.

@@ -24,6 +24,8 @@ pub enum Stream {
     Node = 4,
     /// The tracker's seed.
     Tracker = 5,
+    /// Whether a departing viewer switches channel, and to which.
+    Zap = 6,
 }
 
 /// A random stream for (seed, purpose, entity).

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -29,21 +30,53 @@ pub struct Plan {
     pub progress: bool,
 }
 
-/// Runs every (seed, control) pair of the plan, `threads` at a time.
+/// How many parts to split each of `runs` runs into so that `threads` threads have work:
+/// none while the runs alone keep them busy, nor when viewers switch channels (a switch to a
+/// channel of another part would be lost), nor beyond the shard's channels.
+pub fn parts_for(sc: &Scenario, shard: (u32, u32), runs: usize, threads: usize) -> u32 {
+    let channels = (0..sc.stream.channels)
+        .filter(|c| c % shard.1 == shard.0)
+        .count();
+    if runs >= threads || sc.population.channel_switch > 0.0 {
+        return 1;
+    }
+    threads.div_ceil(runs.max(1)).min(channels.max(1)) as u32
+}
+
+/// Runs every (seed, control) pair of the plan, `threads` at a time. When there are fewer
+/// runs than threads, each run is split by channel into parts run side by side (see
+/// [`parts_for`]) and merged back: the counters are those of the unsplit run (sums of
+/// floating-point figures to rounding), and its wall time is that of its parts together.
 pub fn run_all(sc: &Scenario, plan: &Plan) -> anyhow::Result<Vec<Counters>> {
-    let mut jobs: Vec<Options> = Vec::new();
+    let mut runs: Vec<Options> = Vec::new();
     for &seed in &plan.seeds {
         for control in [false, true] {
             if control && !plan.control {
                 continue;
             }
-            jobs.push(Options {
-                seed,
-                control,
+            runs.push(Options {
                 shard: plan.shard,
+                ..Options::new(seed, control)
             });
         }
     }
+    let threads = plan.threads.max(1);
+    let parts = parts_for(sc, plan.shard, runs.len(), threads);
+    let jobs: Vec<(usize, Options)> = runs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, o)| {
+            (0..parts).map(move |j| {
+                (
+                    i,
+                    Options {
+                        part: (j, parts),
+                        ..*o
+                    },
+                )
+            })
+        })
+        .collect();
     let bar = if plan.progress {
         let b = indicatif::ProgressBar::new(jobs.len() as u64 * sc.duration_secs);
         b.set_style(
@@ -58,9 +91,9 @@ pub fn run_all(sc: &Scenario, plan: &Plan) -> anyhow::Result<Vec<Counters>> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let queue = Mutex::new(jobs.into_iter().enumerate().collect::<Vec<_>>());
+    // Popped from the end: the first run's parts first.
+    let queue = Mutex::new(jobs.into_iter().rev().collect::<Vec<_>>());
     let results = Mutex::new(Vec::new());
-    let threads = plan.threads.max(1);
     std::thread::scope(|s| -> anyhow::Result<()> {
         let mut handles = Vec::new();
         for _ in 0..threads {
@@ -69,6 +102,7 @@ pub fn run_all(sc: &Scenario, plan: &Plan) -> anyhow::Result<Vec<Counters>> {
                     let Some((i, opts)) = queue.lock().expect("not poisoned").pop() else {
                         return Ok(());
                     };
+                    let started = Instant::now();
                     let run = Run::new(sc, opts)?;
                     let mut last = 0;
                     let counters = run.run(|t| {
@@ -76,7 +110,11 @@ pub fn run_all(sc: &Scenario, plan: &Plan) -> anyhow::Result<Vec<Counters>> {
                         last = t;
                     });
                     bar.inc(sc.duration_secs.saturating_sub(last));
-                    results.lock().expect("not poisoned").push((i, counters));
+                    let span = (started, Instant::now());
+                    results
+                        .lock()
+                        .expect("not poisoned")
+                        .push((i, opts.part.0, span, counters));
                 }
             }));
         }
@@ -87,8 +125,30 @@ pub fn run_all(sc: &Scenario, plan: &Plan) -> anyhow::Result<Vec<Counters>> {
     })?;
     bar.finish_and_clear();
     let mut results = results.into_inner().expect("not poisoned");
-    results.sort_by_key(|(i, _)| *i);
-    Ok(results.into_iter().map(|(_, c)| c).collect())
+    // Merged in part order, so the floating-point sums do not depend on which part ended
+    // first.
+    results.sort_by_key(|(i, j, _, _)| (*i, *j));
+    let mut merged: Vec<(Counters, Instant, Instant)> = Vec::new();
+    for (i, _, (start, end), c) in results {
+        match merged.get_mut(i) {
+            Some((whole, first, last)) => {
+                whole.merge(&c);
+                *first = (*first).min(start);
+                *last = (*last).max(end);
+            }
+            None => merged.push((c, start, end)),
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .map(|(mut c, first, last)| {
+            if parts > 1 {
+                c.shards = vec![plan.shard];
+                c.wall_seconds = (last - first).as_secs_f64();
+            }
+            c
+        })
+        .collect())
 }
 
 fn run_file_name(c: &Counters) -> String {

@@ -27,6 +27,7 @@
 //! The CDN-only control run (`control = true`) sends the same viewers (same arrival times,
 //! capacities, sessions) straight to the CDN, as a player without P2P would.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -62,6 +63,23 @@ pub struct Options {
     pub control: bool,
     /// Only channels with `channel % n == i` (shard `i` of `n`).
     pub shard: (u32, u32),
+    /// Of the shard's channels, only part `j` of `k` (see [`channel_parts`]). Channels are
+    /// simulated independently (each its own tracker and random streams, every
+    /// viewer's identity from its place in the arrival process), so a run's parts merge into
+    /// exactly the whole run: [`crate::report::run_all`] runs them on several threads.
+    pub part: (u32, u32),
+}
+
+impl Options {
+    /// The whole run (shard 0 of 1, part 0 of 1).
+    pub fn new(seed: u64, control: bool) -> Self {
+        Self {
+            seed,
+            control,
+            shard: (0, 1),
+            part: (0, 1),
+        }
+    }
 }
 
 const OPERATOR_SECRET: [u8; 32] = [0x42; 32];
@@ -159,6 +177,10 @@ struct HttpBody {
 }
 
 struct Peer {
+    /// The viewer's identity (its peer id, its node's seed, its tracker connection): its
+    /// index in the arrival process, plus 2^40 per channel switch. Not its index in
+    /// `Run::peers`, which depends on the other channels simulated alongside.
+    global: u64,
     node: Option<Box<Node>>,
     swarm: u32,
     region: u8,
@@ -208,9 +230,15 @@ pub struct Run<'a> {
     now: u64,
     peers: Vec<Peer>,
     swarms: Vec<SwarmState>,
-    registry: Registry,
+    /// One tracker per channel: its random choices depend on its own swarms only.
+    registries: Vec<Registry>,
+    /// Per channel: whether this run simulates it (its shard and part).
+    simulated: Vec<bool>,
     tracker_up: bool,
-    net: Xoshiro256PlusPlus,
+    /// Network randomness, per channel.
+    net: Vec<Xoshiro256PlusPlus>,
+    /// `Peer::global` -> index in `peers`.
+    by_global: HashMap<u64, u32>,
     arrivals: Xoshiro256PlusPlus,
     arrivals_drawn: u64,
     popularity: Popularity,
@@ -233,28 +261,58 @@ pub struct Run<'a> {
     row: Row,
     events: u64,
     end: u64,
-    /// `SWARMCDN_SIM_TRACE=<viewer index>` prints that viewer's transmits to stderr; `all`,
-    /// every viewer's.
-    trace: Option<u32>,
+    /// `SWARMCDN_SIM_TRACE=<viewer index>` prints that viewer's transmits to stderr (its
+    /// index in the arrival process, `Peer::global`); `all`, every viewer's.
+    trace: Option<u64>,
 }
 
 fn us(secs: f64) -> u64 {
     (secs * 1e6).max(0.0) as u64
 }
 
-fn peer_id(n: u32) -> PeerId {
+/// The part (of `k`) each channel of shard `shard` falls in, `None` outside the shard: the
+/// channels by expected viewers (the popularity's weights), each to the least loaded part so
+/// far, so that parts run side by side take about as long.
+pub fn channel_parts(channels: u32, zipf: f64, shard: (u32, u32), k: u32) -> Vec<Option<u32>> {
+    let (i, n) = shard;
+    let mut order: Vec<u32> = (0..channels).filter(|c| c % n == i).collect();
+    let weight = |c: u32| 1.0 / f64::from(c + 1).powf(zipf);
+    // Heaviest first; the sort is stable, so equal weights keep channel order.
+    order.sort_by(|a, b| weight(*b).total_cmp(&weight(*a)));
+    let mut load = vec![0.0f64; k.max(1) as usize];
+    let mut part = vec![None; channels as usize];
+    for c in order {
+        let (j, _) = load
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .expect("at least one part");
+        load[j] += weight(c);
+        part[c as usize] = Some(j as u32);
+    }
+    part
+}
+
+/// A viewer's peer id: the low half of its global index, a marker, the high half.
+fn peer_id(global: u64) -> PeerId {
     let mut id = [0u8; 20];
-    id[..4].copy_from_slice(&n.to_be_bytes());
+    id[..4].copy_from_slice(&(global as u32).to_be_bytes());
     id[4..8].copy_from_slice(b"sim!");
+    id[8..12].copy_from_slice(&((global >> 32) as u32).to_be_bytes());
     PeerId(id)
 }
 
-fn peer_index(id: &PeerId) -> Option<u32> {
-    (&id.0[4..8] == b"sim!").then(|| u32::from_be_bytes(id.0[..4].try_into().expect("4 bytes")))
+fn global_of(id: &PeerId) -> Option<u64> {
+    (&id.0[4..8] == b"sim!").then(|| {
+        let low = u32::from_be_bytes(id.0[..4].try_into().expect("4 bytes"));
+        let high = u32::from_be_bytes(id.0[8..12].try_into().expect("4 bytes"));
+        u64::from(high) << 32 | u64::from(low)
+    })
 }
 
-fn offer_owner(id: &OfferId) -> u32 {
-    u32::from_be_bytes(id.0[..4].try_into().expect("4 bytes"))
+/// The index in `Run::peers` of the viewer with peer id `id`.
+fn peer_index(by_global: &HashMap<u64, u32>, id: &PeerId) -> Option<u32> {
+    by_global.get(&global_of(id)?).copied()
 }
 
 impl<'a> Run<'a> {
@@ -295,11 +353,15 @@ impl<'a> Run<'a> {
                 corrupt_fraction = *fraction;
             }
         }
-        let registry = Registry::new(
-            RegistryConfig::default(),
-            model::rng(opts.seed, model::Stream::Tracker, 0).random(),
-        )
-        .map_err(|e| anyhow::anyhow!("registry: {e}"))?;
+        let registries = (0..sc.stream.channels)
+            .map(|c| {
+                Registry::new(
+                    RegistryConfig::default(),
+                    model::rng(opts.seed, model::Stream::Tracker, u64::from(c)).random(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("registry: {e}"))?;
         let end = us(sc.duration_secs as f64);
         let mut run = Self {
             sc,
@@ -308,9 +370,16 @@ impl<'a> Run<'a> {
             now: 0,
             peers: Vec::new(),
             swarms,
-            registry,
+            registries,
+            simulated: channel_parts(sc.stream.channels, sc.stream.zipf, opts.shard, opts.part.1)
+                .into_iter()
+                .map(|p| p == Some(opts.part.0))
+                .collect(),
             tracker_up: true,
-            net: model::rng(opts.seed, model::Stream::Network, 0),
+            net: (0..sc.stream.channels)
+                .map(|c| model::rng(opts.seed, model::Stream::Network, u64::from(c)))
+                .collect(),
+            by_global: HashMap::new(),
             arrivals: model::rng(opts.seed, model::Stream::Arrivals, 0),
             arrivals_drawn: 0,
             popularity: Popularity::new(sc.stream.channels, sc.stream.zipf),
@@ -334,7 +403,7 @@ impl<'a> Run<'a> {
             end,
             trace: std::env::var("SWARMCDN_SIM_TRACE").ok().and_then(|v| {
                 if v == "all" {
-                    Some(u32::MAX)
+                    Some(u64::MAX)
                 } else {
                     v.parse().ok()
                 }
@@ -420,7 +489,11 @@ impl<'a> Run<'a> {
     }
 
     fn in_shard(&self, channel: u32) -> bool {
-        channel % self.opts.shard.1 == self.opts.shard.0
+        self.simulated[channel as usize]
+    }
+
+    fn channel_of(&self, n: u32) -> usize {
+        self.swarms[self.peers[n as usize].swarm as usize].channel as usize
     }
 
     fn measuring(&self) -> bool {
@@ -497,6 +570,7 @@ impl<'a> Run<'a> {
         };
         let scale = self.scale as f64;
         let mut peer = Peer {
+            global: index,
             node: None,
             swarm: swarm as u32,
             region,
@@ -532,8 +606,9 @@ impl<'a> Run<'a> {
             up_bps: access.up_bps,
         };
         if !self.opts.control {
-            peer.node = Some(Box::new(self.make_node(n, &peer)));
+            peer.node = Some(Box::new(self.make_node(&peer)));
         }
+        self.by_global.insert(index, n);
         self.peers.push(peer);
         self.enter_swarm(n);
         self.counters.sessions += 1;
@@ -552,7 +627,7 @@ impl<'a> Run<'a> {
         self.drain(n);
     }
 
-    fn make_node(&self, n: u32, peer: &Peer) -> Node {
+    fn make_node(&self, peer: &Peer) -> Node {
         let sc = self.sc;
         let s = &self.swarms[peer.swarm as usize];
         let integrity = if sc.node.verify_signatures {
@@ -560,7 +635,7 @@ impl<'a> Run<'a> {
         } else {
             IntegrityMode::Unverified
         };
-        let mut c = NodeConfig::new(peer_id(n), s.id, NodeRole::Viewer, integrity);
+        let mut c = NodeConfig::new(peer_id(peer.global), s.id, NodeRole::Viewer, integrity);
         let scale = self.scale;
         c.upload.enabled = peer.up_bps > 0.0;
         if let Some(m) = sc.node.max_peers {
@@ -611,7 +686,7 @@ impl<'a> Run<'a> {
         c.send_buffer_low = (c.send_buffer_low / scale).max(u64::from(self.chunk_size) / 4);
         c.locality = Some(sc.network.regions[peer.region as usize].name.clone());
         c.nat = Some(peer.nat.wire());
-        let seed = model::rng(self.opts.seed, model::Stream::Node, u64::from(n)).random();
+        let seed = model::rng(self.opts.seed, model::Stream::Node, peer.global).random();
         let mut node =
             Node::new(c, Time(self.now), seed).expect("the scenario's node settings are valid");
         node.share_segments(self.pool.clone());
@@ -640,17 +715,14 @@ impl<'a> Run<'a> {
         if !self.peers[n as usize].alive {
             return;
         }
-        let channel = self.swarms[self.peers[n as usize].swarm as usize].channel;
+        let channel = self.channel_of(n) as u32;
+        let global = self.peers[n as usize].global;
         self.finish(n);
         if self.tracker_up && !self.opts.control {
-            self.registry.handle_disconnect(ConnId(u64::from(n)));
+            self.registries[channel as usize].handle_disconnect(ConnId(global));
         }
         // Zapping: a switching viewer starts a new session on another channel.
-        let mut r = model::rng(
-            self.opts.seed,
-            model::Stream::Viewer,
-            u64::from(n) | 1 << 40,
-        );
+        let mut r = model::rng(self.opts.seed, model::Stream::Zap, global);
         if self.sc.stream.channels > 1 && r.random::<f64>() < self.sc.population.channel_switch {
             let mut next = self.popularity.sample(&mut r);
             if next == channel {
@@ -658,8 +730,7 @@ impl<'a> Run<'a> {
             }
             self.counters.channel_switches += 1;
             if self.in_shard(next) {
-                let index = self.arrivals_drawn + (1 << 40) + u64::from(n);
-                self.join(index, next);
+                self.join(global + (1 << 40), next);
             }
         }
     }
@@ -692,7 +763,7 @@ impl<'a> Run<'a> {
             let me = n;
             let access = p.access_us;
             for peer in node.connected_peers() {
-                if let Some(m) = peer_index(&peer) {
+                if let Some(m) = peer_index(&self.by_global, &peer) {
                     let at = now + self.one_way(me, m).max(access);
                     self.q.push(at, Ev::Closed(m, me));
                 }
@@ -733,8 +804,12 @@ impl<'a> Run<'a> {
 
     fn cdn_response_start(&mut self, n: u32) -> u64 {
         let net = &self.sc.network;
-        let ttfb = model::lognormal(&mut self.net, net.cdn_ttfb_median_ms, net.cdn_ttfb_sigma)
-            * self.ttfb_factor;
+        let channel = self.channel_of(n);
+        let ttfb = model::lognormal(
+            &mut self.net[channel],
+            net.cdn_ttfb_median_ms,
+            net.cdn_ttfb_sigma,
+        ) * self.ttfb_factor;
         self.now + us((net.rtt_intra_ms + ttfb) / 1e3) + 2 * self.peers[n as usize].access_us
     }
 
@@ -777,10 +852,12 @@ impl<'a> Run<'a> {
                 }
                 self.row.tracker_messages += 1;
                 let mut out = Vec::new();
-                self.registry
-                    .handle_message(Time(now), ConnId(u64::from(n)), *msg, &mut out);
+                let (channel, global) = (self.channel_of(n), self.peers[n as usize].global);
+                self.registries[channel].handle_message(Time(now), ConnId(global), *msg, &mut out);
                 for (conn, reply) in out {
-                    let m = conn.0 as u32;
+                    let Some(&m) = self.by_global.get(&conn.0) else {
+                        continue;
+                    };
                     let at = now + self.tracker_delay(m);
                     self.row.tracker_messages += 1;
                     self.q.push(at, Ev::FromTracker(m, Box::new(reply)));
@@ -799,14 +876,16 @@ impl<'a> Run<'a> {
                 if !self.peers[from as usize].alive {
                     return;
                 }
+                let from = peer_id(self.peers[from as usize].global);
                 if let Some(node) = self.node(n) {
-                    node.handle_peer_event(Time(now), peer_id(from), PeerEvent::Opened);
+                    node.handle_peer_event(Time(now), from, PeerEvent::Opened);
                     self.drain(n);
                 }
             }
             Ev::Closed(n, from) => {
+                let from = peer_id(self.peers[from as usize].global);
                 if let Some(node) = self.node(n) {
-                    node.handle_peer_event(Time(now), peer_id(from), PeerEvent::Closed);
+                    node.handle_peer_event(Time(now), from, PeerEvent::Closed);
                     self.drain(n);
                 }
             }
@@ -814,8 +893,9 @@ impl<'a> Run<'a> {
                 if !self.peers[from as usize].alive || self.cut(from, to) {
                     return;
                 }
+                let from = peer_id(self.peers[from as usize].global);
                 if let Some(node) = self.node(to) {
-                    node.handle_peer_event(Time(now), peer_id(from), PeerEvent::Message(data));
+                    node.handle_peer_event(Time(now), from, PeerEvent::Message(data));
                     self.drain(to);
                 }
             }
@@ -834,15 +914,16 @@ impl<'a> Run<'a> {
                 if after == 0 {
                     p.queued.swap_remove(i);
                 }
-                if ((before > low && after <= low) || (before > 0 && after == 0))
-                    && let Some(node) = p.node.as_deref_mut()
-                {
-                    node.handle_peer_event(
-                        Time(now),
-                        peer_id(to),
-                        PeerEvent::Drained { buffered: after },
-                    );
-                    self.drain(n);
+                if (before > low && after <= low) || (before > 0 && after == 0) {
+                    let to = peer_id(self.peers[to as usize].global);
+                    if let Some(node) = self.node(n) {
+                        node.handle_peer_event(
+                            Time(now),
+                            to,
+                            PeerEvent::Drained { buffered: after },
+                        );
+                        self.drain(n);
+                    }
                 }
             }
             Ev::HttpStart {
@@ -921,10 +1002,12 @@ impl<'a> Run<'a> {
             }
             Ev::Sample => self.sample(),
             Ev::Sweep => {
-                if let Some(t) = self.registry.poll_timeout()
-                    && t.0 <= now
-                {
-                    self.registry.handle_timeout(Time(now));
+                for registry in &mut self.registries {
+                    if let Some(t) = registry.poll_timeout()
+                        && t.0 <= now
+                    {
+                        registry.handle_timeout(Time(now));
+                    }
                 }
                 self.q.push(now + 1_000_000, Ev::Sweep);
             }
@@ -946,6 +1029,7 @@ impl<'a> Run<'a> {
             Fault::TrackerOutage { .. } => {
                 self.tracker_up = !start;
                 for n in 0..self.peers.len() as u32 {
+                    let (channel, global) = (self.channel_of(n), self.peers[n as usize].global);
                     let Some(node) = self.node(n) else { continue };
                     if start {
                         node.handle_tracker_disconnected(now);
@@ -953,7 +1037,7 @@ impl<'a> Run<'a> {
                         node.handle_tracker_connected(now);
                     }
                     if start {
-                        self.registry.handle_disconnect(ConnId(u64::from(n)));
+                        self.registries[channel].handle_disconnect(ConnId(global));
                     }
                     self.drain(n);
                 }
@@ -974,7 +1058,7 @@ impl<'a> Run<'a> {
                         };
                         let across: Vec<u32> = node
                             .connected_peers()
-                            .filter_map(|p| peer_index(&p))
+                            .filter_map(|p| peer_index(&self.by_global, &p))
                             .filter(|m| self.cut(n, *m))
                             .collect();
                         for m in across {
@@ -1021,8 +1105,11 @@ impl<'a> Run<'a> {
 
     fn transmit(&mut self, n: u32, t: Transmit) {
         let now = self.now;
-        if self.trace == Some(n) || self.trace == Some(u32::MAX) {
-            trace(now, n, &t);
+        if let Some(want) = self.trace {
+            let global = self.peers[n as usize].global;
+            if want == global || want == u64::MAX {
+                trace(now, global, &t);
+            }
         }
         match t {
             Transmit::Announce {
@@ -1033,8 +1120,8 @@ impl<'a> Run<'a> {
                     let p = &mut self.peers[n as usize];
                     p.offers += 1;
                     let mut id = [0u8; 20];
-                    id[..4].copy_from_slice(&n.to_be_bytes());
-                    id[4..12].copy_from_slice(&p.offers.to_be_bytes());
+                    id[..8].copy_from_slice(&p.global.to_be_bytes());
+                    id[8..16].copy_from_slice(&p.offers.to_be_bytes());
                     announce.offers.push(Offer {
                         offer_id: OfferId(id),
                         offer: SessionDescription::offer("v=0 sim"),
@@ -1051,7 +1138,7 @@ impl<'a> Run<'a> {
             Transmit::AcceptOffer(o) => {
                 let answer = ToTracker::Answer(Answer {
                     info_hash: o.info_hash,
-                    peer_id: peer_id(n),
+                    peer_id: peer_id(self.peers[n as usize].global),
                     to_peer_id: o.peer_id,
                     offer_id: o.offer_id,
                     answer: SessionDescription::answer("v=0 sim"),
@@ -1063,11 +1150,13 @@ impl<'a> Run<'a> {
                 }
             }
             Transmit::CompleteOffer(a) => {
-                let m = offer_owner(&a.offer_id);
-                let Some(other) = peer_index(&a.peer_id) else {
+                debug_assert_eq!(
+                    a.offer_id.0[..8],
+                    self.peers[n as usize].global.to_be_bytes()
+                );
+                let Some(other) = peer_index(&self.by_global, &a.peer_id) else {
                     return;
                 };
-                debug_assert_eq!(m, n);
                 if !self.peers[other as usize].alive {
                     return;
                 }
@@ -1077,9 +1166,11 @@ impl<'a> Run<'a> {
                     .nat
                     .connects(self.peers[other as usize].nat)
                     && !self.cut(n, other);
-                let transient = self.net.random::<f64>() < net.ice_transient_failure;
+                let channel = self.channel_of(n);
+                let rng = &mut self.net[channel];
+                let transient = rng.random::<f64>() < net.ice_transient_failure;
                 if compatible && !transient {
-                    let setup = model::lognormal(&mut self.net, net.ice_median_ms, net.ice_sigma);
+                    let setup = model::lognormal(rng, net.ice_median_ms, net.ice_sigma);
                     let at = now + us(setup / 1e3) + self.one_way(n, other);
                     self.q.push(at, Ev::Open(n, other));
                     self.q.push(at, Ev::Open(other, n));
@@ -1092,7 +1183,9 @@ impl<'a> Run<'a> {
             }
             Transmit::DropOffer(_) => {}
             Transmit::Peer { peer, mut data } => {
-                let Some(m) = peer_index(&peer) else { return };
+                let Some(m) = peer_index(&self.by_global, &peer) else {
+                    return;
+                };
                 if !self.peers[m as usize].alive {
                     return;
                 }
@@ -1117,7 +1210,10 @@ impl<'a> Run<'a> {
                     },
                 );
                 let mut arrive = sent + self.one_way(n, m);
-                if self.sc.network.loss > 0.0 && self.net.random::<f64>() < self.sc.network.loss {
+                let channel = self.channel_of(n);
+                if self.sc.network.loss > 0.0
+                    && self.net[channel].random::<f64>() < self.sc.network.loss
+                {
                     arrive += 2 * self.one_way(n, m);
                 }
                 // Peer messages are paced by the sender's uplink (the suite's uplinks are
@@ -1134,7 +1230,7 @@ impl<'a> Run<'a> {
                 );
             }
             Transmit::ClosePeer(peer) => {
-                if let Some(m) = peer_index(&peer) {
+                if let Some(m) = peer_index(&self.by_global, &peer) {
                     let at = now + self.one_way(n, m);
                     self.q.push(at, Ev::Closed(m, n));
                 }
@@ -1325,6 +1421,7 @@ impl<'a> Run<'a> {
     fn advance_player(&mut self, n: u32) {
         let now = self.now;
         let seg = self.seg_us;
+        let global = self.peers[n as usize].global;
         let p = &mut self.peers[n as usize].player;
         let mut dt = now.saturating_sub(p.last_advance);
         p.last_advance = now;
@@ -1342,7 +1439,12 @@ impl<'a> Run<'a> {
                     p.stalls += 1;
                     // Diagnostics: `SWARMCDN_SIM_STALLS=1` (docs/simulations.md).
                     if std::env::var_os("SWARMCDN_SIM_STALLS").is_some() {
-                        eprintln!("STALL {:.3} n={n} seg={}", now as f64 / 1e6, p.playhead);
+                        eprintln!(
+                            "STALL {:.3} n={} seg={}",
+                            now as f64 / 1e6,
+                            global,
+                            p.playhead
+                        );
                     }
                 }
                 p.stalled_us += dt;
@@ -1539,11 +1641,11 @@ fn data_payload_len(mut msg: &[u8]) -> Option<u64> {
 }
 
 /// One line per frame or command a traced viewer sends.
-fn trace(now: u64, n: u32, t: &Transmit) {
+fn trace(now: u64, n: u64, t: &Transmit) {
     let at = now as f64 / 1e6;
     match t {
         Transmit::Peer { peer, data } => {
-            let to = peer_index(peer);
+            let to = global_of(peer);
             for f in wire::decode_message(data, wire::LARGE_MAX_MESSAGE).unwrap_or_default() {
                 let what = match f {
                     Frame::Data {
@@ -1610,6 +1712,33 @@ fn corrupt(data: Bytes) -> Bytes {
 mod tests {
     use super::*;
     use swarmcdn_core::wire::{Availability, RequestId};
+
+    #[test]
+    fn channel_parts_cover_the_shard_once_and_balance_popularity() {
+        // Uniform: half the channels each.
+        let p = channel_parts(10, 0.0, (0, 1), 2);
+        assert_eq!(p.iter().filter(|x| **x == Some(0)).count(), 5);
+        assert_eq!(p.iter().filter(|x| **x == Some(1)).count(), 5);
+        // Only the shard's channels, each in one part.
+        let p = channel_parts(10, 0.0, (1, 3), 2);
+        for (c, part) in p.iter().enumerate() {
+            assert_eq!(part.is_some(), c % 3 == 1, "channel {c}");
+        }
+        // Zipf: the expected viewers of the parts within a fifth of each other (at 0.8 over
+        // 10 channels the heaviest has 28% of them; channel % 2 would give 58/42).
+        let p = channel_parts(10, 0.8, (0, 1), 2);
+        let mut load = [0.0; 2];
+        for (c, part) in p.iter().enumerate() {
+            load[part.unwrap() as usize] += 1.0 / ((c + 1) as f64).powf(0.8);
+        }
+        assert!(
+            load[0].max(load[1]) / load[0].min(load[1]) < 1.2,
+            "{load:?}"
+        );
+        // More parts than channels: some stay empty, none is out of range.
+        let p = channel_parts(3, 0.0, (0, 1), 5);
+        assert!(p.iter().all(|x| x.is_some_and(|j| j < 5)));
+    }
 
     #[test]
     fn data_payloads_are_read_from_the_frame_headers() {

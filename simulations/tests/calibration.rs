@@ -20,16 +20,9 @@ fn scenario(file: &str, overrides: &[&str]) -> Scenario {
 }
 
 fn run(sc: &Scenario, seed: u64, control: bool) -> Counters {
-    Run::new(
-        sc,
-        Options {
-            seed,
-            control,
-            shard: (0, 1),
-        },
-    )
-    .unwrap()
-    .run(|_| {})
+    Run::new(sc, Options::new(seed, control))
+        .unwrap()
+        .run(|_| {})
 }
 
 fn without_wall(mut c: Counters) -> String {
@@ -181,9 +174,8 @@ fn shards_partition_the_viewers_and_merge_back() {
         let c = Run::new(
             &sc,
             Options {
-                seed: 1,
-                control: false,
                 shard: (i, 3),
+                ..Options::new(1, false)
             },
         )
         .unwrap()
@@ -195,8 +187,9 @@ fn shards_partition_the_viewers_and_merge_back() {
     assert_eq!(merged.len(), 1);
     let m = &merged[0];
     assert_eq!(m.shards.len(), 3);
-    assert_eq!(m.sessions, whole.sessions);
-    assert_eq!(m.viewer_seconds, whole.viewer_seconds);
+    // Each channel runs on its own (its tracker, its random streams, its viewers' ids): the
+    // shards add up to the very run.
+    assert_eq!(comparable(m), comparable(&whole));
     assert!(
         parts.iter().all(|p| p.sessions > 0),
         "every shard has viewers"
@@ -209,6 +202,69 @@ fn shards_partition_the_viewers_and_merge_back() {
     report::write_runs(&dir.join("again"), &parts[..1]).unwrap();
     assert!(report::merge(&[dir.clone(), dir.join("again")]).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A run split by channel over threads is the unsplit run, whatever the number of parts.
+#[test]
+fn a_run_split_over_threads_is_the_whole_run() {
+    let sc = scenario(
+        "s10-zapping.toml",
+        &[
+            "duration_secs=150",
+            "warmup_secs=30",
+            "population.arrivals.per_minute=60",
+            "population.channel_switch=0.0",
+        ],
+    );
+    let whole = run(&sc, 1, false);
+    assert!(whole.p2p_bytes > 0 && whole.sessions > 50);
+    for threads in [2, 3] {
+        let plan = report::Plan {
+            seeds: vec![1],
+            control: false,
+            shard: (0, 1),
+            threads,
+            progress: false,
+        };
+        assert_eq!(
+            report::parts_for(&sc, plan.shard, 1, threads),
+            threads as u32
+        );
+        let split = report::run_all(&sc, &plan).unwrap();
+        assert_eq!(split.len(), 1);
+        assert_eq!(split[0].shards, vec![(0, 1)]);
+        assert_eq!(comparable(&split[0]), comparable(&whole), "{threads} parts");
+    }
+    // Runs enough to keep the threads busy are not split, nor runs whose viewers switch
+    // channels (a switch into another part would be lost).
+    assert_eq!(report::parts_for(&sc, (0, 1), 4, 3), 1);
+    let zapping = scenario("s10-zapping.toml", &[]);
+    assert!(zapping.population.channel_switch > 0.0);
+    assert_eq!(report::parts_for(&zapping, (0, 1), 1, 3), 1);
+}
+
+/// A run's counters as JSON, without what a split changes: the wall time, the events (each
+/// part has its own per-second samples), which shards were summed, and the last digits of
+/// floating-point sums (summed in another order).
+fn comparable(c: &Counters) -> serde_json::Value {
+    fn round(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let x = n.as_f64().unwrap();
+                *v = serde_json::json!(format!("{x:.6e}"));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(round),
+            serde_json::Value::Object(o) => o.values_mut().for_each(round),
+            _ => {}
+        }
+    }
+    let mut c = c.clone();
+    c.wall_seconds = 0.0;
+    c.events = 0;
+    c.shards.clear();
+    let mut v = serde_json::to_value(&c).unwrap();
+    round(&mut v);
+    v
 }
 
 fn tempdir() -> std::path::PathBuf {
