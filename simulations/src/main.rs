@@ -324,6 +324,15 @@ fn bench(viewers: u64, minutes: u64, channels: u32, threads: usize) -> anyhow::R
         if parts == 1 { "" } else { "s" }
     );
     println!("  events            {}", s.events);
+    println!(
+        "  by kind           {}",
+        counters
+            .events_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {:.1}%", *n as f64 * 100.0 / s.events.max(1) as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("  events/s          {:.0}", s.events_per_sec);
     println!("  wall              {:.1} s", s.wall_seconds);
     println!("  virtual/wall      {:.2}x", s.speedup);

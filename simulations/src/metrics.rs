@@ -1,6 +1,8 @@
 //! What a run measures: raw counters (summable, so shards merge exactly), the per-second
 //! series, and the derived summary.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::{Arrivals, Scenario};
@@ -152,6 +154,10 @@ pub struct Counters {
     pub peers_created: u64,
     /// Events processed.
     pub events: u64,
+    /// Events processed, by kind (`msg`: a peer message arriving, `departed`: one leaving
+    /// its sender's uplink, `wake`: a node's timer, ...).
+    #[serde(default)]
+    pub events_by_kind: BTreeMap<String, u64>,
     /// Wall-clock seconds.
     pub wall_seconds: f64,
     /// Segment bytes the nodes held in their caches at the end (scaled bytes), each node's
@@ -226,6 +232,9 @@ impl Counters {
         self.channel_switches += o.channel_switches;
         self.peers_created += o.peers_created;
         self.events += o.events;
+        for (k, n) in &o.events_by_kind {
+            *self.events_by_kind.entry(k.clone()).or_default() += n;
+        }
         self.wall_seconds += o.wall_seconds;
         self.cached_bytes_at_end += o.cached_bytes_at_end;
         self.arriving_bytes_at_end += o.arriving_bytes_at_end;

@@ -144,6 +144,54 @@ enum Ev {
     },
 }
 
+/// The names of the kinds of [`Ev`], by [`Ev::kind`].
+const EV_KINDS: [&str; 18] = [
+    "arrival",
+    "depart",
+    "wake",
+    "tick",
+    "reload",
+    "to_tracker",
+    "from_tracker",
+    "open",
+    "closed",
+    "msg",
+    "departed",
+    "http_start",
+    "http_piece",
+    "http_done",
+    "direct",
+    "sample",
+    "sweep",
+    "fault",
+];
+
+impl Ev {
+    /// An index into [`EV_KINDS`].
+    fn kind(&self) -> usize {
+        match self {
+            Self::Arrival => 0,
+            Self::Depart(_) => 1,
+            Self::Wake(_) => 2,
+            Self::Tick(_) => 3,
+            Self::Reload(_) => 4,
+            Self::ToTracker(..) => 5,
+            Self::FromTracker(..) => 6,
+            Self::Open(..) => 7,
+            Self::Closed(..) => 8,
+            Self::Msg { .. } => 9,
+            Self::Departed { .. } => 10,
+            Self::HttpStart { .. } => 11,
+            Self::HttpPiece { .. } => 12,
+            Self::HttpDone { .. } => 13,
+            Self::Direct { .. } => 14,
+            Self::Sample => 15,
+            Self::Sweep => 16,
+            Self::Fault { .. } => 17,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Player {
     started: bool,
@@ -454,6 +502,7 @@ impl<'a> Run<'a> {
     /// virtual second.
     pub fn run(mut self, mut progress: impl FnMut(u64)) -> Counters {
         let wall = std::time::Instant::now();
+        let mut kinds = [0u64; EV_KINDS.len()];
         while let Some(at) = self.q.peek_time() {
             if at > self.end {
                 break;
@@ -461,6 +510,7 @@ impl<'a> Run<'a> {
             let (at, ev) = self.q.pop().expect("peeked just above");
             self.now = at;
             self.events += 1;
+            kinds[ev.kind()] += 1;
             if matches!(ev, Ev::Sample) {
                 progress(at / 1_000_000);
                 if (at / 1_000_000) % 30 == 0 {
@@ -483,6 +533,12 @@ impl<'a> Run<'a> {
             }
         }
         self.counters.events = self.events;
+        self.counters.events_by_kind = EV_KINDS
+            .iter()
+            .zip(kinds)
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect();
         self.counters.wall_seconds = wall.elapsed().as_secs_f64();
         self.counters.peers_created = self.peers.len() as u64;
         self.counters
