@@ -31,13 +31,12 @@ pub struct Plan {
 }
 
 /// How many parts to split each of `runs` runs into so that `threads` threads have work:
-/// none while the runs alone keep them busy, nor when viewers switch channels (a switch to a
-/// channel of another part would be lost), nor beyond the shard's channels.
+/// none while the runs alone keep them busy, nor beyond the shard's channels.
 pub fn parts_for(sc: &Scenario, shard: (u32, u32), runs: usize, threads: usize) -> u32 {
     let channels = (0..sc.stream.channels)
         .filter(|c| c % shard.1 == shard.0)
         .count();
-    if runs >= threads || sc.population.channel_switch > 0.0 {
+    if runs >= threads {
         return 1;
     }
     threads.div_ceil(runs.max(1)).min(channels.max(1)) as u32

@@ -96,6 +96,12 @@ const NEVER: u64 = u64::MAX;
 enum Ev {
     Arrival,
     Depart(u32),
+    /// A viewer of a channel this run does not simulate leaves (`global`, its identity): it
+    /// may switch into a channel the run does.
+    Elsewhere {
+        global: u64,
+        channel: u32,
+    },
     Wake(u32),
     Tick(u32),
     Reload(u32),
@@ -145,7 +151,7 @@ enum Ev {
 }
 
 /// The names of the kinds of [`Ev`], by [`Ev::kind`].
-const EV_KINDS: [&str; 18] = [
+const EV_KINDS: [&str; 19] = [
     "arrival",
     "depart",
     "wake",
@@ -164,6 +170,7 @@ const EV_KINDS: [&str; 18] = [
     "sample",
     "sweep",
     "fault",
+    "elsewhere",
 ];
 
 impl Ev {
@@ -188,6 +195,7 @@ impl Ev {
             Self::Sample => 15,
             Self::Sweep => 16,
             Self::Fault { .. } => 17,
+            Self::Elsewhere { .. } => 18,
         }
     }
 }
@@ -254,6 +262,16 @@ struct Peer {
     offers: u64,
     /// Usable upload in bits per second (unscaled), for the bounds.
     up_bps: f64,
+}
+
+/// What a viewer's stream gives it, in draw order.
+struct ViewerDraw {
+    access: model::Access,
+    nat: NatClass,
+    region: u8,
+    jitter: f64,
+    corrupt: bool,
+    session: Option<f64>,
 }
 
 struct SwarmState {
@@ -576,17 +594,45 @@ impl<'a> Run<'a> {
         self.arrivals_drawn += 1;
         let channel = self.popularity.sample(&mut self.arrivals);
         self.schedule_next_arrival();
+        self.enter(index, channel);
+    }
+
+    /// Viewer `global` starts a session on `channel`: it joins if this run simulates the
+    /// channel. Otherwise, if viewers switch channels, its departure is still scheduled (its
+    /// session length comes from its own stream), for it may switch into a channel this run
+    /// simulates: so the parts of a run, and its shards, lose no switch between them.
+    fn enter(&mut self, global: u64, channel: u32) {
         if self.in_shard(channel) {
-            self.join(index, channel);
+            self.join(global, channel);
+        } else if self.sc.stream.channels > 1 && self.sc.population.channel_switch > 0.0 {
+            let mut r = model::rng(self.opts.seed, model::Stream::Viewer, global);
+            if let Some(secs) = self.draw_viewer(&mut r).session {
+                self.q
+                    .push(self.now + us(secs), Ev::Elsewhere { global, channel });
+            }
         }
     }
 
-    /// Viewer `index` of the arrival process joins `channel`.
-    fn join(&mut self, index: u64, channel: u32) {
+    /// Whether viewer `global`, leaving `channel`, switches, and to which channel.
+    fn switch_of(&self, global: u64, channel: u32) -> Option<u32> {
+        let channels = self.sc.stream.channels;
+        let mut r = model::rng(self.opts.seed, model::Stream::Zap, global);
+        if channels < 2 || r.random::<f64>() >= self.sc.population.channel_switch {
+            return None;
+        }
+        let next = self.popularity.sample(&mut r);
+        Some(if next == channel {
+            (next + 1) % channels
+        } else {
+            next
+        })
+    }
+
+    /// A viewer's attributes, drawn in this order from its stream.
+    fn draw_viewer(&self, r: &mut Xoshiro256PlusPlus) -> ViewerDraw {
         let sc = self.sc;
-        let mut r = model::rng(self.opts.seed, model::Stream::Viewer, index);
-        let access = self.capacity.sample(&mut r);
-        let nat = self.nat.sample(&mut r);
+        let access = self.capacity.sample(r);
+        let nat = self.nat.sample(r);
         let region = {
             let total: f64 = sc.network.regions.iter().map(|g| g.share).sum();
             let mut x = r.random::<f64>() * total;
@@ -603,13 +649,29 @@ impl<'a> Run<'a> {
         let jitter = r.random::<f64>() * sc.network.access_jitter_ms * 1e3;
         let corrupt = r.random::<f64>() < self.corrupt_fraction;
         let title = sc.stream.vod_length_secs as f64;
-        let session = model::session_secs(&mut r, &sc.population.session, title);
+        let session = model::session_secs(r, &sc.population.session, title);
+        ViewerDraw {
+            access,
+            nat,
+            region,
+            jitter,
+            corrupt,
+            session,
+        }
+    }
+
+    /// Viewer `index` of the arrival process joins `channel`.
+    fn join(&mut self, index: u64, channel: u32) {
+        let sc = self.sc;
+        let mut r = model::rng(self.opts.seed, model::Stream::Viewer, index);
+        let draw = self.draw_viewer(&mut r);
+        let title = sc.stream.vod_length_secs as f64;
         // Static rung choice: the highest rung within 80% of the downlink.
         let rung = sc
             .stream
             .ladder
             .iter()
-            .rposition(|mbps| mbps * 1e6 <= 0.8 * access.down_bps)
+            .rposition(|mbps| mbps * 1e6 <= 0.8 * draw.access.down_bps)
             .unwrap_or(0);
         let swarm = channel as usize * sc.stream.ladder.len() + rung;
         let n = self.peers.len() as u32;
@@ -629,18 +691,18 @@ impl<'a> Run<'a> {
             global: index,
             node: None,
             swarm: swarm as u32,
-            region,
-            nat,
-            corrupt,
-            up: (if access.up_bps > 0.0 {
-                access.up_bps
+            region: draw.region,
+            nat: draw.nat,
+            corrupt: draw.corrupt,
+            up: (if draw.access.up_bps > 0.0 {
+                draw.access.up_bps
             } else {
-                access.line_up_bps
+                draw.access.line_up_bps
             } / 8.0
                 / scale)
                 .max(1.0) as u64,
-            down: (access.down_bps / 8.0 / scale).max(1.0) as u64,
-            access_us: jitter as u64,
+            down: (draw.access.down_bps / 8.0 / scale).max(1.0) as u64,
+            access_us: draw.jitter as u64,
             up_free: self.now,
             down_free: self.now,
             wake: NEVER,
@@ -659,7 +721,7 @@ impl<'a> Run<'a> {
             cancelled: Vec::new(),
             alive: true,
             offers: 0,
-            up_bps: access.up_bps,
+            up_bps: draw.access.up_bps,
         };
         if !self.opts.control {
             peer.node = Some(Box::new(self.make_node(&peer)));
@@ -668,7 +730,7 @@ impl<'a> Run<'a> {
         self.peers.push(peer);
         self.enter_swarm(n);
         self.counters.sessions += 1;
-        if let Some(secs) = session {
+        if let Some(secs) = draw.session {
             let at = self.now + us(secs);
             self.q.push(at, Ev::Depart(n));
         }
@@ -778,16 +840,9 @@ impl<'a> Run<'a> {
             self.registries[channel as usize].handle_disconnect(ConnId(global));
         }
         // Zapping: a switching viewer starts a new session on another channel.
-        let mut r = model::rng(self.opts.seed, model::Stream::Zap, global);
-        if self.sc.stream.channels > 1 && r.random::<f64>() < self.sc.population.channel_switch {
-            let mut next = self.popularity.sample(&mut r);
-            if next == channel {
-                next = (next + 1) % self.sc.stream.channels;
-            }
+        if let Some(next) = self.switch_of(global, channel) {
             self.counters.channel_switches += 1;
-            if self.in_shard(next) {
-                self.join(global + (1 << 40), next);
-            }
+            self.enter(global + (1 << 40), next);
         }
     }
 
@@ -877,6 +932,11 @@ impl<'a> Run<'a> {
         match ev {
             Ev::Arrival => self.arrival(),
             Ev::Depart(n) => self.depart(n),
+            Ev::Elsewhere { global, channel } => {
+                if let Some(next) = self.switch_of(global, channel) {
+                    self.enter(global + (1 << 40), next);
+                }
+            }
             Ev::Wake(n) => {
                 let p = &mut self.peers[n as usize];
                 if !p.alive || p.wake != now {

@@ -158,13 +158,13 @@ fn corrupt_peers_are_caught_and_no_bad_byte_is_played() {
 
 #[test]
 fn shards_partition_the_viewers_and_merge_back() {
+    // Half the leavers switch channel, often into another shard.
     let sc = scenario(
         "s10-zapping.toml",
         &[
             "duration_secs=300",
             "warmup_secs=60",
             "population.arrivals.per_minute=60",
-            "population.channel_switch=0.0",
         ],
     );
     let whole = run(&sc, 1, false);
@@ -187,8 +187,14 @@ fn shards_partition_the_viewers_and_merge_back() {
     assert_eq!(merged.len(), 1);
     let m = &merged[0];
     assert_eq!(m.shards.len(), 3);
-    // Each channel runs on its own (its tracker, its random streams, its viewers' ids): the
-    // shards add up to the very run.
+    // Each channel runs on its own (its tracker, its random streams, its viewers' ids), and a
+    // shard follows the viewers of the others' channels to their departures, for they may
+    // switch into its own: the shards add up to the very run.
+    assert!(
+        whole.channel_switches > 20,
+        "{} switches",
+        whole.channel_switches
+    );
     assert_eq!(comparable(m), comparable(&whole));
     assert!(
         parts.iter().all(|p| p.sessions > 0),
@@ -204,19 +210,30 @@ fn shards_partition_the_viewers_and_merge_back() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A run split by channel over threads is the unsplit run, whatever the number of parts.
+/// A run split by channel over threads is the unsplit run, whatever the number of parts,
+/// with viewers switching channels or not.
 #[test]
 fn a_run_split_over_threads_is_the_whole_run() {
-    let sc = scenario(
-        "s10-zapping.toml",
-        &[
-            "duration_secs=150",
-            "warmup_secs=30",
-            "population.arrivals.per_minute=60",
-            "population.channel_switch=0.0",
-        ],
-    );
-    let whole = run(&sc, 1, false);
+    for switch in ["0.0", "0.5"] {
+        let sc = scenario(
+            "s10-zapping.toml",
+            &[
+                "duration_secs=150",
+                "warmup_secs=30",
+                "population.arrivals.per_minute=60",
+                &format!("population.channel_switch={switch}"),
+            ],
+        );
+        split_runs_equal_the_whole(&sc);
+    }
+    // Runs enough to keep the threads busy are not split.
+    let sc = scenario("s10-zapping.toml", &[]);
+    assert_eq!(report::parts_for(&sc, (0, 1), 4, 3), 1);
+    assert_eq!(report::parts_for(&sc, (0, 1), 1, 3), 3);
+}
+
+fn split_runs_equal_the_whole(sc: &Scenario) {
+    let whole = run(sc, 1, false);
     assert!(whole.p2p_bytes > 0 && whole.sessions > 50);
     for threads in [2, 3] {
         let plan = report::Plan {
@@ -227,20 +244,14 @@ fn a_run_split_over_threads_is_the_whole_run() {
             progress: false,
         };
         assert_eq!(
-            report::parts_for(&sc, plan.shard, 1, threads),
+            report::parts_for(sc, plan.shard, 1, threads),
             threads as u32
         );
-        let split = report::run_all(&sc, &plan).unwrap();
+        let split = report::run_all(sc, &plan).unwrap();
         assert_eq!(split.len(), 1);
         assert_eq!(split[0].shards, vec![(0, 1)]);
         assert_eq!(comparable(&split[0]), comparable(&whole), "{threads} parts");
     }
-    // Runs enough to keep the threads busy are not split, nor runs whose viewers switch
-    // channels (a switch into another part would be lost).
-    assert_eq!(report::parts_for(&sc, (0, 1), 4, 3), 1);
-    let zapping = scenario("s10-zapping.toml", &[]);
-    assert!(zapping.population.channel_switch > 0.0);
-    assert_eq!(report::parts_for(&zapping, (0, 1), 1, 3), 1);
 }
 
 /// A run's counters as JSON, without what a split changes: the wall time, the events (each
