@@ -406,7 +406,7 @@ impl Download {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -438,7 +438,7 @@ mod tests {
     use crate::ids::{RenditionId, SegmentId, SwarmId};
     use crate::integrity::{DigestSigner, MIN_CHUNK_SIZE, SegmentDigest};
 
-    const CHUNK: usize = MIN_CHUNK_SIZE as usize;
+    pub(crate) const CHUNK: usize = MIN_CHUNK_SIZE as usize;
 
     fn digest_of(data: &[u8]) -> VerifiedDigest {
         let id = SegmentId::new(SwarmId([1; 20]), RenditionId([0; 8]), 7);
@@ -448,7 +448,7 @@ mod tests {
     }
 
     /// Chunk 0 from a peer (verified on arrival), chunk 1 from the origin.
-    fn assembled(data: &[u8]) -> Download {
+    pub(crate) fn assembled(data: &[u8]) -> Download {
         let mut dl = Download::new();
         dl.set_digest(digest_of(data));
         let peer = Owner::Peer(PeerId([2; 20]), RequestId(1));

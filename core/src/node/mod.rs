@@ -67,17 +67,18 @@
 
 mod cache;
 mod download;
+mod peers;
 mod pool;
 mod rate;
 mod seqset;
 
 pub use pool::SegmentPool;
 
+use peers::PeerMap;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
 
-use foldhash::fast::FixedState;
-use indexmap::IndexMap;
 use seqset::SeqSet;
 use std::time::Duration;
 
@@ -1015,7 +1016,7 @@ pub struct Node {
     /// Kept sorted by id (inserted with `insert_sorted`, removed with `shift_remove`): the
     /// scheduler's passes see neighbours in id order, as with an ordered map, but each
     /// message's lookup is a hash and each pass walks a vector, not a tree.
-    peers: IndexMap<PeerId, Peer, FixedState>,
+    peers: PeerMap<Peer>,
     banned: BTreeMap<PeerId, Time>,
     next_request_id: u32,
 
@@ -1171,7 +1172,7 @@ impl Node {
             last_announce: None,
             min_interval: Duration::ZERO,
             swarm_size: 0,
-            peers: IndexMap::default(),
+            peers: PeerMap::default(),
             banned: BTreeMap::new(),
             next_request_id: 0,
             playlists: BTreeMap::new(),
@@ -1493,7 +1494,11 @@ impl Node {
     pub fn handle_peer_event(&mut self, now: Time, peer: PeerId, ev: PeerEvent) {
         match ev {
             PeerEvent::Opened => self.on_open(now, peer),
-            PeerEvent::Message(data) => self.on_message(now, peer, data),
+            PeerEvent::Message(data) => {
+                if !self.on_message(now, peer, data) {
+                    return;
+                }
+            }
             PeerEvent::Closed => {
                 if self.peers.contains_key(&peer) {
                     self.drop_peer(now, peer, DropReason::Closed, false);
@@ -1533,9 +1538,12 @@ impl Node {
         self.send_frames(peer, &[hs]);
     }
 
-    fn on_message(&mut self, now: Time, peer: PeerId, data: Bytes) {
+    /// Handles one message; false when it cannot have changed what the scheduler would do
+    /// (its pass is then skipped: most messages are uploads' requests and chunk maps of
+    /// segments this node is not fetching).
+    fn on_message(&mut self, now: Time, peer: PeerId, data: Bytes) -> bool {
         let Some(p) = self.peers.get(&peer) else {
-            return;
+            return false;
         };
         let max = p
             .session()
@@ -1552,17 +1560,47 @@ impl Node {
             Ok(f) => f,
             Err(e) => {
                 self.drop_peer(now, peer, DropReason::Protocol(e.to_string()), false);
-                return;
+                return true;
             }
         };
+        let mut moves = false;
         for frame in frames {
             if !self.peers.contains_key(&peer) {
-                return;
+                return true;
             }
+            moves = moves || self.moves_downloads(&frame);
             if let Err(reason) = self.on_frame(now, peer, frame) {
                 self.drop_peer(now, peer, reason, false);
-                return;
+                return true;
             }
+        }
+        moves
+    }
+
+    /// Whether a frame can change what the scheduler does: anything but the upload side
+    /// (requests, cancels) and news of segments this node is not fetching. The scheduler
+    /// asks neighbours only for segments it has a download for (a segment newly wanted gets
+    /// one in the pass that follows the input that made it wanted).
+    fn moves_downloads(&self, frame: &Frame) -> bool {
+        let fetching = |seg: &SegmentRef| self.downloads.get(seg).is_some_and(|d| !d.is_complete());
+        match frame {
+            Frame::Request { .. } | Frame::Cancel { .. } => false,
+            Frame::Chunks { segment, .. } | Frame::Fetching { segment } => fetching(segment),
+            Frame::HaveDelta {
+                rendition,
+                added,
+                removed,
+            } => added.iter().chain(removed).any(|&sequence| {
+                fetching(&SegmentRef {
+                    rendition: *rendition,
+                    sequence,
+                })
+            }),
+            Frame::Have(a) => self
+                .downloads
+                .iter()
+                .any(|(s, d)| s.rendition == a.rendition && !d.is_complete()),
+            _ => true,
         }
     }
 
@@ -2001,17 +2039,13 @@ impl Node {
     /// time, so growing by one (a copy of a few KiB) is cheap where doubling would leave
     /// room for up to as many again in every node of a large simulation.
     fn insert_peer(&mut self, id: PeerId, peer: Peer) {
-        self.peers.reserve_exact(1);
-        self.peers.insert_sorted(id, peer);
+        self.peers.insert(id, peer);
     }
 
     fn drop_peer(&mut self, now: Time, peer: PeerId, reason: DropReason, _quiet: bool) {
-        let Some(p) = self.peers.shift_remove(&peer) else {
+        let Some(p) = self.peers.remove(&peer) else {
             return;
         };
-        if self.peers.capacity() > self.peers.len() + self.peers.len() / 4 + 2 {
-            self.peers.shrink_to_fit();
-        }
         // Its buffered bytes never leave.
         self.handed -= p.send_buffered.min(self.handed);
         self.refill_soon(now);
@@ -3906,7 +3940,7 @@ mod tests {
     fn the_uplink_is_measured_in_segment_bytes() {
         let mut node = viewer();
         let a = PeerId([2; 20]);
-        node.peers.insert_sorted(
+        node.peers.insert(
             a,
             Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1e6),
         );
@@ -3959,7 +3993,7 @@ mod tests {
         let a = PeerId([2; 20]);
         let b = PeerId([3; 20]);
         for id in [a, b] {
-            node.peers.insert_sorted(
+            node.peers.insert(
                 id,
                 Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1e6),
             );
@@ -3996,6 +4030,56 @@ mod tests {
         assert_eq!(node.upload_slots(), 2);
         node.uplink.sample(1000 * chunk, Duration::from_secs(1));
         assert_eq!(node.upload_slots(), 4);
+    }
+
+    /// The scheduler's pass follows only messages that can change it: requests and cancels
+    /// are the upload side's, and news of a segment matters only while it is being fetched.
+    #[test]
+    fn only_news_of_segments_being_fetched_wakes_the_scheduler() {
+        let mut node = viewer();
+        node.downloads.insert(seg(1), Box::new(Download::new()));
+        let map = |s| Frame::Chunks {
+            segment: seg(s),
+            bitmap: Bytes::from_static(&[1]),
+        };
+        let delta = |added: Vec<u64>, removed: Vec<u64>| Frame::HaveDelta {
+            rendition: seg(1).rendition,
+            added,
+            removed,
+        };
+        let request = Frame::Request {
+            id: RequestId(1),
+            segment: seg(1),
+            offset: 0,
+            length: 10,
+        };
+        for (frame, moves) in [
+            (request, false),
+            (Frame::Cancel { id: RequestId(1) }, false),
+            (map(1), true),
+            (map(2), false),
+            (Frame::Fetching { segment: seg(1) }, true),
+            (Frame::Fetching { segment: seg(2) }, false),
+            (delta(vec![1], vec![]), true),
+            (delta(vec![], vec![1]), true),
+            (delta(vec![2, 3], vec![0]), false),
+            (
+                Frame::Busy {
+                    id: RequestId(1),
+                    retry_after_ms: 10,
+                },
+                true,
+            ),
+        ] {
+            assert_eq!(node.moves_downloads(&frame), moves, "{frame:?}");
+        }
+        // Once the segment is whole, nothing about it does.
+        let data = vec![7u8; 2 * download::tests::CHUNK];
+        let whole = download::tests::assembled(&data);
+        assert!(whole.is_complete());
+        node.downloads.insert(seg(1), Box::new(whole));
+        assert!(!node.moves_downloads(&map(1)));
+        assert!(!node.moves_downloads(&delta(vec![1], vec![])));
     }
 
     /// A neighbour turned away for want of a slot is told to ask again about when one frees:
