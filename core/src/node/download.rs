@@ -440,7 +440,7 @@ pub(super) mod tests {
 
     pub(crate) const CHUNK: usize = MIN_CHUNK_SIZE as usize;
 
-    fn digest_of(data: &[u8]) -> VerifiedDigest {
+    pub(crate) fn digest_of(data: &[u8]) -> VerifiedDigest {
         let id = SegmentId::new(SwarmId([1; 20]), RenditionId([0; 8]), 7);
         DigestSigner::from_secret([9; 32])
             .sign(SegmentDigest::compute(id, data, MIN_CHUNK_SIZE))

@@ -709,12 +709,14 @@ impl Peer {
         }
     }
 
-    /// Whether it understands chunk maps and plays `seg`'s rendition (it has announced
-    /// some of it).
+    /// Whether it understands chunk maps and may play `seg`'s rendition: it has announced
+    /// some of it, or nothing at all yet (a neighbour that just joined would otherwise take
+    /// a segment announced while arriving for whole).
     fn plays_with_chunk_maps(&self, seg: &SegmentRef) -> bool {
         self.session()
             .is_some_and(|s| s.remote.contains(Capabilities::CHUNK_MAPS))
-            && self.have.get(&seg.rendition).is_some_and(|s| !s.is_empty())
+            && (self.have.len() == 0
+                || self.have.get(&seg.rendition).is_some_and(|s| !s.is_empty()))
     }
 
     /// Whether to send it this node's chunk map of `seg` still arriving: it understands
@@ -3478,6 +3480,10 @@ impl Node {
         }
     }
 
+    /// Tells a neighbour whose handshake just came in what this node has: the segments it
+    /// holds, and those it announced while they arrive, each with its chunk map first (a
+    /// neighbour that joins while a segment arrives would otherwise never hear of it: when
+    /// the segment completes, those told of it get only its whole map).
     fn send_availability(&mut self, peer: PeerId) {
         if !self.config.upload.enabled {
             return;
@@ -3492,6 +3498,25 @@ impl Node {
             }
         }
         let mut frames = Vec::new();
+        let maps = self.peers.get(&peer).is_some_and(|p| {
+            p.session()
+                .is_some_and(|s| s.remote.contains(Capabilities::CHUNK_MAPS))
+        }) && self.config.chunk_maps;
+        for (seg, dl) in &self.downloads {
+            if !dl.announced || dl.is_complete() {
+                continue;
+            }
+            by_rendition
+                .entry(seg.rendition)
+                .or_default()
+                .push(seg.sequence);
+            if maps {
+                frames.push(Frame::Chunks {
+                    segment: *seg,
+                    bitmap: Bytes::from(dl.chunk_map()),
+                });
+            }
+        }
         for (rendition, seqs) in by_rendition {
             frames.push(Frame::Have(Availability::from_sequences(rendition, seqs)));
         }
@@ -4080,6 +4105,76 @@ mod tests {
         node.downloads.insert(seg(1), Box::new(whole));
         assert!(!node.moves_downloads(&map(1)));
         assert!(!node.moves_downloads(&delta(vec![1], vec![])));
+    }
+
+    /// A neighbour whose handshake comes in while a segment announced at its first chunks is
+    /// still arriving hears of it with the others, with its chunk map first: when it
+    /// completes, only its whole map goes out, and that alone would not tell the newcomer
+    /// that this node has it.
+    #[test]
+    fn a_neighbour_joining_while_a_segment_arrives_hears_of_it() {
+        use download::tests::{CHUNK, digest_of};
+        let mut node = viewer();
+        let now = Time::from_secs(10);
+        let data = vec![3u8; 2 * CHUNK];
+        let digest = digest_of(&data);
+        let mut dl = Download::new();
+        dl.set_digest(digest.clone());
+        let http = Owner::Http(FetchId(1));
+        dl.assign(0..1, http);
+        dl.write(http, 0, &data[..CHUNK]);
+        dl.announced = true;
+        // The player wants it, so that the scheduler keeps its download.
+        let arriving = seg(7);
+        node.handle_playlist(
+            now,
+            Playlist {
+                rendition: arriving.rendition,
+                live: true,
+                segments: (5..9)
+                    .map(|sequence| SegmentMeta {
+                        sequence,
+                        duration: Duration::from_secs(4),
+                    })
+                    .collect(),
+            },
+        );
+        node.handle_player(
+            now,
+            PlayerState {
+                rendition: arriving.rendition,
+                playhead: 7,
+                buffer_ahead: Duration::from_secs(8),
+            },
+        );
+        node.digests.insert(arriving, digest);
+        node.downloads.insert(arriving, Box::new(dl));
+        while node.poll_transmit().is_some() {}
+
+        let b = PeerId([9; 20]);
+        node.handle_peer_event(now, b, PeerEvent::Opened);
+        let theirs = wire::encode_frames(&[Frame::Handshake(node.handshake)]);
+        node.handle_peer_event(now, b, PeerEvent::Message(Bytes::from(theirs)));
+        let mut frames = Vec::new();
+        while let Some(t) = node.poll_transmit() {
+            if let Transmit::Peer { peer, data } = t
+                && peer == b
+            {
+                frames.extend(wire::decode_message(&data, wire::LARGE_MAX_MESSAGE).unwrap());
+            }
+        }
+        let map = frames.iter().position(|f| {
+            matches!(f, Frame::Chunks { segment, bitmap }
+                if *segment == arriving && bitmap[..] == [0b01])
+        });
+        let have = frames.iter().position(|f| {
+            matches!(f, Frame::Have(a)
+                if a.rendition == arriving.rendition && a.iter().any(|s| s == 7))
+        });
+        assert!(
+            map.is_some() && have.is_some() && map < have,
+            "the newcomer was not told of the arriving segment, map first: {frames:?}"
+        );
     }
 
     /// A neighbour turned away for want of a slot is told to ask again about when one frees:
