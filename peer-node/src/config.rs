@@ -68,7 +68,8 @@ pub struct OnDemand {
     pub origins: Vec<String>,
     /// Streams followed on demand at most. Default 16 (0 is read as the default).
     pub max_streams: usize,
-    /// A join token for the all-zero swarm id, for trackers that require tokens.
+    /// A join token for the all-zero swarm id, for trackers that require tokens: it admits
+    /// the seed to standby and to the swarm of every stream it follows on demand.
     pub token: Option<String>,
     /// A stream followed on demand is let go once the seed has had no neighbour in it for
     /// this long (the tracker asks again when viewers come back). Default 120; 0 keeps every
@@ -137,6 +138,10 @@ pub struct StreamConfig {
     /// without its query makes the swarm id.
     #[serde(default)]
     pub content_id: Option<String>,
+    /// A join token for the stream's swarm, for trackers that require one
+    /// (`swarmcdn-tracker token`). Streams followed on demand have none.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// WebRTC settings.

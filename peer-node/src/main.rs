@@ -94,6 +94,10 @@ struct ViewArgs {
     /// Do not upload to peers.
     #[arg(long)]
     no_upload: bool,
+    /// A join token for the stream's swarm, for trackers that require one
+    /// (`swarmcdn-tracker token`).
+    #[arg(long)]
+    token: Option<String>,
     /// Write the JSON report here too.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -237,6 +241,7 @@ async fn view(v: ViewArgs) -> anyhow::Result<()> {
         integrity,
     );
     nc.upload.enabled = !v.no_upload;
+    nc.join_token = v.token.clone();
     // Lets a tracker ask a seed on standby to join this swarm.
     nc.stream = Some(swarmcdn_core::ids::strip_query(url.as_str()).to_string());
     let lc = LoopConfig {

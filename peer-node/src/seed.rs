@@ -215,9 +215,11 @@ async fn stand_by(
         }
         let slot = OnDemandSlot::take(&seed);
         tracing::info!(stream = %url, swarm = %d.info_hash.to_hex(), "a tracker asked for a seed: following");
+        // The standby token admits to every swarm (docs/protocol.md §3.8).
         let stream = StreamConfig {
             url,
             content_id: None,
+            token: config.on_demand.token.clone(),
         };
         let stats = Arc::new(PullStats::default());
         seed.pending
@@ -293,6 +295,7 @@ async fn follow_stream(
         return;
     }
     let mut nc = NodeConfig::new(peer_id, loaded.swarm, NodeRole::Seed, integrity);
+    nc.join_token = stream.token.clone();
     nc.cache_bytes = config.cache.max_bytes;
     nc.max_peers = config.webrtc.max_peers;
     // In the mesh, the mesh is this seed's source; its neighbours are there to be served.
@@ -741,6 +744,7 @@ mod tests {
             StreamConfig {
                 url: "http://o/x.m3u8".into(),
                 content_id: None,
+                token: None,
             },
             Arc::new(PullStats::default()),
         ));

@@ -238,3 +238,80 @@ fn a_seed_on_demand_lets_an_idle_stream_go_and_comes_back_with_viewers() {
         Some(1.0)
     );
 }
+
+/// With join tokens required, the seed and a viewer that hold a token for the stream's swarm
+/// meet and trade segments; a viewer without one is refused by the tracker and plays from the
+/// origin alone.
+#[test]
+fn join_tokens_let_their_holders_into_the_swarm_and_no_one_else() {
+    use swarmcdn_core::ids::SwarmId;
+    use swarmcdn_core::integrity::DigestSigner;
+    use swarmcdn_core::token::JoinToken;
+
+    let _guard = serial();
+    let secret = [0x37; 32];
+    let public = DigestSigner::from_secret(secret).public_key().to_string();
+    let h = Harness::start_with("tokens", |c| {
+        c.tokens.required = true;
+        c.tokens.keys = vec![public];
+    });
+    // The stream's swarm, from a seed that follows it (its announces are refused).
+    let (mut probe, addr) = h.seed("probe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let swarm: SwarmId = loop {
+        let s = common::stats(addr);
+        if let Some(hex) = s["streams"][0]["swarm"].as_str() {
+            break hex.parse().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the seed never loaded the stream"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    probe.kill();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = JoinToken {
+        swarm,
+        expires: now + 3600,
+        peer: None,
+    }
+    .sign(&secret);
+
+    let (mut seed, metrics) = h.seed_with("seed", &format!("token = {token:?}\n"));
+    std::thread::sleep(Duration::from_secs(2));
+    let mut holder = h.viewer("holder", 20, &["--token", &token]);
+    let mut stranger = h.viewer("stranger", 20, &[]);
+    let with = h.report(&mut holder);
+    let without = h.report(&mut stranger);
+    eprintln!(
+        "with a token: http {} p2p {}; without: http {} p2p {}",
+        with.http_bytes, with.p2p_bytes, without.http_bytes, without.p2p_bytes
+    );
+    assert!(
+        with.p2p_bytes > 0,
+        "the token holder got nothing from peers"
+    );
+    assert_eq!(
+        without.p2p_bytes, 0,
+        "a viewer without a token joined the swarm"
+    );
+    assert_eq!(without.stalls, 0);
+    assert!(
+        without.played_ms >= 15_000,
+        "played {} ms",
+        without.played_ms
+    );
+    h.check_segments("holder", &with);
+    h.check_segments("stranger", &without);
+    let log = std::fs::read_to_string(h.dir.join("stranger.log")).unwrap();
+    assert!(
+        log.contains("tracker refused") && log.contains("token"),
+        "no refusal in the stranger's log:\n{log}"
+    );
+    assert!(metric(metrics, "swarmcdn_seed_served_bytes_total").unwrap_or(0.0) > 0.0);
+    seed.kill();
+}

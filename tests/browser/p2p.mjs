@@ -63,7 +63,7 @@ function stageDist() {
  * Origin (live, 2 s segments), a tracker (ours, or the npm bittorrent-tracker server), and
  * optionally a seed node with extra TOML. Returns handles and `close()`.
  */
-export async function swarm({ seed = true, seedToml = '', tracker = 'ours' } = {}) {
+export async function swarm({ seed = true, seedToml = '', streamToml = '', tracker = 'ours', trackerToml = '' } = {}) {
   stageDist();
   const dir = mkdtempSync(join(tmpdir(), 'swarmcdn-p2p-'));
   const procs = [];
@@ -71,26 +71,31 @@ export async function swarm({ seed = true, seedToml = '', tracker = 'ours' } = {
     '--listen', '127.0.0.1:0', '--static', here,
     '--segment-duration', '2', '--live-start-offset', '12',
   ]);
+  const trackerConfig = join(dir, 'tracker.toml');
+  writeFileSync(trackerConfig, trackerToml);
   const t = tracker === 'ours'
-    ? await start(bin('swarmcdn-tracker'), ['--listen', '127.0.0.1:0'])
+    ? await start(bin('swarmcdn-tracker'), ['--listen', '127.0.0.1:0', '--config', trackerConfig])
     : await start('node', [join(repo, 'tracker', 'tests', 'interop', 'bench-server.mjs')],
       { cwd: join(repo, 'tracker', 'tests', 'interop') });
   procs.push(t);
   const key = join(dir, 'seed.key');
   const publicKey = execFileSync(bin('peer-node'), ['keygen', '--out', key]).toString().trim();
   const stream = `${origin.url}/live/master.m3u8`;
-  let seedProc = null;
-  if (seed) {
-    const config = join(dir, 'seed.toml');
+  let seeds = 0;
+  /** Starts a seed following the stream (`streamToml`: more lines of its `[[streams]]` entry). */
+  const startSeed = async (streamToml = '', seedToml = '') => {
+    const config = join(dir, `seed${seeds++}.toml`);
     writeFileSync(config, `trackers = ["${t.url}"]\nkey_file = "${key}"\nmetrics_listen = "127.0.0.1:0"\n\n` +
-      `[[streams]]\nurl = "${stream}"\n\n[webrtc]\nudp = ["127.0.0.1:0"]\n${seedToml}`);
-    seedProc = await start(bin('peer-node'), ['seed', '--config', config]);
-    procs.push(seedProc);
-  }
+      `[[streams]]\nurl = "${stream}"\n${streamToml}\n[webrtc]\nudp = ["127.0.0.1:0"]\n${seedToml}`);
+    const p = await start(bin('peer-node'), ['seed', '--config', config]);
+    procs.push(p);
+    return p;
+  };
+  const seedProc = seed ? await startSeed(streamToml, seedToml) : null;
   const browser = await launchBrowser();
   await browser.context.grantPermissions(['microphone', 'camera'], { origin: origin.url });
   return {
-    origin, tracker: t, seed: seedProc, publicKey, stream, browser, procs,
+    origin, tracker: t, seed: seedProc, publicKey, stream, browser, procs, startSeed,
     /** The P2P page's URL (`keys`: trust the seed's key, else unverified). */
     pageUrl(keys = true) {
       return `${origin.url}/pages/p2p.html?src=/live/master.m3u8&tracker=${encodeURIComponent(t.url)}` +

@@ -466,7 +466,15 @@ fn check_token(shared: &Shared, msg: &ToTracker) -> Result<(), swarmcdn_core::to
         .as_ref()
         .and_then(|e| e.token.as_deref())
         .ok_or(TokenError::Missing)?;
-    JoinToken::verify(token, &shared.token_keys, now, &a.info_hash, &a.peer_id).map(drop)
+    match JoinToken::verify(token, &shared.token_keys, now, &a.info_hash, &a.peer_id) {
+        // A token for the all-zero swarm (the seeds' standby token) admits to every swarm: a
+        // seed a tracker asks to join a stream announces there with it.
+        Err(TokenError::WrongSwarm) => {
+            let any_swarm = swarmcdn_core::ids::SwarmId([0; 20]);
+            JoinToken::verify(token, &shared.token_keys, now, &any_swarm, &a.peer_id).map(drop)
+        }
+        other => other.map(drop),
+    }
 }
 
 /// Why a write to a client did not complete.

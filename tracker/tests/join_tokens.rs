@@ -1,5 +1,6 @@
-//! With join tokens required, an announce needs a valid token for its swarm: missing, expired,
-//! forged, other-swarm and other-peer tokens are refused with a failure reason.
+//! With join tokens required, an announce needs a valid token for its swarm (or for the
+//! all-zero swarm: a seed's standby token): missing, expired, forged, other-swarm and
+//! other-peer tokens are refused with a failure reason.
 
 mod common;
 
@@ -76,6 +77,22 @@ async fn announces_need_a_valid_token() {
 
     c.send(&with_token(1, 1, Some(valid.sign(&SECRET)))).await;
     assert!(matches!(c.recv().await, FromTracker::AnnounceResponse(_)));
+    // A token for the all-zero swarm (a seed's standby token) admits to every swarm, within
+    // its peer binding.
+    let any_swarm = JoinToken {
+        swarm: swarmcdn_core::ids::SwarmId([0; 20]),
+        ..valid
+    };
+    c.send(&with_token(1, 1, Some(any_swarm.sign(&SECRET))))
+        .await;
+    assert!(matches!(c.recv().await, FromTracker::AnnounceResponse(_)));
+    let any_other_peer = JoinToken {
+        peer: Some(peer(9)),
+        ..any_swarm
+    };
+    c.send(&with_token(1, 1, Some(any_other_peer.sign(&SECRET))))
+        .await;
+    assert!(refused(c.recv().await).contains("another peer"));
     let bound = JoinToken {
         peer: Some(peer(1)),
         ..valid

@@ -10,6 +10,8 @@ export interface SwarmCdnOptions {
   upload?: boolean;
   /** The operator's id of the stream, when the seeds use one instead of the playlist URL. */
   contentId?: string;
+  /** A join token for the stream's swarm, for trackers that require one (`swarmcdn-tracker token`). */
+  token?: string;
   /** Keep the SHA-256 of every segment handed to hls.js in `segments` (for tests). */
   recordHashes?: boolean;
 }

@@ -51,7 +51,7 @@ export class SwarmCdn {
     return new SwarmCdn(options);
   }
 
-  constructor({ trackers, integrityKeys = [], upload, contentId, recordHashes = false } = {}) {
+  constructor({ trackers, integrityKeys = [], upload, contentId, token, recordHashes = false } = {}) {
     this.recordHashes = recordHashes;
     this.trackers = trackers || [];
     this.integrityKeys = integrityKeys;
@@ -61,6 +61,7 @@ export class SwarmCdn {
     const frugal = !!conn && (conn.saveData === true || conn.metered === true || conn.type === 'cellular');
     this.upload = upload !== undefined ? upload : !frugal;
     this.contentId = contentId;
+    this.token = token;
     this.node = null;
     this.levelIndex = new Map(); // hls.js level index -> rendition index in the master playlist
     this.listeners = new Set();
@@ -209,6 +210,7 @@ export class SwarmCdn {
           renditions,
           trustedKeys: this.integrityKeys,
           upload: this.upload,
+          token: this.token,
         });
         this.node.onEvent((e) => this.emit(e));
       } catch (e) {

@@ -64,6 +64,9 @@ struct Config {
     trusted_keys: Vec<String>,
     #[serde(default = "yes")]
     upload: bool,
+    /// A join token for trackers that require one (docs/protocol.md §3.8).
+    #[serde(default)]
+    token: Option<String>,
 }
 
 fn yes() -> bool {
@@ -160,7 +163,7 @@ pub struct SwarmNode {
 #[wasm_bindgen]
 impl SwarmNode {
     /// `config`: `{ trackers: [url], streamUrl, contentId?, renditions: [{ bandwidth, codecs,
-    /// width, height, frameRate }], trustedKeys: [hex], upload? }`. Connects to the tracker
+    /// width, height, frameRate }], trustedKeys: [hex], upload?, token? }`. Connects to the tracker
     /// chosen for the swarm.
     #[wasm_bindgen(constructor)]
     pub fn new(config: JsValue) -> Result<Self, JsValue> {
@@ -199,6 +202,7 @@ impl SwarmNode {
         let peer_id = PeerId::generate(random_bytes()?);
         let mut nc = NodeConfig::new(peer_id, swarm, NodeRole::Viewer, integrity);
         nc.upload.enabled = c.upload;
+        nc.join_token = c.token;
         nc.stream = Some(swarmcdn_core::ids::strip_query(&c.stream_url).to_string());
         let low_threshold = u32::try_from(nc.send_buffer_low).unwrap_or(u32::MAX);
         let seed = u64::from_le_bytes(random_bytes()?);

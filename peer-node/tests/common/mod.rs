@@ -85,6 +85,11 @@ pub fn peer_node() -> &'static str {
 
 impl Harness {
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, |_| {})
+    }
+
+    /// A harness whose tracker's configuration `tracker` adjusts first.
+    pub fn start_with(name: &str, tracker: impl FnOnce(&mut swarmcdn_tracker::Config)) -> Self {
         let dir = std::env::temp_dir().join(format!("swarmcdn-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -118,6 +123,7 @@ impl Harness {
             };
             // A swarm left by its seed asks for one again within seconds, not half a minute.
             config.swarm.demand_interval_secs = 3;
+            tracker(&mut config);
             let t = swarmcdn_tracker::Tracker::bind(config).await.unwrap();
             let tracker_addr = t.local_addr();
             tokio::spawn(t.run(shutdown.clone()));
