@@ -139,7 +139,7 @@ pub struct StreamConfig {
     #[serde(default)]
     pub content_id: Option<String>,
     /// A join token for the stream's swarm, for trackers that require one
-    /// (`swarmcdn-tracker token`). Streams followed on demand have none.
+    /// (`swarmcdn-tracker token`). Streams followed on demand use `on_demand.token`.
     #[serde(default)]
     pub token: Option<String>,
 }
