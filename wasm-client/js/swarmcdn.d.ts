@@ -12,6 +12,10 @@ export interface SwarmCdnOptions {
   contentId?: string;
   /** A join token for the stream's swarm, for trackers that require one (`swarmcdn-tracker token`). */
   token?: string;
+  /** STUN/TURN servers for the peer connections, as in `RTCConfiguration.iceServers`. Without them, viewers behind NAT reach only peers on their own network (and seeds with public addresses). */
+  iceServers?: { urls: string | string[]; username?: string; credential?: string }[];
+  /** How long a connection offered to the swarm waits for an answer before it is closed, ms (default 60 000). */
+  offerTimeoutMs?: number;
   /** Keep the SHA-256 of every segment handed to hls.js in `segments` (for tests). */
   recordHashes?: boolean;
 }
@@ -23,6 +27,10 @@ export interface SwarmCdnStats {
   p2pBytesUp?: number;
   peers?: number;
   integrityFailures?: number;
+  /** Peer connections held: neighbours, connections being set up, and offers waiting for an answer. */
+  rtcConnections?: number;
+  /** Offers sent to the tracker and not answered yet. */
+  offersWaiting?: number;
   segmentsDelivered?: number;
   cacheBytes?: number;
   /** Origin requests the client made. */

@@ -51,7 +51,7 @@ export class SwarmCdn {
     return new SwarmCdn(options);
   }
 
-  constructor({ trackers, integrityKeys = [], upload, contentId, token, recordHashes = false } = {}) {
+  constructor({ trackers, integrityKeys = [], upload, contentId, token, iceServers = [], offerTimeoutMs, recordHashes = false } = {}) {
     this.recordHashes = recordHashes;
     this.trackers = trackers || [];
     this.integrityKeys = integrityKeys;
@@ -62,6 +62,8 @@ export class SwarmCdn {
     this.upload = upload !== undefined ? upload : !frugal;
     this.contentId = contentId;
     this.token = token;
+    this.iceServers = iceServers;
+    this.offerTimeoutMs = offerTimeoutMs;
     this.node = null;
     this.levelIndex = new Map(); // hls.js level index -> rendition index in the master playlist
     this.listeners = new Set();
@@ -147,7 +149,8 @@ export class SwarmCdn {
           swarm.trace.push(`fail ${frag.level}/${frag.sn}: ${e}`);
           if (!c) return;
           stats.loading.end = performance.now();
-          c.onError({ code: 0, text: String(e && e.message || e) }, context, null, stats);
+          // The origin's HTTP status when it answered with an error (hls.js retries 5xx).
+          c.onError({ code: (e && e.status) || 0, text: String(e && e.message || e) }, context, null, stats);
         });
       }
       abort() {
@@ -211,6 +214,8 @@ export class SwarmCdn {
           trustedKeys: this.integrityKeys,
           upload: this.upload,
           token: this.token,
+          iceServers: this.iceServers.map((s) => ({ ...s, urls: [].concat(s.urls) })),
+          offerTimeoutMs: this.offerTimeoutMs,
         });
         this.node.onEvent((e) => this.emit(e));
       } catch (e) {

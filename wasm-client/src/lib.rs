@@ -13,7 +13,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use serde::Deserialize;
 use swarmcdn_core::ids::{PeerId, RenditionAttributes, RenditionId, StreamKey, SwarmId};
 use swarmcdn_core::integrity::{PublicKey, TrustedKeys};
@@ -67,6 +67,23 @@ struct Config {
     /// A join token for trackers that require one (docs/protocol.md §3.8).
     #[serde(default)]
     token: Option<String>,
+    /// STUN/TURN servers, as `RTCIceServer` objects (`{ urls, username?, credential? }`):
+    /// without them, browsers behind NAT reach only peers on their own network.
+    #[serde(default)]
+    ice_servers: Vec<IceServer>,
+    /// How long an offer's connection waits for an answer, ms (default 60 000).
+    #[serde(default)]
+    offer_timeout_ms: Option<f64>,
+}
+
+/// One STUN/TURN server (`urls` is always a list here: `swarmcdn.js` makes one of a string).
+#[derive(Debug, Clone, Deserialize)]
+struct IceServer {
+    urls: Vec<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    credential: Option<String>,
 }
 
 fn yes() -> bool {
@@ -94,14 +111,28 @@ struct Conn {
     dc: Option<RtcDataChannel>,
     peer: Option<PeerId>,
     offer: Option<OfferId>,
+    /// When its offer went to the tracker (ms, `now_ms`), while no answer has come.
+    offered_at: Option<f64>,
     closures: Handlers,
 }
 
+/// An offer no answer came for is given up after this long (ms; `offerTimeoutMs`): as a
+/// tracker forgets it (60 s), and so that unanswered offers do not pile up peer connections
+/// until the browser refuses new ones.
+const OFFER_TIMEOUT_MS: f64 = 60_000.0;
+
 impl Conn {
+    /// Closes the channel and the connection, first unhooking the handlers, which are
+    /// dropped with `self` (a close event after that would call a freed closure).
     fn close(self) {
         if let Some(dc) = &self.dc {
+            dc.set_onopen(None);
+            dc.set_onmessage(None);
+            dc.set_onclose(None);
+            dc.set_onbufferedamountlow(None);
             dc.close();
         }
+        self.pc.set_onconnectionstatechange(None);
         self.pc.close();
     }
 }
@@ -114,6 +145,8 @@ struct Inner {
     renditions: Vec<RenditionId>,
     trackers: Vec<String>,
     tracker_index: usize,
+    /// The tracker socket now open reached the open state.
+    ws_opened: bool,
     ws: Option<WebSocket>,
     ws_closures: Handlers,
     reconnect_ms: u32,
@@ -128,6 +161,8 @@ struct Inner {
     timer_closure: Option<Closure<dyn FnMut()>>,
     on_event: Option<Function>,
     low_threshold: u32,
+    ice_servers: Vec<IceServer>,
+    offer_timeout_ms: f64,
     destroyed: bool,
 }
 
@@ -163,7 +198,8 @@ pub struct SwarmNode {
 #[wasm_bindgen]
 impl SwarmNode {
     /// `config`: `{ trackers: [url], streamUrl, contentId?, renditions: [{ bandwidth, codecs,
-    /// width, height, frameRate }], trustedKeys: [hex], upload?, token? }`. Connects to the tracker
+    /// width, height, frameRate }], trustedKeys: [hex], upload?, token?, iceServers?,
+    /// offerTimeoutMs? }`. Connects to the tracker
     /// chosen for the swarm.
     #[wasm_bindgen(constructor)]
     pub fn new(config: JsValue) -> Result<Self, JsValue> {
@@ -219,6 +255,7 @@ impl SwarmNode {
             renditions,
             trackers,
             tracker_index: 0,
+            ws_opened: false,
             ws: None,
             ws_closures: Vec::new(),
             reconnect_ms: 1000,
@@ -233,6 +270,8 @@ impl SwarmNode {
             timer_closure: None,
             on_event: None,
             low_threshold,
+            ice_servers: c.ice_servers,
+            offer_timeout_ms: c.offer_timeout_ms.unwrap_or(OFFER_TIMEOUT_MS),
             destroyed: false,
         }));
         connect_tracker(&inner);
@@ -397,9 +436,12 @@ impl SwarmNode {
     /// segmentsDelivered, cacheBytes, httpRequests, deadlineFallbacks, abortedP2pBytes,
     /// uplinkBytesPerSec, uploadSlots }` (`uplinkBytesPerSec` is 0 until uploads measured it).
     pub fn stats(&self) -> JsValue {
-        let s = self.inner.borrow().node.stats();
+        let i = self.inner.borrow();
+        let s = i.node.stats();
         let o = Object::new();
         for (k, v) in [
+            ("rtcConnections", i.conns.len() as f64),
+            ("offersWaiting", i.by_offer.len() as f64),
             ("httpBytes", s.http_bytes as f64),
             ("p2pBytesDown", s.p2p_bytes_down as f64),
             ("p2pBytesUp", s.p2p_bytes_up as f64),
@@ -441,6 +483,7 @@ impl SwarmNode {
             window().clear_timeout_with_handle(t);
         }
         if let Some(ws) = i.ws.take() {
+            unhook(&ws);
             let _ = ws.close();
         }
         for (_, (_, _, reject)) in i.replies.drain() {
@@ -464,6 +507,7 @@ fn input(weak: &Weak<RefCell<Inner>>, f: impl FnOnce(&mut Inner, Time)) {
         }
         let now = now_of(&i);
         f(&mut i, now);
+        forget_stale_offers(&mut i);
     }
     pump(&rc);
 }
@@ -543,7 +587,13 @@ fn event(rc: &Shared, e: Event) {
         Event::SegmentFailed { request, error, .. } => {
             let reply = rc.borrow_mut().replies.remove(&request);
             if let Some((_, _, reject)) = reply {
-                let _ = reject.call1(&JsValue::NULL, &err(error));
+                // The origin's status goes to hls.js, whose retry rules read it (a 5xx is
+                // retried, a 404 is not).
+                let e = err(&error);
+                if let FetchError::Status(status) = error {
+                    let _ = Reflect::set(&e, &"status".into(), &f64::from(status).into());
+                }
+                let _ = reject.call1(&JsValue::NULL, &e);
             }
         }
         Event::PeerConnected { peer, .. } => emit(rc, "peer-connected", &peer),
@@ -567,14 +617,21 @@ fn connect_tracker(rc: &Shared) {
         return;
     }
     let url = i.trackers[i.tracker_index % i.trackers.len()].clone();
+    i.ws_opened = false;
     let Ok(ws) = WebSocket::new(&url) else {
+        // A URL the browser refuses: the next one, after the usual delay.
         i.tracker_index += 1;
+        let delay = i.reconnect_ms;
+        i.reconnect_ms = (delay * 2).min(30_000);
+        drop(i);
+        reconnect_after(rc, delay);
         return;
     };
     let weak = Rc::downgrade(rc);
     let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| {
         input(&weak, |i, now| {
             i.reconnect_ms = 1000;
+            i.ws_opened = true;
             i.node.handle_tracker_connected(now);
         });
     });
@@ -602,21 +659,19 @@ fn connect_tracker(rc: &Shared) {
             let now = now_of(&i);
             i.node.handle_tracker_disconnected(now);
             i.ws = None;
-            i.tracker_index += 1;
+            // A tracker that never answered: the next in rank. One that did and dropped us:
+            // the swarm's own (first-ranked) tracker again, where the other peers are, and the
+            // others only if it stays down.
+            if i.ws_opened {
+                i.tracker_index = 0;
+            } else {
+                i.tracker_index += 1;
+            }
             let d = i.reconnect_ms;
             i.reconnect_ms = (d * 2).min(30_000);
             d
         };
-        let weak = Rc::downgrade(&rc);
-        let again = Closure::once_into_js(move || {
-            if let Some(rc) = weak.upgrade() {
-                connect_tracker(&rc);
-            }
-        });
-        let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(
-            again.unchecked_ref(),
-            delay as i32,
-        );
+        reconnect_after(&rc, delay);
     });
     ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -625,8 +680,46 @@ fn connect_tracker(rc: &Shared) {
     i.ws = Some(ws);
 }
 
-fn rtc_config() -> RtcConfiguration {
-    RtcConfiguration::new()
+/// The `RTCConfiguration` of every peer connection: the configured STUN/TURN servers.
+/// Connects to a tracker again in `delay` ms.
+fn reconnect_after(rc: &Shared, delay: u32) {
+    let weak = Rc::downgrade(rc);
+    let again = Closure::once_into_js(move || {
+        if let Some(rc) = weak.upgrade() {
+            connect_tracker(&rc);
+        }
+    });
+    let _ = window()
+        .set_timeout_with_callback_and_timeout_and_arguments_0(again.unchecked_ref(), delay as i32);
+}
+
+/// Unhooks a tracker socket's handlers (they are dropped with the socket's closures; its
+/// close event comes later).
+fn unhook(ws: &WebSocket) {
+    ws.set_onopen(None);
+    ws.set_onmessage(None);
+    ws.set_onclose(None);
+}
+
+fn rtc_config(servers: &[IceServer]) -> RtcConfiguration {
+    let c = RtcConfiguration::new();
+    if !servers.is_empty() {
+        let list = Array::new();
+        for s in servers {
+            let o = Object::new();
+            let urls: Array = s.urls.iter().map(JsValue::from).collect();
+            let _ = Reflect::set(&o, &"urls".into(), &urls);
+            if let Some(u) = &s.username {
+                let _ = Reflect::set(&o, &"username".into(), &u.into());
+            }
+            if let Some(p) = &s.credential {
+                let _ = Reflect::set(&o, &"credential".into(), &p.into());
+            }
+            list.push(&o);
+        }
+        c.set_ice_servers(&list);
+    }
+    c
 }
 
 /// Resolves once ICE gathering is complete (non-trickle), or after 5 s.
@@ -675,7 +768,7 @@ async fn make_answer(pc: &RtcPeerConnection, offer: String) -> Result<String, Js
 
 /// A peer connection whose state changes go to the node under `conn`.
 fn new_pc(rc: &Shared, conn: u64) -> Result<(RtcPeerConnection, Handlers), JsValue> {
-    let pc = RtcPeerConnection::new_with_configuration(&rtc_config())?;
+    let pc = RtcPeerConnection::new_with_configuration(&rtc_config(&rc.borrow().ice_servers))?;
     let weak = Rc::downgrade(rc);
     let pc2 = pc.clone();
     let on_state = Closure::<dyn FnMut(JsValue)>::new(move |_| {
@@ -739,6 +832,21 @@ fn conn_gone(i: &mut Inner, now: Time, conn: u64) {
         i.node.handle_peer_event(now, peer, PeerEvent::Closed);
     }
     forget(i, conn);
+}
+
+/// Closes the connections of offers that got no answer in time (`Inner::offer_timeout_ms`).
+fn forget_stale_offers(i: &mut Inner) {
+    let now = now_ms();
+    let timeout = i.offer_timeout_ms;
+    let stale: Vec<u64> = i
+        .conns
+        .iter()
+        .filter(|(_, c)| c.offered_at.is_some_and(|t| now - t > timeout))
+        .map(|(id, _)| *id)
+        .collect();
+    for conn in stale {
+        forget(i, conn);
+    }
 }
 
 fn forget(i: &mut Inner, conn: u64) {
@@ -805,6 +913,7 @@ fn transmit(rc: &Shared, t: Transmit) {
                                 dc: Some(dc),
                                 peer: None,
                                 offer: Some(offer_id),
+                                offered_at: Some(now_ms()),
                                 closures,
                             },
                         );
@@ -855,6 +964,7 @@ fn transmit(rc: &Shared, t: Transmit) {
                         dc: None,
                         peer: Some(o.peer_id),
                         offer: Some(o.offer_id),
+                        offered_at: None,
                         closures,
                     },
                 );
@@ -892,6 +1002,7 @@ fn transmit(rc: &Shared, t: Transmit) {
                 return;
             };
             c.peer = Some(a.peer_id);
+            c.offered_at = None;
             let pc = c.pc.clone();
             drop(i);
             let weak = Rc::downgrade(rc);

@@ -1,0 +1,52 @@
+// The browser client's peer connections: they use the configured STUN/TURN servers, and the
+// connections of offers nobody answers are closed after the offer timeout instead of piling
+// up (a browser refuses new connections past a few hundred, and P2P would stop).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { expectClean, openPages, sleep, swarm } from './p2p.mjs';
+
+test('a page whose offers nobody answers uses the ICE servers given and keeps no unanswered offer past its timeout', { timeout: 240_000 }, async () => {
+  const s = await swarm({ seed: false });
+  try {
+    // Record the configuration of every RTCPeerConnection the client makes.
+    const record = (page) => page.addInitScript(() => {
+      const Real = window.RTCPeerConnection;
+      window.pcConfigs = [];
+      window.RTCPeerConnection = function (config) {
+        window.pcConfigs.push(JSON.parse(JSON.stringify(config || {})));
+        return new Real(config);
+      };
+      window.RTCPeerConnection.prototype = Real.prototype;
+    });
+    const url = `${s.pageUrl()}&offerTimeoutMs=4000`;
+    // Alone in its swarm, the page's first announce carries offers nobody will answer.
+    const { pages, consoles } = await openPages(s, 1, url, 0, record);
+    const page = pages[0];
+    let most = 0;
+    for (let t = 0; t < 30; t++) {
+      await sleep(500);
+      const st = await page.evaluate(() => window.swarm.stats());
+      most = Math.max(most, st.rtcConnections);
+    }
+    const made = await page.evaluate(() => window.pcConfigs);
+    const st = await page.evaluate(() => window.swarm.stats());
+    console.log(`peer connections made ${made.length}, held at most ${most}, now ${st.rtcConnections} (offers waiting ${st.offersWaiting})`);
+    assert.ok(made.length > 0 && most > 0, 'no offer was made: the test proves nothing');
+    // Unanswered for 4 s, the offers' connections are closed.
+    assert.equal(st.offersWaiting, 0, 'unanswered offers kept');
+    assert.equal(st.rtcConnections, 0, 'their connections kept');
+    const [t] = await expectClean(pages, consoles);
+    assert.equal(t.p2p, 0);
+    await page.close();
+    // The STUN/TURN servers given go into every peer connection's configuration.
+    const ice = await openPages(s, 1, `${s.pageUrl()}&ice=${encodeURIComponent('stun:127.0.0.1:3478')}`, 0, record);
+    await ice.pages[0].waitForFunction(() => window.pcConfigs.length > 0 || window.swarm?.error, null, { timeout: 30_000 });
+    assert.equal(await ice.pages[0].evaluate(() => window.swarm.error), undefined);
+    const configs = await ice.pages[0].evaluate(() => window.pcConfigs);
+    for (const c of configs) {
+      assert.deepEqual(c.iceServers, [{ urls: ['stun:127.0.0.1:3478'] }], JSON.stringify(c));
+    }
+  } finally {
+    await s.close();
+  }
+});
