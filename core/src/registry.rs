@@ -745,9 +745,11 @@ impl Registry {
             );
             return;
         };
-        let answerer_info = match swarm.peers.get_mut(&a.peer_id) {
+        // Only a valid answer keeps the answerer alive (below): bogus answers must not hold a
+        // peer in a swarm whose announces it no longer makes (or may no longer make: a
+        // refused join token).
+        let answerer_info = match swarm.peers.get(&a.peer_id) {
             Some(p) if p.conn == conn => {
-                p.last_seen = now;
                 if a.ext.is_some() {
                     relayable(a.ext.as_ref())
                 } else {
@@ -781,6 +783,9 @@ impl Registry {
             return;
         }
         self.offers.remove(&key);
+        if let Some(p) = swarm.peers.get_mut(&a.peer_id) {
+            p.last_seen = now;
+        }
         let Some(offerer) = swarm.peers.get_mut(&a.to_peer_id) else {
             // The offerer left: nobody to relay to, and nothing the answerer can do.
             return;
@@ -1532,6 +1537,34 @@ mod tests {
         assert_eq!(r.stats().swarms, 0);
         assert_eq!(r.stats().peers_expired, 1);
         assert_eq!(r.poll_timeout(), None);
+    }
+
+    /// Answers to offers that do not exist do not keep a peer that stopped announcing in its
+    /// swarm (a peer refused a join token could otherwise stay, and get offers, for ever).
+    #[test]
+    fn bogus_answers_do_not_keep_a_peer_alive() {
+        let config = RegistryConfig::default();
+        let timeout = config.peer_timeout;
+        let mut r = registry(config);
+        let mut out = Vec::new();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        let bogus = Answer {
+            info_hash: SWARM,
+            peer_id: pid(1),
+            to_peer_id: pid(9),
+            offer_id: OfferId([7; 20]),
+            answer: SessionDescription::answer("a"),
+            ext: None,
+        };
+        let mut now = Time::ZERO;
+        for _ in 0..10 {
+            now += timeout / 4;
+            out.clear();
+            r.handle_answer(now, ConnId(1), bogus.clone(), &mut out);
+            r.handle_timeout(now);
+        }
+        assert_eq!(r.swarm_len(&SWARM), 0, "the peer outlived its announces");
+        assert_eq!(r.stats().peers_expired, 1);
     }
 
     #[test]

@@ -611,6 +611,10 @@ struct UploadJob {
 const STALL_CHUNKS: f64 = 3.0;
 /// See [`Node::start_http`].
 const MAX_HTTP_RANGES: usize = 4;
+
+/// The largest segment a node takes a digest for (a 6 s segment of a 16 Mbit/s rung is
+/// 12 MB): a digest sizes the segment's buffer before any byte arrives.
+pub const MAX_SEGMENT_BYTES: u64 = 64 << 20;
 /// See [`Node::upload_slots`]. With 450 ms an uplink at 3 Mbit/s (a 3 Mbit/s stream's rate)
 /// serves two neighbours at once, one at half that rate one. (It was 350 ms while the
 /// simulator's uplink measurement ran 1.3 times high, which gave such an uplink two slots
@@ -1668,6 +1672,10 @@ impl Node {
                 p.retain_chunk_maps(|_| true);
             }
             Frame::Fetching { segment } => {
+                // A fetch it never announced (abandoned, failed, or by a node that does not
+                // upload) holds nobody back for longer than `fetching_hold`: forget those.
+                let hold = self.config.fetching_hold;
+                p.fetching.retain(|_, t| now.saturating_since(*t) < hold);
                 if p.fetching.len() < 256 {
                     p.fetching.insert(segment, now);
                 }
@@ -1686,6 +1694,9 @@ impl Node {
             Frame::Cancel { id } => {
                 p.uploads.retain(|j| j.id != id);
                 p.uploads_shrunk();
+                // The upload it cancelled may have been the one waiting at the head of the
+                // queue (for a chunk not here yet): the next may go now.
+                self.pump_uploads(now);
             }
             Frame::Data {
                 id,
@@ -1726,6 +1737,14 @@ impl Node {
         }
         if self.digests.contains_key(&seg) {
             return Ok(());
+        }
+        // A segment's buffer is sized from its digest: a digest of gigabytes (the geometry
+        // allows 16 GiB) would exhaust memory, and an unverified node takes any digest.
+        if d.digest().length() > MAX_SEGMENT_BYTES {
+            return Err(DropReason::Protocol(format!(
+                "digest of a {} byte segment (at most {MAX_SEGMENT_BYTES})",
+                d.digest().length()
+            )));
         }
         let verified = if self.unverified {
             d.accept_unverified()
@@ -1779,7 +1798,7 @@ impl Node {
             Some(stored) => stored.data.len() as u64,
             None => match self.downloads.get(&seg) {
                 Some(dl) if dl.announced && dl.digest.is_some() => {
-                    if dl.done_from(offset, offset + 1).is_none() {
+                    if dl.done_from(offset, offset.saturating_add(1)).is_none() {
                         // Not here yet: ask again later (or elsewhere) rather than wait on
                         // this node's own source, which may be slow.
                         self.send_frames(
@@ -4174,6 +4193,69 @@ mod tests {
         assert!(
             map.is_some() && have.is_some() && map < have,
             "the newcomer was not told of the arriving segment, map first: {frames:?}"
+        );
+    }
+
+    /// A digest of an enormous segment (its geometry allows 16 GiB) would size a buffer that
+    /// exhausts memory: the neighbour that sends one is dropped and the digest is not kept,
+    /// also by a node that takes digests unverified.
+    #[test]
+    fn a_digest_of_an_oversized_segment_drops_its_sender() {
+        let mut node = viewer();
+        assert!(node.unverified);
+        let now = Time::from_secs(1);
+        let b = PeerId([9; 20]);
+        node.handle_peer_event(now, b, PeerEvent::Opened);
+        let theirs = wire::encode_frames(&[Frame::Handshake(node.handshake)]);
+        node.handle_peer_event(now, b, PeerEvent::Message(Bytes::from(theirs)));
+        assert!(node.peers.get(&b).is_some_and(|p| p.session().is_some()));
+        let id = crate::ids::SegmentId::new(node.config.swarm, seg(5).rendition, 5);
+        let chunk = crate::integrity::MAX_CHUNK_SIZE;
+        let length = u64::from(chunk) * crate::integrity::MAX_CHUNKS as u64;
+        let huge = SegmentDigest::from_parts(id, length, chunk, vec![[0; 32]; 1024]).unwrap();
+        let d = DigestSigner::from_secret([5; 32]).sign(huge);
+        let msg = wire::encode_frames(&[Frame::Digest(Box::new(d))]);
+        node.handle_peer_event(now, b, PeerEvent::Message(Bytes::from(msg)));
+        assert!(!node.peers.contains_key(&b), "the sender was kept");
+        assert!(!node.digests.contains_key(&seg(5)), "the digest was kept");
+        // One just under the limit is taken.
+        let c = PeerId([10; 20]);
+        node.handle_peer_event(now, c, PeerEvent::Opened);
+        let theirs = wire::encode_frames(&[Frame::Handshake(node.handshake)]);
+        node.handle_peer_event(now, c, PeerEvent::Message(Bytes::from(theirs)));
+        let ok =
+            SegmentDigest::from_parts(id, MAX_SEGMENT_BYTES, 1 << 20, vec![[0; 32]; 64]).unwrap();
+        let d = DigestSigner::from_secret([5; 32]).sign(ok);
+        let msg = wire::encode_frames(&[Frame::Digest(Box::new(d))]);
+        node.handle_peer_event(now, c, PeerEvent::Message(Bytes::from(msg)));
+        assert!(node.peers.contains_key(&c));
+        assert!(node.digests.contains_key(&seg(5)));
+    }
+
+    /// A neighbour's `Fetching` frames hold this node back for `fetching_hold`; those it never
+    /// followed with an announcement are forgotten after that, so that they neither pile up
+    /// nor, at the cap, make the node ignore its later ones.
+    #[test]
+    fn fetching_notices_are_forgotten_after_the_hold() {
+        let mut node = viewer();
+        let b = PeerId([9; 20]);
+        let t0 = Time::from_secs(1);
+        node.handle_peer_event(t0, b, PeerEvent::Opened);
+        let theirs = wire::encode_frames(&[Frame::Handshake(node.handshake)]);
+        node.handle_peer_event(t0, b, PeerEvent::Message(Bytes::from(theirs)));
+        let fetching =
+            |s: u64| Bytes::from(wire::encode_frames(&[Frame::Fetching { segment: seg(s) }]));
+        for s in 0..300 {
+            node.handle_peer_event(t0, b, PeerEvent::Message(fetching(s)));
+        }
+        assert_eq!(node.peers[&b].fetching.len(), 256, "bounded");
+        let later = t0 + node.config.fetching_hold + Duration::from_secs(1);
+        node.handle_peer_event(later, b, PeerEvent::Message(fetching(1000)));
+        let p = &node.peers[&b];
+        assert_eq!(p.fetching.len(), 1, "stale notices kept");
+        assert!(
+            p.fetching.get(&seg(1000)).is_some(),
+            "a new notice was ignored"
         );
     }
 
