@@ -3913,6 +3913,13 @@ mod tests {
         assert_eq!(node.next_announce, Some(much_later));
     }
 
+    /// Opens a channel from `peer` and hands the node `peer`'s handshake (the node's own).
+    fn connect(node: &mut Node, now: Time, peer: PeerId) {
+        node.handle_peer_event(now, peer, PeerEvent::Opened);
+        let theirs = wire::encode_frames(&[Frame::Handshake(node.handshake)]);
+        node.handle_peer_event(now, peer, PeerEvent::Message(Bytes::from(theirs)));
+    }
+
     fn viewer() -> Node {
         let config = NodeConfig::new(
             PeerId([1; 20]),
@@ -4171,9 +4178,7 @@ mod tests {
         while node.poll_transmit().is_some() {}
 
         let b = PeerId([9; 20]);
-        node.handle_peer_event(now, b, PeerEvent::Opened);
-        let theirs = wire::encode_frames(&[Frame::Handshake(node.handshake)]);
-        node.handle_peer_event(now, b, PeerEvent::Message(Bytes::from(theirs)));
+        connect(&mut node, now, b);
         let mut frames = Vec::new();
         while let Some(t) = node.poll_transmit() {
             if let Transmit::Peer { peer, data } = t
@@ -4205,9 +4210,7 @@ mod tests {
         assert!(node.unverified);
         let now = Time::from_secs(1);
         let b = PeerId([9; 20]);
-        node.handle_peer_event(now, b, PeerEvent::Opened);
-        let theirs = wire::encode_frames(&[Frame::Handshake(node.handshake)]);
-        node.handle_peer_event(now, b, PeerEvent::Message(Bytes::from(theirs)));
+        connect(&mut node, now, b);
         assert!(node.peers.get(&b).is_some_and(|p| p.session().is_some()));
         let id = crate::ids::SegmentId::new(node.config.swarm, seg(5).rendition, 5);
         let chunk = crate::integrity::MAX_CHUNK_SIZE;
@@ -4220,9 +4223,7 @@ mod tests {
         assert!(!node.digests.contains_key(&seg(5)), "the digest was kept");
         // One just under the limit is taken.
         let c = PeerId([10; 20]);
-        node.handle_peer_event(now, c, PeerEvent::Opened);
-        let theirs = wire::encode_frames(&[Frame::Handshake(node.handshake)]);
-        node.handle_peer_event(now, c, PeerEvent::Message(Bytes::from(theirs)));
+        connect(&mut node, now, c);
         let ok =
             SegmentDigest::from_parts(id, MAX_SEGMENT_BYTES, 1 << 20, vec![[0; 32]; 64]).unwrap();
         let d = DigestSigner::from_secret([5; 32]).sign(ok);
@@ -4240,9 +4241,7 @@ mod tests {
         let mut node = viewer();
         let b = PeerId([9; 20]);
         let t0 = Time::from_secs(1);
-        node.handle_peer_event(t0, b, PeerEvent::Opened);
-        let theirs = wire::encode_frames(&[Frame::Handshake(node.handshake)]);
-        node.handle_peer_event(t0, b, PeerEvent::Message(Bytes::from(theirs)));
+        connect(&mut node, t0, b);
         let fetching =
             |s: u64| Bytes::from(wire::encode_frames(&[Frame::Fetching { segment: seg(s) }]));
         for s in 0..300 {
