@@ -1586,11 +1586,15 @@ impl Node {
     /// Whether a frame can change what the scheduler does: anything but the upload side
     /// (requests, cancels) and news of segments this node is not fetching. The scheduler
     /// asks neighbours only for segments it has a download for (a segment newly wanted gets
-    /// one in the pass that follows the input that made it wanted).
+    /// one in the pass that follows the input that made it wanted). A seed following a VOD
+    /// is the exception: what it wants follows what its neighbours announce.
     fn moves_downloads(&self, frame: &Frame) -> bool {
         let fetching = |seg: &SegmentRef| self.downloads.get(seg).is_some_and(|d| !d.is_complete());
+        let follows_vod =
+            || self.config.role == NodeRole::Seed && self.playlists.values().any(|pl| !pl.live);
         match frame {
             Frame::Request { .. } | Frame::Cancel { .. } => false,
+            Frame::Have(_) | Frame::HaveDelta { .. } if follows_vod() => true,
             Frame::Chunks { segment, .. } | Frame::Fetching { segment } => fetching(segment),
             Frame::HaveDelta {
                 rendition,
@@ -4131,6 +4135,32 @@ mod tests {
         node.downloads.insert(seg(1), Box::new(whole));
         assert!(!node.moves_downloads(&map(1)));
         assert!(!node.moves_downloads(&delta(vec![1], vec![])));
+
+        // A seed following a VOD fetches ahead of where its neighbours are: their news
+        // always counts.
+        let config = NodeConfig::new(
+            PeerId([1; 20]),
+            SwarmId([7; 20]),
+            NodeRole::Seed,
+            IntegrityMode::Unverified,
+        );
+        let mut seed = Node::new(config, Time::ZERO, 1).unwrap();
+        assert!(!seed.moves_downloads(&delta(vec![2, 3], vec![])));
+        seed.handle_playlist(
+            Time::ZERO,
+            Playlist {
+                rendition: seg(0).rendition,
+                live: false,
+                segments: (0..10)
+                    .map(|sequence| SegmentMeta {
+                        sequence,
+                        duration: Duration::from_secs(4),
+                    })
+                    .collect(),
+            },
+        );
+        assert!(seed.moves_downloads(&delta(vec![2, 3], vec![])));
+        assert!(!seed.moves_downloads(&map(2)));
     }
 
     /// A neighbour whose handshake comes in while a segment announced at its first chunks is
