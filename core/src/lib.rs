@@ -9,6 +9,7 @@
 //! - [`tracker_proto`]: the WebTorrent WebSocket tracker protocol, with our extension fields.
 //! - [`wire`]: the peer protocol spoken over a WebRTC DataChannel.
 //! - [`integrity`]: signed segment digests, verified chunk by chunk.
+//! - `master` (feature `playlist`): a stream's renditions as its playlist lists them.
 //! - [`node`]: the peer state machine and its scheduler.
 //! - [`registry`]: the tracker's swarm logic (membership, matching, offer relay), sync and buffer-out.
 //! - [`rendezvous`]: which tracker instance a swarm lives on.
@@ -23,6 +24,8 @@
 
 pub mod ids;
 pub mod integrity;
+#[cfg(feature = "playlist")]
+pub mod master;
 pub mod mesh_proto;
 pub mod node;
 pub mod registry;

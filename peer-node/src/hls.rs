@@ -6,7 +6,8 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use swarmcdn_core::ids::{RenditionAttributes, RenditionId, StreamKey, SwarmId};
+use swarmcdn_core::ids::{RenditionId, StreamKey, SwarmId};
+use swarmcdn_core::master;
 use swarmcdn_core::node::{Playlist, SegmentMeta};
 use url::Url;
 
@@ -140,60 +141,26 @@ fn resolve(base: &Url, uri: &str) -> Result<Url, HlsError> {
     Ok(u)
 }
 
-fn check_header(url: &Url, text: &[u8]) -> Result<(), HlsError> {
-    let start = text
-        .strip_prefix(b"\xef\xbb\xbf")
-        .unwrap_or(text)
-        .trim_ascii_start();
-    if !start.starts_with(b"#EXTM3U") {
-        return Err(malformed(url, "does not start with #EXTM3U"));
-    }
-    Ok(())
+fn hls_text<'a>(url: &Url, text: &'a [u8]) -> Result<&'a [u8], HlsError> {
+    master::hls_text(text).ok_or_else(|| malformed(url, master::MasterError::NotHls.to_string()))
 }
 
 /// Parses the playlist at `url`: a master playlist gives its variants; a media playlist is a
 /// stream of one rendition. The swarm id is derived from `content_id` if given, else from the
 /// URL.
 pub fn parse_stream(url: &Url, text: &[u8], content_id: Option<&str>) -> Result<Stream, HlsError> {
-    check_header(url, text)?;
-    let parsed = m3u8_rs::parse_playlist_res(text).map_err(|e| malformed(url, short_error(&e)))?;
-    let renditions = match parsed {
-        m3u8_rs::Playlist::MasterPlaylist(m) => {
-            let mut out: Vec<Rendition> = Vec::new();
-            for v in m.variants.iter().filter(|v| !v.is_i_frame) {
-                let attrs = RenditionAttributes {
-                    bandwidth: Some(v.bandwidth),
-                    codecs: v.codecs.clone(),
-                    resolution: v.resolution.map(|r| {
-                        (
-                            u32::try_from(r.width).unwrap_or(u32::MAX),
-                            u32::try_from(r.height).unwrap_or(u32::MAX),
-                        )
-                    }),
-                    frame_rate: v.frame_rate,
-                    name: None,
-                };
-                let id = RenditionId::from_attributes(&attrs);
-                if out.iter().any(|r| r.id == id) {
-                    continue;
-                }
-                out.push(Rendition {
-                    id,
-                    playlist_url: resolve(url, &v.uri)?,
-                    bandwidth: Some(v.bandwidth),
-                });
-            }
-            if out.is_empty() {
-                return Err(malformed(url, "master playlist lists no variant"));
-            }
-            out
-        }
-        m3u8_rs::Playlist::MediaPlaylist(_) => vec![Rendition {
-            id: RenditionId::from_attributes(&RenditionAttributes::default()),
-            playlist_url: url.clone(),
-            bandwidth: None,
-        }],
-    };
+    let variants = master::variants(text).map_err(|e| malformed(url, e.to_string()))?;
+    let mut renditions = Vec::with_capacity(variants.len());
+    for v in variants {
+        renditions.push(Rendition {
+            id: v.id,
+            playlist_url: match &v.uri {
+                Some(uri) => resolve(url, uri)?,
+                None => url.clone(),
+            },
+            bandwidth: v.bandwidth,
+        });
+    }
     let ids: Vec<RenditionId> = renditions.iter().map(|r| r.id).collect();
     let key = match content_id {
         Some(c) => StreamKey::ContentId(c),
@@ -212,8 +179,9 @@ pub fn parse_media(
     text: &[u8],
     rendition: RenditionId,
 ) -> Result<MediaPlaylist, HlsError> {
-    check_header(url, text)?;
-    let parsed = m3u8_rs::parse_playlist_res(text).map_err(|e| malformed(url, short_error(&e)))?;
+    let text = hls_text(url, text)?;
+    let parsed =
+        m3u8_rs::parse_playlist_res(text).map_err(|e| malformed(url, master::short(&e)))?;
     let m3u8_rs::Playlist::MediaPlaylist(p) = parsed else {
         return Err(HlsError::WrongKind {
             url: url.to_string(),
@@ -300,15 +268,6 @@ fn byte_range(url: &Url, start: u64, length: u64) -> Result<Range<u64>, HlsError
         .checked_add(length)
         .ok_or_else(|| malformed(url, "byte range overflows"))?;
     Ok(start..end)
-}
-
-fn short_error(e: &impl std::fmt::Debug) -> String {
-    let s = format!("{e:?}");
-    let mut end = s.len().min(160);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 #[cfg(test)]

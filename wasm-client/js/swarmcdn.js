@@ -175,7 +175,30 @@ export class SwarmCdn {
         this.fallback.destroy();
       }
     }
-    return { ...extra, fLoader: Loader };
+    // The playlist loader is hls.js's own (or the one given in `extra`), told to keep the
+    // text of the manifest it loads: the swarm id is derived from every rendition it lists.
+    const PlaylistBase = extra.pLoader;
+    class PlaylistLoader {
+      constructor(config) {
+        const inner = new (PlaylistBase || config.loader)(config);
+        const load = inner.load.bind(inner);
+        inner.load = (context, loadConfig, callbacks) => {
+          if (context.type !== 'manifest') return load(context, loadConfig, callbacks);
+          const onSuccess = callbacks.onSuccess;
+          return load(context, loadConfig, {
+            ...callbacks,
+            onSuccess: (response, stats, ctx, details) => {
+              if (typeof response.data === 'string') {
+                swarm.manifest = { url: response.url || ctx.url, text: response.data };
+              }
+              onSuccess(response, stats, ctx, details);
+            },
+          });
+        };
+        return inner;
+      }
+    }
+    return { ...extra, fLoader: Loader, pLoader: PlaylistLoader };
   }
 
   /** Gives the node a level's playlist (once per version of it). */
@@ -196,21 +219,20 @@ export class SwarmCdn {
   /** Follows the player: playlists, playhead, teardown. */
   attach(hls) {
     const Events = hls.constructor.Events;
-    hls.on(Events.MANIFEST_PARSED, (_e, data) => {
+    // A new source on the same player: the old stream's node goes.
+    hls.on(Events.MANIFEST_LOADING, () => { this.dropNode(); this.manifest = null; });
+    hls.on(Events.MANIFEST_PARSED, () => {
       if (this.node) return;
-      // Every rendition of the master playlist makes the swarm id, whatever hls.js keeps.
-      const all = (data.levels || hls.levels);
-      const renditions = all.map(rendition);
-      hls.levels.forEach((l, i) => {
-        const j = all.findIndex((m) => levelUrl(m) === levelUrl(l));
-        this.levelIndex.set(i, j >= 0 ? j : i);
-      });
+      const levels = hls.levels;
+      const manifest = this.manifest;
       try {
         this.node = new SwarmNode({
           trackers: this.trackers,
           streamUrl: hls.url,
           contentId: this.contentId,
-          renditions,
+          renditions: levels.map(rendition),
+          // Every rendition the playlist lists makes the swarm id, whatever hls.js kept.
+          playlist: manifest ? manifest.text : undefined,
           trustedKeys: this.integrityKeys,
           upload: this.upload,
           token: this.token,
@@ -222,7 +244,20 @@ export class SwarmCdn {
         // No P2P (for example a bad key): hls.js loads from the origin as usual.
         this.error = String(e && e.message || e);
         this.node = null;
+        return;
       }
+      // Each level is the rendition of the same media playlist URL, else of the same
+      // attributes; one matching neither loads from the origin only.
+      const uris = [];
+      for (let j = 0; j < this.node.renditionCount; j++) {
+        const uri = this.node.variantUri(j);
+        try { uris.push(uri !== undefined && manifest ? new URL(uri, manifest.url).href : null); } catch (_) { uris.push(null); }
+      }
+      levels.forEach((l, i) => {
+        const j = uris.indexOf(levelUrl(l));
+        const k = j >= 0 ? j : this.node.renditionOf(i);
+        if (k !== undefined) this.levelIndex.set(i, k);
+      });
     });
     hls.on(Events.LEVEL_LOADED, (_e, data) => this.feed(data.level, data.details));
     const tick = () => {
@@ -251,10 +286,17 @@ export class SwarmCdn {
     return { ...s, playerHttpBytes: this.bytes.http, playerP2pBytes: this.bytes.p2p };
   }
 
+  /** Ends this stream's node (a new source, or the player's end). */
+  dropNode() {
+    if (this.node) { this.node.destroy(); this.node.free(); }
+    this.node = null;
+    this.levelIndex.clear();
+    this.fed = null;
+  }
+
   destroy() {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    if (this.node) { this.node.destroy(); this.node.free(); }
-    this.node = null;
+    this.dropNode();
   }
 }

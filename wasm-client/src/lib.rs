@@ -17,6 +17,7 @@ use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use serde::Deserialize;
 use swarmcdn_core::ids::{PeerId, RenditionAttributes, RenditionId, StreamKey, SwarmId};
 use swarmcdn_core::integrity::{PublicKey, TrustedKeys};
+use swarmcdn_core::master;
 use swarmcdn_core::node::{
     Event, FetchError, FetchId, HttpTarget, IntegrityMode, Node, NodeConfig, NodeRole, PeerEvent,
     PlayerRequestId, PlayerState, Playlist, SegmentMeta, Transmit,
@@ -59,7 +60,13 @@ struct Config {
     stream_url: String,
     #[serde(default)]
     content_id: Option<String>,
+    /// The player's renditions (hls.js's levels, which leave out what the browser cannot
+    /// play), in the player's order.
     renditions: Vec<RenditionConfig>,
+    /// The playlist fetched from `streamUrl`, as text: the swarm id is derived from every
+    /// rendition it lists, as a seed derives it (`core::master`), whatever the player kept.
+    #[serde(default)]
+    playlist: Option<String>,
     #[serde(default)]
     trusted_keys: Vec<String>,
     #[serde(default = "yes")]
@@ -193,18 +200,22 @@ fn err(msg: impl std::fmt::Display) -> JsValue {
 #[wasm_bindgen]
 pub struct SwarmNode {
     inner: Shared,
+    /// Player level -> the stream's rendition index.
+    level_map: Vec<Option<u32>>,
+    /// The stream's renditions' media playlist URIs, as written.
+    variant_uris: Vec<Option<String>>,
 }
 
 #[wasm_bindgen]
 impl SwarmNode {
     /// `config`: `{ trackers: [url], streamUrl, contentId?, renditions: [{ bandwidth, codecs,
-    /// width, height, frameRate }], trustedKeys: [hex], upload?, token?, iceServers?,
+    /// width, height, frameRate }], playlist?, trustedKeys: [hex], upload?, token?, iceServers?,
     /// offerTimeoutMs? }`. Connects to the tracker
     /// chosen for the swarm.
     #[wasm_bindgen(constructor)]
     pub fn new(config: JsValue) -> Result<Self, JsValue> {
         let c: Config = serde_wasm_bindgen::from_value(config).map_err(err)?;
-        let renditions: Vec<RenditionId> = c
+        let levels: Vec<RenditionId> = c
             .renditions
             .iter()
             .map(|r| {
@@ -215,6 +226,25 @@ impl SwarmNode {
                     frame_rate: r.frame_rate,
                     name: None,
                 })
+            })
+            .collect();
+        // The stream's renditions are the playlist's; if it does not parse (a seed could not
+        // follow the stream either), the player's levels are, as they are.
+        let variants = c
+            .playlist
+            .as_deref()
+            .and_then(|t| master::variants(t.as_bytes()).ok());
+        let (renditions, variant_uris): (Vec<RenditionId>, Vec<Option<String>>) = match variants {
+            Some(v) => v.into_iter().map(|v| (v.id, v.uri)).unzip(),
+            None => (levels.clone(), vec![None; levels.len()]),
+        };
+        let level_map = levels
+            .iter()
+            .map(|l| {
+                renditions
+                    .iter()
+                    .position(|r| r == l)
+                    .and_then(|i| u32::try_from(i).ok())
             })
             .collect();
         let key = match &c.content_id {
@@ -275,7 +305,33 @@ impl SwarmNode {
             destroyed: false,
         }));
         connect_tracker(&inner);
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            level_map,
+            variant_uris,
+        })
+    }
+
+    /// The index among the stream's renditions (the `index` of `setPlaylist`, `request`, …) of
+    /// the player's rendition `level` (its index in `renditions`), matched by attributes;
+    /// `undefined` if none matches.
+    #[wasm_bindgen(js_name = renditionOf)]
+    pub fn rendition_of(&self, level: u32) -> Option<u32> {
+        self.level_map.get(level as usize).copied().flatten()
+    }
+
+    /// The number of the stream's renditions.
+    #[wasm_bindgen(getter, js_name = renditionCount)]
+    pub fn rendition_count(&self) -> u32 {
+        u32::try_from(self.variant_uris.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The media playlist URI of the stream's rendition `index`, as the playlist writes it
+    /// (relative to the playlist's URL); `undefined` for a stream whose playlist is its only
+    /// media playlist, or whose renditions are the player's.
+    #[wasm_bindgen(js_name = variantUri)]
+    pub fn variant_uri(&self, index: u32) -> Option<String> {
+        self.variant_uris.get(index as usize).cloned().flatten()
     }
 
     /// The swarm id, hex.
