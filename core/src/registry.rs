@@ -89,6 +89,10 @@ pub struct RegistryConfig {
     pub max_swarms_per_conn: usize,
     /// Offers of one peer pending at once. Default 50.
     pub max_pending_offers_per_peer: usize,
+    /// Offers pending to one peer at once: a peer with this many unanswered offers is not
+    /// matched again until it answers or they expire, so that others' offers cannot flood one
+    /// victim's connection (and have it dropped as a slow reader). Default 64.
+    pub max_pending_offers_to_peer: usize,
     /// Swarm ids one scrape may ask about (and swarms listed when it names none). Default 64.
     pub max_scrape_swarms: usize,
     /// How many peers (besides seeds) are ranked per announce, sampled at random from large
@@ -117,6 +121,7 @@ impl Default for RegistryConfig {
             max_peers_per_swarm: 100_000,
             max_swarms_per_conn: 64,
             max_pending_offers_per_peer: 50,
+            max_pending_offers_to_peer: 64,
             max_scrape_swarms: 64,
             match_sample: 64,
             thin_swarm_viewers: 16,
@@ -150,6 +155,8 @@ pub enum Rejection {
     TooManySwarms,
     /// The peer id is used in this swarm by another connection.
     PeerIdInUse,
+    /// The connection already has a peer (another peer id) in this swarm.
+    SecondPeer,
     /// An answer from a peer that is not in the swarm on this connection.
     NotInSwarm,
     /// An answer to an offer that was not sent to the answerer, or has expired.
@@ -165,10 +172,11 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every rejection, for metrics.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::SwarmFull,
         Self::TooManySwarms,
         Self::PeerIdInUse,
+        Self::SecondPeer,
         Self::NotInSwarm,
         Self::UnknownOffer,
         Self::ScrapeTooLarge,
@@ -182,6 +190,9 @@ impl Rejection {
             Self::SwarmFull => "swarm is full",
             Self::TooManySwarms => "too many swarms on this connection",
             Self::PeerIdInUse => "peer_id is in use in this swarm by another connection",
+            Self::SecondPeer => {
+                "this connection already has a peer in this swarm (send stopped to change peer_id)"
+            }
             Self::NotInSwarm => "answer from a peer that has not announced in this swarm",
             Self::UnknownOffer => {
                 "could not find the offer corresponding to your answer; it may have expired"
@@ -198,6 +209,7 @@ impl Rejection {
             Self::SwarmFull => "swarm_full",
             Self::TooManySwarms => "too_many_swarms",
             Self::PeerIdInUse => "peer_id_in_use",
+            Self::SecondPeer => "second_peer",
             Self::NotInSwarm => "not_in_swarm",
             Self::UnknownOffer => "unknown_offer",
             Self::ScrapeTooLarge => "scrape_too_large",
@@ -259,7 +271,10 @@ struct Peer {
     info: PeerInfo,
     seeder: bool,
     last_seen: Time,
+    /// Its offers pending an answer.
     pending_offers: usize,
+    /// Offers to it pending its answer.
+    offers_in: usize,
 }
 
 impl Peer {
@@ -298,7 +313,10 @@ impl Swarm {
 
 /// An offer relayed and not yet answered (its swarm, offerer and id are its key).
 struct PendingOffer {
+    /// The peer it went to, and that peer's connection: only that peer on that connection
+    /// may answer (not another client that took its peer id after it left).
     to: PeerId,
+    to_conn: ConnId,
     expires: Time,
 }
 
@@ -355,6 +373,10 @@ impl Registry {
             (config.max_peers_per_swarm, "max_peers_per_swarm"),
             (config.max_swarms_per_conn, "max_swarms_per_conn"),
             (config.max_scrape_swarms, "max_scrape_swarms"),
+            (
+                config.max_pending_offers_to_peer,
+                "max_pending_offers_to_peer",
+            ),
             (config.match_sample, "match_sample"),
         ] {
             if value == 0 {
@@ -562,7 +584,12 @@ impl Registry {
                 }
             }
             None => {
-                let err = if swarm_full {
+                let second = self.conns.get(&conn).is_some_and(|entries| {
+                    entries.iter().any(|(swarm_id, _)| *swarm_id == a.info_hash)
+                });
+                let err = if second {
+                    Some(Rejection::SecondPeer)
+                } else if swarm_full {
                     Some(Rejection::SwarmFull)
                 } else if conn_swarms >= self.config.max_swarms_per_conn {
                     Some(Rejection::TooManySwarms)
@@ -581,6 +608,7 @@ impl Registry {
                     seeder,
                     last_seen: now,
                     pending_offers: 0,
+                    offers_in: 0,
                 };
                 if peer.is_seed() {
                     swarm.seeds.push(a.peer_id);
@@ -700,12 +728,23 @@ impl Registry {
         let mut replaced = 0;
         for (offer, to) in offers.into_iter().zip(chosen) {
             let key = (swarm_id, a.peer_id, offer.offer_id);
-            if self.offers.contains_key(&key) {
+            if let Some(old) = self.offers.get(&key) {
                 // A reused offer id (or a stale one of a peer that left and came back with the
                 // same id): the newer offer replaces it.
                 replaced += 1;
+                if let Some(p) = swarm
+                    .peers
+                    .get_mut(&old.to)
+                    .filter(|p| p.conn == old.to_conn)
+                {
+                    p.offers_in = p.offers_in.saturating_sub(1);
+                }
             }
-            let target = &swarm.peers[&to];
+            let target = swarm
+                .peers
+                .get_mut(&to)
+                .expect("a ranked candidate is in the swarm");
+            target.offers_in += 1;
             out.push((
                 target.conn,
                 FromTracker::Offer(RelayedOffer {
@@ -716,7 +755,14 @@ impl Registry {
                     ext: Some(me_info.clone()),
                 }),
             ));
-            self.offers.insert(key, PendingOffer { to, expires });
+            self.offers.insert(
+                key,
+                PendingOffer {
+                    to,
+                    to_conn: target.conn,
+                    expires,
+                },
+            );
             self.offer_expiry
                 .push_back((expires, swarm_id, a.peer_id, offer.offer_id));
             sent += 1;
@@ -771,7 +817,7 @@ impl Registry {
         let valid = self
             .offers
             .get(&key)
-            .is_some_and(|o| o.to == a.peer_id && o.expires > now);
+            .is_some_and(|o| o.to == a.peer_id && o.to_conn == conn && o.expires > now);
         if !valid {
             self.reject(
                 conn,
@@ -785,6 +831,7 @@ impl Registry {
         self.offers.remove(&key);
         if let Some(p) = swarm.peers.get_mut(&a.peer_id) {
             p.last_seen = now;
+            p.offers_in = p.offers_in.saturating_sub(1);
         }
         let Some(offerer) = swarm.peers.get_mut(&a.to_peer_id) else {
             // The offerer left: nobody to relay to, and nothing the answerer can do.
@@ -873,14 +920,15 @@ impl Registry {
             self.offer_expiry.pop_front();
             let key = (swarm, offerer, offer_id);
             if self.offers.get(&key).is_some_and(|o| o.expires == expires) {
-                self.offers.remove(&key);
+                let o = self.offers.remove(&key).expect("just found");
                 self.stats.offers_expired += 1;
-                if let Some(p) = self
-                    .swarms
-                    .get_mut(&swarm)
-                    .and_then(|s| s.peers.get_mut(&offerer))
-                {
-                    p.pending_offers = p.pending_offers.saturating_sub(1);
+                if let Some(s) = self.swarms.get_mut(&swarm) {
+                    if let Some(p) = s.peers.get_mut(&offerer) {
+                        p.pending_offers = p.pending_offers.saturating_sub(1);
+                    }
+                    if let Some(p) = s.peers.get_mut(&o.to).filter(|p| p.conn == o.to_conn) {
+                        p.offers_in = p.offers_in.saturating_sub(1);
+                    }
                 }
             }
         }
@@ -1022,7 +1070,9 @@ fn rank_candidates(
             random: rng.random(),
         }
     };
-    let eligible = |id: &PeerId, peer: &Peer| *id != me && peer.conn != me_conn;
+    let eligible = |id: &PeerId, peer: &Peer| {
+        *id != me && peer.conn != me_conn && peer.offers_in < config.max_pending_offers_to_peer
+    };
     for i in 0..n {
         if out.len() == config.match_sample {
             break;
@@ -1270,6 +1320,130 @@ mod tests {
             &mut out,
         );
         assert!(matches!(&out[..], [(_, FromTracker::Error(_))]));
+    }
+
+    fn answer(from: u8, to: u8, offer_id: OfferId) -> Answer {
+        Answer {
+            info_hash: SWARM,
+            peer_id: pid(from),
+            to_peer_id: pid(to),
+            offer_id,
+            answer: SessionDescription::answer("x"),
+            ext: None,
+        }
+    }
+
+    #[test]
+    fn a_client_taking_the_peer_id_of_one_that_left_cannot_answer_its_offers() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(2), announce(2, 1, None), &mut out);
+        let offer_id = match &out[1] {
+            (ConnId(1), FromTracker::Offer(o)) => o.offer_id,
+            other => panic!("{other:?}"),
+        };
+        // Peer 1 leaves; an impostor announces with its id and answers the offer it saw.
+        r.handle_disconnect(ConnId(1));
+        r.handle_announce(Time::ZERO, ConnId(9), announce(1, 0, None), &mut out);
+        out.clear();
+        r.handle_answer(Time::ZERO, ConnId(9), answer(1, 2, offer_id), &mut out);
+        assert!(
+            matches!(&out[..], [(ConnId(9), FromTracker::Error(e))] if e.failure_reason == Rejection::UnknownOffer.reason()),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn offers_pending_to_one_peer_are_capped() {
+        let mut r = registry(RegistryConfig {
+            max_pending_offers_to_peer: 2,
+            ..RegistryConfig::default()
+        });
+        let mut out = Vec::new();
+        // The victim, then offerers whose only candidate is the victim (each offerer's own
+        // offers go to the victim and to the offerers before it).
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        for peer in 2..=4 {
+            r.handle_announce(
+                Time::ZERO,
+                ConnId(u64::from(peer)),
+                announce(peer, 0, None),
+                &mut out,
+            );
+        }
+        out.clear();
+        let mut to_victim = Vec::new();
+        for peer in 2..=4 {
+            r.handle_announce(
+                Time::ZERO,
+                ConnId(u64::from(peer)),
+                announce(peer, 3, None),
+                &mut out,
+            );
+            for (c, m) in out.drain(..) {
+                if let (ConnId(1), FromTracker::Offer(o)) = (c, m) {
+                    to_victim.push((o.peer_id, o.offer_id));
+                }
+            }
+        }
+        assert_eq!(
+            to_victim.len(),
+            2,
+            "offers relayed to the victim: {to_victim:?}"
+        );
+        // Its answer makes room for one more.
+        let (offerer, offer_id) = to_victim[0];
+        r.handle_answer(
+            Time::ZERO,
+            ConnId(1),
+            answer(1, offerer.0[0], offer_id),
+            &mut out,
+        );
+        assert!(matches!(&out[..], [(_, FromTracker::Answer(_))]), "{out:?}");
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(4), announce(4, 3, None), &mut out);
+        assert_eq!(
+            offers_to(&out).iter().filter(|c| **c == ConnId(1)).count(),
+            1
+        );
+        // Expired offers make room too.
+        out.clear();
+        let later = Time::ZERO + RegistryConfig::default().offer_ttl + Duration::from_secs(1);
+        r.handle_timeout(later);
+        r.handle_announce(later, ConnId(2), announce(2, 3, None), &mut out);
+        assert_eq!(
+            offers_to(&out).iter().filter(|c| **c == ConnId(1)).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_connection_has_one_peer_per_swarm() {
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(2, 0, None), &mut out);
+        assert!(
+            matches!(&out[..], [(_, FromTracker::Error(e))] if e.failure_reason == Rejection::SecondPeer.reason()),
+            "{out:?}"
+        );
+        assert_eq!(r.swarm_len(&SWARM), 1);
+        // After `stopped`, the connection may come back under another id.
+        let stop = Announce {
+            event: Some(AnnounceEvent::Stopped),
+            ..announce(1, 0, None)
+        };
+        r.handle_announce(Time::ZERO, ConnId(1), stop, &mut out);
+        out.clear();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(2, 0, None), &mut out);
+        assert!(
+            matches!(&out[..], [(_, FromTracker::AnnounceResponse(_))]),
+            "{out:?}"
+        );
+        assert_eq!(r.stats().rejected(Rejection::SecondPeer), 1);
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //! A token is hex text of
 //!
 //! ```text
-//! version (01) | swarm (20) | expires (u64 BE, Unix seconds) | flags (u8: bit 0 = bound to a peer)
-//!   | [peer id (20) if bound] | signature (64)
+//! version (01) | swarm (20) | expires (u64 BE, Unix seconds)
+//!   | flags (u8: bit 0 = bound to a peer, bit 1 = seed) | [peer id (20) if bound] | signature (64)
 //! signature = Ed25519(key, "swarmcdn/join-token/v1" 00 ‖ every byte before the signature)
 //! ```
 //!
-//! Clients send it in the `token` field of the `swarmcdn` announce extension.
+//! Clients send it in the `token` field of the `swarmcdn` announce extension. A seed token (flag
+//! bit 1, or any token for the all-zero swarm id, which admits to every swarm) also lets its
+//! holder announce with the role `seed`: the role puts a peer into every viewer's offers in a
+//! thin swarm, so a tracker requiring tokens grants it only to the operator's seeds.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
@@ -48,6 +51,9 @@ pub enum TokenError {
     /// Bound to another peer.
     #[error("join token is for another peer")]
     WrongPeer,
+    /// An announce with the role `seed` and a token that does not grant it.
+    #[error("the seed role needs a seed token")]
+    NotSeed,
 }
 
 /// What a token grants.
@@ -59,7 +65,12 @@ pub struct JoinToken {
     pub expires: u64,
     /// The only peer id that may use it, if bound.
     pub peer: Option<PeerId>,
+    /// Its holder may announce with the role `seed`.
+    pub seed: bool,
 }
+
+const FLAG_BOUND: u8 = 1;
+const FLAG_SEED: u8 = 2;
 
 impl JoinToken {
     fn body(&self) -> Vec<u8> {
@@ -67,12 +78,13 @@ impl JoinToken {
         b.push(VERSION);
         b.extend_from_slice(&self.swarm.0);
         b.extend_from_slice(&self.expires.to_be_bytes());
+        let seed = if self.seed { FLAG_SEED } else { 0 };
         match self.peer {
             Some(p) => {
-                b.push(1);
+                b.push(FLAG_BOUND | seed);
                 b.extend_from_slice(&p.0);
             }
-            None => b.push(0),
+            None => b.push(seed),
         }
         b
     }
@@ -127,6 +139,11 @@ impl JoinToken {
         Ok(token)
     }
 
+    /// Whether it lets its holder announce as a seed: a seed token, or one for every swarm.
+    pub fn grants_seed(&self) -> bool {
+        self.seed || self.swarm == SwarmId([0; 20])
+    }
+
     fn parse_body(b: &[u8]) -> Result<Self, TokenError> {
         let (&version, rest) = b.split_first().ok_or(TokenError::Malformed)?;
         if version != VERSION {
@@ -137,15 +154,19 @@ impl JoinToken {
             .ok_or(TokenError::Malformed)?;
         let (expires, rest) = rest.split_first_chunk::<8>().ok_or(TokenError::Malformed)?;
         let (&flags, rest) = rest.split_first().ok_or(TokenError::Malformed)?;
-        let peer = match (flags, rest.len()) {
-            (0, 0) => None,
-            (1, 20) => Some(PeerId(rest.try_into().expect("length checked"))),
+        if flags & !(FLAG_BOUND | FLAG_SEED) != 0 {
+            return Err(TokenError::Malformed);
+        }
+        let peer = match (flags & FLAG_BOUND != 0, rest.len()) {
+            (false, 0) => None,
+            (true, 20) => Some(PeerId(rest.try_into().expect("length checked"))),
             _ => return Err(TokenError::Malformed),
         };
         Ok(Self {
             swarm: SwarmId(*swarm),
             expires: u64::from_be_bytes(*expires),
             peer,
+            seed: flags & FLAG_SEED != 0,
         })
     }
 }
@@ -170,6 +191,7 @@ mod tests {
             swarm: s,
             expires: 1000,
             peer: None,
+            seed: false,
         };
         let text = t.sign(&SECRET);
         assert_eq!(JoinToken::verify(&text, &[key()], 999, &s, &p), Ok(t));
@@ -205,6 +227,37 @@ mod tests {
         assert_eq!(
             JoinToken::verify(&text, &[key()], 0, &s, &PeerId([3; 20])),
             Err(TokenError::WrongPeer)
+        );
+        assert!(!bound.grants_seed());
+
+        // The seed flag, with and without a peer, is signed like the rest.
+        for peer in [None, Some(p)] {
+            let seed = JoinToken {
+                seed: true,
+                peer,
+                ..t
+            };
+            let text = seed.sign(&SECRET);
+            let got = JoinToken::verify(&text, &[key()], 0, &s, &p).unwrap();
+            assert!(got.seed && got.grants_seed());
+            let mut bytes = hex::decode(&text).unwrap();
+            bytes[29] &= !2;
+            assert_eq!(
+                JoinToken::verify(&hex::encode(bytes), &[key()], 0, &s, &p),
+                Err(TokenError::BadSignature)
+            );
+        }
+        let any = JoinToken {
+            swarm: SwarmId([0; 20]),
+            ..t
+        };
+        assert!(any.grants_seed());
+        // Unknown flags are refused.
+        let mut bytes = hex::decode(t.sign(&SECRET)).unwrap();
+        bytes[29] = 4;
+        assert_eq!(
+            JoinToken::verify(&hex::encode(bytes), &[key()], 0, &s, &p),
+            Err(TokenError::Malformed)
         );
     }
 

@@ -278,10 +278,17 @@ fn join_tokens_let_their_holders_into_the_swarm_and_no_one_else() {
         swarm,
         expires: now + 3600,
         peer: None,
+        seed: false,
+    };
+    // The seed's token grants the seed role (a viewer's would be refused for it).
+    let seed_token = JoinToken {
+        seed: true,
+        ..token
     }
     .sign(&secret);
+    let token = token.sign(&secret);
 
-    let (mut seed, metrics) = h.seed_with("seed", &format!("token = {token:?}\n"));
+    let (mut seed, metrics) = h.seed_with("seed", &format!("token = {seed_token:?}\n"));
     std::thread::sleep(Duration::from_secs(2));
     let mut holder = h.viewer("holder", 20, &["--token", &token]);
     let mut stranger = h.viewer("stranger", 20, &[]);

@@ -26,9 +26,11 @@ test('a page holding a join token joins the swarm; a page without one plays from
     if (swarmId === null) swarmId = '';
     probe.child.kill('SIGTERM');
     assert.ok(swarmId, 'the probe seed never loaded the stream');
-    const token = execFileSync(bin('swarmcdn-tracker'), ['token', '--swarm', swarmId],
+    const mint = (...extra) => execFileSync(bin('swarmcdn-tracker'), ['token', '--swarm', swarmId, ...extra],
       { env: { ...process.env, SWARMCDN_TOKEN_SECRET: secret } }).toString().trim();
-    await s.startSeed(`token = "${token}"\n`);
+    // The seed's token grants the seed role; the pages' do not.
+    const token = mint();
+    await s.startSeed(`token = "${mint('--seed')}"\n`);
     await sleep(2_000);
     const holder = `${s.pageUrl()}&token=${token}`;
     const { pages, consoles } = await openPages(s, 2, holder);

@@ -94,8 +94,9 @@ pub struct Limits {
     pub message_burst: u32,
     /// Open connections at most; more are refused with HTTP 503. Default 100000.
     pub max_connections: usize,
-    /// Open connections per IP address at most; more are refused with HTTP 429. Default 64
-    /// (households and offices share an address).
+    /// Open connections per IP address at most (per /64 prefix for IPv6, as a host usually
+    /// holds a whole /64); more are refused with HTTP 429. Default 64 (households and offices
+    /// share an address).
     pub max_connections_per_ip: usize,
     /// Messages queued to one connection before it is dropped as too slow. Default 256.
     pub outgoing_queue: usize,
@@ -109,6 +110,10 @@ pub struct Limits {
     /// upgrade or a `/metrics` request) before it is closed, so idle sockets cannot pile up
     /// unaccounted (slowloris). Default 10 s.
     pub header_timeout_ms: u64,
+    /// A WebSocket connection that has not announced (nor gone on standby) this long after
+    /// its upgrade is closed (code 1008), so that silent connections cannot hold slots. 0 turns
+    /// it off. Default 30 s.
+    pub join_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -123,6 +128,7 @@ impl Default for Limits {
             write_timeout_ms: 10_000,
             shutdown_grace_ms: 2000,
             header_timeout_ms: 10_000,
+            join_timeout_ms: 30_000,
         }
     }
 }
@@ -142,10 +148,13 @@ pub struct SwarmConfig {
     pub max_offers_per_announce: usize,
     /// Peers per swarm (new peers are refused beyond). Default 100000.
     pub max_peers_per_swarm: usize,
-    /// Swarms one connection may join. Default 64.
+    /// Swarms one connection may join (with one peer id in each). Default 64.
     pub max_swarms_per_connection: usize,
     /// Offers of one peer pending at once. Default 50.
     pub max_pending_offers_per_peer: usize,
+    /// Offers to one peer pending its answer at once; a peer with this many is not offered
+    /// more until it answers or they expire. Default 64.
+    pub max_pending_offers_to_peer: usize,
     /// Swarms one scrape may name. Default 64.
     pub max_scrape_swarms: usize,
     /// Candidates ranked per announce. Default 64.
@@ -173,6 +182,7 @@ impl Default for SwarmConfig {
             max_peers_per_swarm: r.max_peers_per_swarm,
             max_swarms_per_connection: r.max_swarms_per_conn,
             max_pending_offers_per_peer: r.max_pending_offers_per_peer,
+            max_pending_offers_to_peer: r.max_pending_offers_to_peer,
             max_scrape_swarms: r.max_scrape_swarms,
             match_sample: r.match_sample,
             thin_swarm_viewers: r.thin_swarm_viewers,
@@ -194,6 +204,7 @@ impl SwarmConfig {
             max_peers_per_swarm: self.max_peers_per_swarm,
             max_swarms_per_conn: self.max_swarms_per_connection,
             max_pending_offers_per_peer: self.max_pending_offers_per_peer,
+            max_pending_offers_to_peer: self.max_pending_offers_to_peer,
             max_scrape_swarms: self.max_scrape_swarms,
             match_sample: self.match_sample,
             thin_swarm_viewers: self.thin_swarm_viewers,

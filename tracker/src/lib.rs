@@ -363,6 +363,22 @@ enum Refusal {
     PerIp,
 }
 
+/// What the per-address limit counts by: an IPv4 address (IPv4-mapped IPv6 ones too), or an
+/// IPv6 /64, which one host or one home usually holds whole (counting each address would let
+/// one host open connections without limit).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 /// Holds a connection slot (in total and for its IP address) for as long as it lives.
 struct ConnGuard {
     shared: Arc<Shared>,
@@ -376,6 +392,7 @@ impl ConnGuard {
         if slots.total >= limits.max_connections {
             return Err(Refusal::Total);
         }
+        let ip = address_key(ip);
         let n = slots.per_ip.get(&ip).copied().unwrap_or(0);
         if n >= limits.max_connections_per_ip {
             return Err(Refusal::PerIp);
@@ -434,8 +451,9 @@ impl RateLimit {
     }
 }
 
-/// With tokens required, an announce (other than `stopped`) must carry a valid join token,
-/// and a `seed_standby` one for the all-zero swarm id (standby seeds serve any swarm).
+/// With tokens required, an announce (other than `stopped`) must carry a valid join token (a
+/// seed token if it claims the role `seed`), and a `seed_standby` one for the all-zero swarm
+/// id (standby seeds serve any swarm).
 fn check_token(shared: &Shared, msg: &ToTracker) -> Result<(), swarmcdn_core::token::TokenError> {
     use swarmcdn_core::token::{JoinToken, TokenError};
     use swarmcdn_core::tracker_proto::AnnounceEvent;
@@ -466,15 +484,26 @@ fn check_token(shared: &Shared, msg: &ToTracker) -> Result<(), swarmcdn_core::to
         .as_ref()
         .and_then(|e| e.token.as_deref())
         .ok_or(TokenError::Missing)?;
-    match JoinToken::verify(token, &shared.token_keys, now, &a.info_hash, &a.peer_id) {
+    let granted = match JoinToken::verify(token, &shared.token_keys, now, &a.info_hash, &a.peer_id)
+    {
         // A token for the all-zero swarm (the seeds' standby token) admits to every swarm: a
         // seed a tracker asks to join a stream announces there with it.
         Err(TokenError::WrongSwarm) => {
             let any_swarm = swarmcdn_core::ids::SwarmId([0; 20]);
-            JoinToken::verify(token, &shared.token_keys, now, &any_swarm, &a.peer_id).map(drop)
+            JoinToken::verify(token, &shared.token_keys, now, &any_swarm, &a.peer_id)
         }
-        other => other.map(drop),
+        other => other,
+    }?;
+    // The seed role puts a peer into every viewer's offers in thin swarms and keeps a standby
+    // seed from being asked: only the operator's seeds may claim it.
+    let claims_seed = a
+        .ext
+        .as_ref()
+        .is_some_and(|e| e.role == Some(swarmcdn_core::tracker_proto::Role::Seed));
+    if claims_seed && !granted.grants_seed() {
+        return Err(TokenError::NotSeed);
     }
+    Ok(())
 }
 
 /// Why a write to a client did not complete.
@@ -574,6 +603,14 @@ fn on_text(shared: &Shared, text: &str) -> Step {
     let m = &shared.metrics;
     m.messages_in.fetch_add(1, Ordering::Relaxed);
     match ToTracker::from_json_str(text) {
+        // With tokens required, swarm ids are secrets of their viewers: a scrape must name
+        // them (it may learn counts of a swarm it knows, not which swarms exist).
+        Ok(ToTracker::Scrape(s)) if s.info_hashes.is_empty() && shared.config.tokens.required => {
+            m.reject("scrape_all");
+            Step::Send(failure_frame(
+                "a scrape must name its swarms on this tracker".into(),
+            ))
+        }
         Ok(msg) => match check_token(shared, &msg) {
             Ok(()) => Step::Forward(Box::new(msg)),
             Err(e) => {
@@ -624,6 +661,13 @@ async fn serve_ws<S>(
     let mut ws = ws;
     let WsConn { io, decoder } = &mut *ws;
     let mut rate = RateLimit::new(limits.messages_per_second, limits.message_burst);
+    // Until the client announces: boxed, and dropped after, so that it costs idle connections
+    // nothing.
+    let mut join_deadline = (limits.join_timeout_ms > 0).then(|| {
+        Box::pin(tokio::time::sleep(Duration::from_millis(
+            limits.join_timeout_ms,
+        )))
+    });
     // Each turn decides a step without awaiting, then awaits only the step: the decoded
     // message and its errors never live across an await, so they do not size the state
     // every idle connection task keeps.
@@ -641,10 +685,24 @@ async fn serve_ws<S>(
             () = shutdown.cancelled() => {
                 Step::Close(close_code::AWAY, "tracker shutting down", "shutdown")
             }
+            () = async { join_deadline.as_mut().expect("guarded").await }, if join_deadline.is_some() => {
+                m.reject("no_announce");
+                Step::Close(close_code::POLICY, "no announce", "no announce")
+            }
         };
         match step {
             Step::Nothing => {}
             Step::Forward(msg) => {
+                let joins = match &*msg {
+                    ToTracker::Announce(a) => {
+                        a.event != Some(swarmcdn_core::tracker_proto::AnnounceEvent::Stopped)
+                    }
+                    ToTracker::Standby(_) => true,
+                    _ => false,
+                };
+                if joins {
+                    join_deadline = None;
+                }
                 // Boxed, as `write`: a channel send waiting for room is large.
                 let send = Box::pin(worker_tx.send(ToWorker::Message { conn, msg }));
                 if send.await.is_err() {
@@ -696,4 +754,20 @@ async fn serve_ws<S>(
     outbox.close();
     m.connections.fetch_sub(1, Ordering::Relaxed);
     let _ = Box::pin(worker_tx.send(ToWorker::Close { conn })).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_count_by_ipv4_address_or_ipv6_slash_64() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ee:dd:cc"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2::"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 }

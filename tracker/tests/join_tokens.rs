@@ -1,13 +1,14 @@
 //! With join tokens required, an announce needs a valid token for its swarm (or for the
 //! all-zero swarm: a seed's standby token): missing, expired, forged, other-swarm and
-//! other-peer tokens are refused with a failure reason.
+//! other-peer tokens are refused with a failure reason, and so is the seed role without a seed
+//! token.
 
 mod common;
 
 use common::*;
 use swarmcdn_core::integrity::DigestSigner;
 use swarmcdn_core::token::JoinToken;
-use swarmcdn_core::tracker_proto::{AnnounceEvent, FromTracker, PeerInfo, ToTracker};
+use swarmcdn_core::tracker_proto::{AnnounceEvent, FromTracker, PeerInfo, Role, ToTracker};
 use swarmcdn_tracker::Config;
 
 const SECRET: [u8; 32] = [8; 32];
@@ -49,6 +50,7 @@ async fn announces_need_a_valid_token() {
         swarm: swarm(1),
         expires: now() + 60,
         peer: None,
+        seed: false,
     };
     let expired = JoinToken {
         expires: now() - 1,
@@ -100,6 +102,34 @@ async fn announces_need_a_valid_token() {
     c.send(&with_token(1, 1, Some(bound.sign(&SECRET)))).await;
     assert!(matches!(c.recv().await, FromTracker::AnnounceResponse(_)));
 
+    // The seed role needs a seed token (or one for every swarm).
+    let as_seed = |token: &JoinToken| {
+        let ToTracker::Announce(mut a) = with_token(1, 1, Some(token.sign(&SECRET))) else {
+            unreachable!()
+        };
+        a.ext.as_mut().unwrap().role = Some(Role::Seed);
+        ToTracker::Announce(a)
+    };
+    c.send(&as_seed(&valid)).await;
+    assert!(refused(c.recv().await).contains("seed token"));
+    c.send(&as_seed(&JoinToken {
+        seed: true,
+        ..valid
+    }))
+    .await;
+    assert!(matches!(c.recv().await, FromTracker::AnnounceResponse(_)));
+    c.send(&as_seed(&any_swarm)).await;
+    assert!(matches!(c.recv().await, FromTracker::AnnounceResponse(_)));
+
+    // Swarm ids are secret: a scrape must name its swarms.
+    c.send(&ToTracker::Scrape(Default::default())).await;
+    assert!(refused(c.recv().await).contains("name its swarms"));
+    c.send(&ToTracker::Scrape(swarmcdn_core::tracker_proto::Scrape {
+        info_hashes: vec![swarm(1)],
+    }))
+    .await;
+    assert!(matches!(c.recv().await, FromTracker::Scrape(_)));
+
     // Leaving needs no token.
     let ToTracker::Announce(mut stop) = announce(1, 1, 0) else {
         unreachable!()
@@ -145,6 +175,7 @@ async fn standby_seeds_need_a_token_and_get_demands() {
         swarm: swarm(1),
         expires: now() + 60,
         peer: None,
+        seed: false,
     };
     seed.send(&standby(Some(one_swarm.sign(&SECRET)))).await;
     assert!(matches!(seed.recv().await, FromTracker::Error(_)));

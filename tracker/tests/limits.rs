@@ -209,6 +209,75 @@ async fn swarm_limits_refuse_with_a_failure_reason() {
 }
 
 #[tokio::test]
+async fn a_connection_has_one_peer_id_per_swarm() {
+    let server = start(Config::default()).await;
+    let mut a = Client::connect(server.addr).await;
+    a.send(&announce(1, 1, 0)).await;
+    assert!(matches!(a.recv().await, FromTracker::AnnounceResponse(_)));
+    a.send(&announce(1, 2, 0)).await;
+    let FromTracker::Error(e) = a.recv().await else {
+        panic!("a second peer id in the swarm")
+    };
+    assert!(
+        e.failure_reason.contains("already has a peer"),
+        "{}",
+        e.failure_reason
+    );
+    // Another swarm is fine.
+    a.send(&announce(2, 2, 0)).await;
+    assert!(matches!(a.recv().await, FromTracker::AnnounceResponse(_)));
+}
+
+#[tokio::test]
+async fn offers_pending_to_one_peer_are_capped() {
+    let server = start(config(|c| c.swarm.max_pending_offers_to_peer = 3)).await;
+    // The victim never answers; each offerer's only other candidates are offerers.
+    let mut victim = Client::connect(server.addr).await;
+    victim.send(&announce(1, 1, 0)).await;
+    let _ = victim.recv().await;
+    let mut offerers = Vec::new();
+    for p in 10..16 {
+        let mut c = Client::connect(server.addr).await;
+        c.send(&announce(1, p, 0)).await;
+        let _ = c.recv().await;
+        offerers.push(c);
+    }
+    for (i, c) in offerers.iter_mut().enumerate() {
+        c.send(&announce(1, 10 + i as u8, 10)).await;
+    }
+    let mut offers = 0;
+    while !victim.silent().await {
+        offers += 1;
+    }
+    assert_eq!(
+        offers, 3,
+        "6 offerers, 3 offers pending to the victim at most"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_never_announces_is_closed() {
+    let server = start(config(|c| c.limits.join_timeout_ms = 300)).await;
+    let mut silent = Client::connect(server.addr).await;
+    let mut scraper = Client::connect(server.addr).await;
+    let mut member = Client::connect(server.addr).await;
+    member.send(&announce(1, 1, 0)).await;
+    assert!(matches!(
+        member.recv().await,
+        FromTracker::AnnounceResponse(_)
+    ));
+    // Scrapes do not count as joining.
+    scraper.send(&ToTracker::Scrape(Default::default())).await;
+    assert!(matches!(scraper.recv().await, FromTracker::Scrape(_)));
+    for c in [&mut silent, &mut scraper] {
+        let frame = c.closed().await.expect("a close frame");
+        assert_eq!(frame.code, CloseCode::Policy);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    still_works(server.addr, &mut member, 1, 1).await;
+}
+
+#[tokio::test]
 async fn offers_per_announce_are_capped() {
     let server = start(config(|c| c.swarm.max_offers_per_announce = 2)).await;
     let mut others = Vec::new();

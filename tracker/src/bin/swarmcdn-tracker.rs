@@ -49,6 +49,10 @@ enum Cmd {
         /// Bind it to this peer id (40 hex digits).
         #[arg(long)]
         peer: Option<String>,
+        /// A seed token: its holder may announce with the role `seed` (the operator's seeds).
+        /// A token for the all-zero swarm id grants it anyway.
+        #[arg(long)]
+        seed: bool,
     },
 }
 
@@ -74,6 +78,7 @@ fn command(cmd: Cmd) -> anyhow::Result<()> {
             swarm,
             ttl,
             peer,
+            seed,
         } => {
             let mut key = [0u8; 32];
             hex::decode_to_slice(secret.trim(), &mut key).context("--secret: 64 hex digits")?;
@@ -84,6 +89,7 @@ fn command(cmd: Cmd) -> anyhow::Result<()> {
                     .map(|p| p.parse())
                     .transpose()
                     .context("--peer: 40 hex digits")?,
+                seed,
             };
             println!("{}", token.sign(&key));
         }
