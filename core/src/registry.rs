@@ -258,6 +258,14 @@ pub struct RegistryStats {
 }
 
 impl RegistryStats {
+    /// A peer left its swarm.
+    fn forget(&mut self, p: &Peer) {
+        self.peers -= 1;
+        if p.is_seed() {
+            self.seeds -= 1;
+        }
+    }
+
     /// The count of one kind of rejection.
     pub fn rejected(&self, r: Rejection) -> u64 {
         self.rejections[r.index()]
@@ -417,12 +425,19 @@ impl Registry {
         &self.config
     }
 
-    /// Counters and gauges.
+    /// Counters and gauges, in constant time (peers and seeds are counted as they come and
+    /// go: `/metrics` must not walk every swarm on the worker).
     pub fn stats(&self) -> RegistryStats {
+        debug_assert_eq!(
+            self.stats.peers,
+            self.swarms.values().map(|s| s.peers.len()).sum::<usize>()
+        );
+        debug_assert_eq!(
+            self.stats.seeds,
+            self.swarms.values().map(|s| s.seeds.len()).sum::<usize>()
+        );
         RegistryStats {
             swarms: self.swarms.len(),
-            peers: self.swarms.values().map(|s| s.peers.len()).sum(),
-            seeds: self.swarms.values().map(|s| s.seeds.len()).sum(),
             pending_offers: self.offers.len(),
             standby_seeds: self.standby.len(),
             ..self.stats.clone()
@@ -578,8 +593,10 @@ impl Registry {
                 if was_seed != is_seed {
                     if is_seed {
                         swarm.seeds.push(a.peer_id);
+                        self.stats.seeds += 1;
                     } else {
                         swarm.seeds.retain(|s| *s != a.peer_id);
+                        self.stats.seeds -= 1;
                     }
                 }
             }
@@ -612,7 +629,9 @@ impl Registry {
                 };
                 if peer.is_seed() {
                     swarm.seeds.push(a.peer_id);
+                    self.stats.seeds += 1;
                 }
+                self.stats.peers += 1;
                 if seeder {
                     swarm.complete += 1;
                 }
@@ -892,8 +911,10 @@ impl Registry {
         };
         for (swarm_id, peer_id) in entries {
             if let Some(swarm) = self.swarms.get_mut(&swarm_id) {
-                if swarm.peers.get(&peer_id).is_some_and(|p| p.conn == conn) {
-                    swarm.remove(&peer_id);
+                if swarm.peers.get(&peer_id).is_some_and(|p| p.conn == conn)
+                    && let Some(p) = swarm.remove(&peer_id)
+                {
+                    self.stats.forget(&p);
                 }
                 if swarm.peers.is_empty() {
                     self.swarms.remove(&swarm_id);
@@ -958,14 +979,18 @@ impl Registry {
                 .collect();
             for id in stale {
                 if let Some(p) = swarm.remove(&id) {
-                    expired.push((p.conn, *swarm_id, id));
+                    expired.push((p.conn, *swarm_id, id, p.is_seed()));
                 }
             }
             debug_assert!(swarm.peers.len() <= before);
             !swarm.peers.is_empty()
         });
         self.stats.peers_expired += expired.len() as u64;
-        for (conn, swarm_id, peer_id) in expired {
+        for (conn, swarm_id, peer_id, seed) in expired {
+            self.stats.peers -= 1;
+            if seed {
+                self.stats.seeds -= 1;
+            }
             if let Some(entries) = self.conns.get_mut(&conn) {
                 entries.retain(|e| *e != (swarm_id, peer_id));
                 if entries.is_empty() {
@@ -982,7 +1007,9 @@ impl Registry {
         if swarm.peers.get(&peer_id).is_none_or(|p| p.conn != conn) {
             return;
         }
-        swarm.remove(&peer_id);
+        if let Some(p) = swarm.remove(&peer_id) {
+            self.stats.forget(&p);
+        }
         if swarm.peers.is_empty() {
             self.swarms.remove(&swarm_id);
         }
@@ -1417,6 +1444,54 @@ mod tests {
             offers_to(&out).iter().filter(|c| **c == ConnId(1)).count(),
             1
         );
+    }
+
+    #[test]
+    fn peer_and_seed_counts_follow_every_way_in_and_out() {
+        // `stats()` checks its running counts against a walk of the swarms (debug builds).
+        let mut r = registry(RegistryConfig::default());
+        let mut out = Vec::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut now = Time::ZERO;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let peer = (x % 12) as u8 + 1;
+            let conn = ConnId(u64::from(peer % 6));
+            let swarm = SwarmId([(x >> 8) as u8 % 3; 20]);
+            let role = if (x >> 16).is_multiple_of(3) {
+                Role::Seed
+            } else {
+                Role::Viewer
+            };
+            match (x >> 24) % 8 {
+                0 => {
+                    let stop = Announce {
+                        event: Some(AnnounceEvent::Stopped),
+                        ..Announce::new(swarm, pid(peer))
+                    };
+                    r.handle_announce(now, conn, stop, &mut out);
+                }
+                1 => r.handle_disconnect(conn),
+                2 => {
+                    now += Duration::from_secs(40);
+                    r.handle_timeout(now);
+                }
+                _ => {
+                    let a = Announce {
+                        ext: Some(PeerInfo {
+                            role: Some(role),
+                            ..PeerInfo::default()
+                        }),
+                        ..Announce::new(swarm, pid(peer))
+                    };
+                    r.handle_announce(now, conn, a, &mut out);
+                }
+            }
+            out.clear();
+            let _ = r.stats();
+        }
     }
 
     #[test]
