@@ -50,3 +50,42 @@ test('a page whose offers nobody answers uses the ICE servers given and keeps no
     await s.close();
   }
 });
+
+test('an origin response that stalls is given up before the player times out', { timeout: 240_000 }, async () => {
+  const s = await swarm({ seed: false });
+  try {
+    // The fourth media segment's first request gets no response at all; every other request
+    // goes through.
+    let seen = 0;
+    let hung = null;
+    const { pages, consoles } = await openPages(s, 1, s.pageUrl(false), 0, async (page) => {
+      await page.route(/\/live\/[^/]+\/seg-\d+\.m4s/, (route) => {
+        seen += 1;
+        if (seen === 4 && hung === null) {
+          hung = new URL(route.request().url()).pathname;
+          return; // never answered
+        }
+        return route.continue();
+      });
+    });
+    const page = pages[0];
+    await sleep(40_000);
+    const t = await page.evaluate(() => ({
+      trace: window.swarm.trace, segments: window.swarm.segments.map((x) => x.url),
+      time: window.telemetry.currentTime, errors: window.telemetry.errors, stalls: window.telemetry.stalls,
+    }));
+    console.log(`hung ${hung}; played ${t.time.toFixed(1)} s, stalls ${t.stalls}; loader: ${t.trace.filter((x) => !x.startsWith('load') && !x.startsWith('done')).join(', ') || 'no timeout, failure or abort'}`);
+    assert.ok(hung, 'no request was held: the test proves nothing');
+    assert.deepEqual(t.errors, [], 'fatal errors');
+    // The client gave the stalled response up itself, and playback went on past it (hls.js
+    // then takes that segment from another rendition, or skips it on a live stream).
+    assert.ok(t.trace.some((x) => x.includes('no response for 10 s')), 'the stalled response was never given up');
+    const sn = (u) => Number(/seg-(\d+)\.m4s/.exec(u)[1]);
+    assert.ok(t.segments.some((u) => sn(u) > sn(hung) + 3), 'playback did not go on past the held segment');
+    assert.ok(!t.trace.some((x) => x.startsWith('timeout')), 'hls.js\'s loader timed out: the client waited on the stalled response');
+    assert.ok(t.time > 25, `played only ${t.time} s`);
+    assert.equal(consoles.length, 0, consoles.join('\n'));
+  } finally {
+    await s.close();
+  }
+});

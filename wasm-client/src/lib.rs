@@ -19,8 +19,8 @@ use swarmcdn_core::ids::{PeerId, RenditionAttributes, RenditionId, StreamKey, Sw
 use swarmcdn_core::integrity::{PublicKey, TrustedKeys};
 use swarmcdn_core::master;
 use swarmcdn_core::node::{
-    Event, FetchError, FetchId, HttpTarget, IntegrityMode, Node, NodeConfig, NodeRole, PeerEvent,
-    PlayerRequestId, PlayerState, Playlist, SegmentMeta, Transmit,
+    Event, FetchError, FetchId, HttpTarget, IntegrityMode, MAX_SEGMENT_BYTES, Node, NodeConfig,
+    NodeRole, PeerEvent, PlayerRequestId, PlayerState, Playlist, SegmentMeta, Transmit,
 };
 use swarmcdn_core::time::Time;
 use swarmcdn_core::tracker_proto::{
@@ -1163,6 +1163,27 @@ fn transmit(rc: &Shared, t: Transmit) {
     }
 }
 
+/// How long an origin request may wait for its response head, and for each piece of its body
+/// (ms), as the seed node's default timeouts.
+const HTTP_TIMEOUT_MS: i32 = 10_000;
+
+/// `promise`'s outcome, or `None` if it has not settled after `ms`.
+async fn within(promise: Promise, ms: i32) -> Option<Result<JsValue, JsValue>> {
+    let expired = Object::new();
+    let timer = {
+        let expired = expired.clone();
+        Promise::new(&mut |resolve, _| {
+            let _ = window()
+                .set_timeout_with_callback_and_timeout_and_arguments_1(&resolve, ms, &expired);
+        })
+    };
+    let race = Promise::race(&Array::of2(&promise, &timer));
+    match JsFuture::from(race).await {
+        Ok(v) if Object::is(&v, &expired) => None,
+        other => Some(other),
+    }
+}
+
 /// Fetches a segment (or `range` of it, relative to the segment, within the playlist's byte
 /// range `base`): the offset of the bytes within the segment, the segment's length if known,
 /// and the bytes.
@@ -1188,19 +1209,55 @@ async fn fetch(
             .map_err(net)?;
     }
     init.set_headers(&headers);
-    let resp: Response = JsFuture::from(window().fetch_with_str_and_init(url, &init))
-        .await
-        .map_err(net)?
-        .dyn_into()
-        .map_err(net)?;
+    // A stalled origin must not hold a segment until the player gives up: the response head
+    // and each piece of the body have `HTTP_TIMEOUT_MS` each, as in the seed node.
+    let timed_out = || {
+        abort.abort();
+        FetchError::Network(format!("no response for {} s", HTTP_TIMEOUT_MS / 1000))
+    };
+    let resp: Response = within(
+        window().fetch_with_str_and_init(url, &init),
+        HTTP_TIMEOUT_MS,
+    )
+    .await
+    .ok_or_else(timed_out)?
+    .map_err(net)?
+    .dyn_into()
+    .map_err(net)?;
     let status = resp.status();
     if status != 200 && status != 206 {
         return Err(FetchError::Status(status));
     }
-    let buf = JsFuture::from(resp.array_buffer().map_err(net)?)
-        .await
-        .map_err(net)?;
-    let mut data = Bytes::from(Uint8Array::new(&buf).to_vec());
+    let mut body = Vec::new();
+    if let Some(stream) = resp.body() {
+        let reader: web_sys::ReadableStreamDefaultReader = stream
+            .get_reader()
+            .dyn_into()
+            .map_err(|o: Object| net(o.into()))?;
+        loop {
+            let piece = within(reader.read(), HTTP_TIMEOUT_MS)
+                .await
+                .ok_or_else(timed_out)?
+                .map_err(net)?;
+            if Reflect::get(&piece, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+                break;
+            }
+            let value: Uint8Array = Reflect::get(&piece, &"value".into())
+                .map_err(net)?
+                .dyn_into()
+                .map_err(net)?;
+            if body.len() as u64 + u64::from(value.length()) > MAX_SEGMENT_BYTES {
+                abort.abort();
+                return Err(FetchError::BadResponse(format!(
+                    "body longer than {MAX_SEGMENT_BYTES} bytes"
+                )));
+            }
+            let at = body.len();
+            body.resize(at + value.length() as usize, 0);
+            value.copy_to(&mut body[at..]);
+        }
+    }
+    let mut data = Bytes::from(body);
     // A 200 to a ranged request carries the whole resource: cut the range out.
     if status == 200
         && let Some((a, b)) = wanted
