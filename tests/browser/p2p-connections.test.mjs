@@ -17,6 +17,18 @@ test('a page whose offers nobody answers uses the ICE servers given and keeps no
         return new Real(config);
       };
       window.RTCPeerConnection.prototype = Real.prototype;
+      // The order of offers' local descriptions and of the reads of their gathering state.
+      window.pcLog = [];
+      const sld = Real.prototype.setLocalDescription;
+      Real.prototype.setLocalDescription = function (...args) {
+        window.pcLog.push('start');
+        return sld.apply(this, args);
+      };
+      const gathering = Object.getOwnPropertyDescriptor(Real.prototype, 'iceGatheringState');
+      Object.defineProperty(Real.prototype, 'iceGatheringState', {
+        configurable: true,
+        get() { window.pcLog.push('wait'); return gathering.get.call(this); },
+      });
     });
     const url = `${s.pageUrl()}&offerTimeoutMs=4000`;
     // Alone in its swarm, the page's first announce carries offers nobody will answer.
@@ -32,6 +44,14 @@ test('a page whose offers nobody answers uses the ICE servers given and keeps no
     const st = await page.evaluate(() => window.swarm.stats());
     console.log(`peer connections made ${made.length}, held at most ${most}, now ${st.rtcConnections} (offers waiting ${st.offersWaiting})`);
     assert.ok(made.length > 0 && most > 0, 'no offer was made: the test proves nothing');
+    // The first announce's offers all start gathering before the client waits for any (one
+    // after another, each could wait 5 s for an unreachable STUN server).
+    const log = await page.evaluate(() => window.pcLog);
+    const firstWait = log.indexOf('wait');
+    const startsBefore = log.slice(0, firstWait).length;
+    console.log(`offers started before the first wait: ${startsBefore}`);
+    assert.ok(startsBefore > 1, `offers gathered one after another: ${log.slice(0, 20).join(' ')}`);
+    assert.ok(log.slice(0, firstWait).every((e) => e === 'start'));
     // Unanswered for 4 s, the offers' connections are closed.
     assert.equal(st.offersWaiting, 0, 'unanswered offers kept');
     assert.equal(st.rtcConnections, 0, 'their connections kept');

@@ -795,7 +795,8 @@ fn local_sdp(pc: &RtcPeerConnection) -> Option<String> {
     pc.local_description().map(|d| d.sdp())
 }
 
-async fn make_offer(pc: &RtcPeerConnection) -> Result<String, JsValue> {
+/// Creates an offer and sets it as the local description, which starts ICE gathering.
+async fn start_offer(pc: &RtcPeerConnection) -> Result<(), JsValue> {
     let offer = JsFuture::from(pc.create_offer()).await?;
     let sdp = Reflect::get(&offer, &"sdp".into())?
         .as_string()
@@ -803,8 +804,7 @@ async fn make_offer(pc: &RtcPeerConnection) -> Result<String, JsValue> {
     let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
     init.set_sdp(&sdp);
     JsFuture::from(pc.set_local_description(&init)).await?;
-    gathered(pc).await;
-    local_sdp(pc).ok_or_else(|| err("no local description"))
+    Ok(())
 }
 
 async fn make_answer(pc: &RtcPeerConnection, offer: String) -> Result<String, JsValue> {
@@ -932,25 +932,35 @@ fn transmit(rc: &Shared, t: Transmit) {
             let weak = Rc::downgrade(rc);
             let rc2 = rc.clone();
             spawn_local(async move {
-                let mut made = Vec::new();
+                // Every offer's ICE gathering starts before any is waited for: they gather
+                // at once (with an unreachable STUN server, each waits the 5 s cap).
+                let mut started = Vec::new();
                 for _ in 0..offers {
                     let conn = {
                         let mut i = rc2.borrow_mut();
                         i.next_conn += 1;
                         i.next_conn
                     };
-                    let Ok((pc, mut closures)) = new_pc(&rc2, conn) else {
+                    let Ok((pc, closures)) = new_pc(&rc2, conn) else {
                         continue;
                     };
                     let init = RtcDataChannelInit::new();
                     init.set_ordered(true);
                     let dc = pc.create_data_channel_with_data_channel_dict("swarmcdn", &init);
-                    match make_offer(&pc).await {
-                        Ok(sdp) => {
+                    match start_offer(&pc).await {
+                        Ok(()) => started.push((conn, pc, dc, closures)),
+                        Err(_) => pc.close(),
+                    }
+                }
+                let mut made = Vec::new();
+                for (conn, pc, dc, mut closures) in started {
+                    gathered(&pc).await;
+                    match local_sdp(&pc) {
+                        Some(sdp) => {
                             closures.extend(attach_channel(&rc2, conn, &dc));
                             made.push((conn, pc, dc, closures, sdp));
                         }
-                        Err(_) => pc.close(),
+                        None => pc.close(),
                     }
                 }
                 drop(rc2);
