@@ -170,7 +170,8 @@ pub struct NodeConfig {
     /// for new ones (each announce brings at most `offers_per_announce`). Never shorter than
     /// the tracker's `min interval`. Default 15 s.
     pub refill_interval: Duration,
-    /// A connection that does not open within this time is given up. Default 15 s.
+    /// A connection that does not open within this time, or whose DataChannel brings no
+    /// handshake within this time of opening, is given up. Default 15 s.
     pub connect_timeout: Duration,
     /// Upload limits. Default: on, 4 slots for viewers (64 for seeds), no rate cap, no volume
     /// budget, 4 queued requests per neighbour.
@@ -584,8 +585,10 @@ pub struct NodeStats {
 enum Conn {
     /// Signaling under way; the DataChannel is not open yet.
     Connecting { since: Time },
-    /// Open; `session` is set once both handshakes are in.
-    Open { session: Option<Session> },
+    /// The DataChannel opened (at `since`) and our handshake went out; theirs has not come.
+    Opening { since: Time },
+    /// Both handshakes are in.
+    Open { session: Session },
 }
 
 #[derive(Debug)]
@@ -774,8 +777,8 @@ impl Peer {
 
     fn session(&self) -> Option<&Session> {
         match &self.conn {
-            Conn::Open { session } => session.as_ref(),
-            Conn::Connecting { .. } => None,
+            Conn::Open { session } => Some(session),
+            Conn::Connecting { .. } | Conn::Opening { .. } => None,
         }
     }
 
@@ -1536,10 +1539,10 @@ impl Node {
             );
         }
         let p = self.peers.get_mut(&peer).expect("inserted above");
-        if matches!(p.conn, Conn::Open { .. }) {
+        if matches!(p.conn, Conn::Opening { .. } | Conn::Open { .. }) {
             return;
         }
-        p.conn = Conn::Open { session: None };
+        p.conn = Conn::Opening { since: now };
         let hs = Frame::Handshake(self.handshake);
         self.send_frames(peer, &[hs]);
     }
@@ -1628,9 +1631,7 @@ impl Node {
                 .map_err(|e| DropReason::Handshake(e.to_string()))?;
             p.caps = session.remote;
             p.seed |= session.remote.contains(Capabilities::SEED);
-            p.conn = Conn::Open {
-                session: Some(session),
-            };
+            p.conn = Conn::Open { session };
             let seed = p.seed;
             self.events.push_back(Event::PeerConnected { peer, seed });
             self.send_availability(peer);
@@ -2305,15 +2306,15 @@ impl Node {
             self.upload_wake = None;
             self.pump_uploads(now);
         }
-        // Connections that never opened.
+        // Connections that never opened, and channels whose handshake never came (each would
+        // hold a neighbour's place for ever).
         let stale: Vec<PeerId> = self
             .peers
             .iter()
             .filter(|(_, p)| match p.conn {
-                Conn::Connecting { since } => {
+                Conn::Connecting { since } | Conn::Opening { since } => {
                     now.saturating_since(since) >= self.config.connect_timeout
                 }
-                Conn::Open { session: None } => false,
                 Conn::Open { .. } => false,
             })
             .map(|(id, _)| *id)
@@ -2807,7 +2808,7 @@ impl Node {
             if let Some(last) = p.inflight.values().map(|r| r.last_data).min() {
                 note(last.max(p.last_data) + self.stall_timeout(p));
             }
-            if let Conn::Connecting { since } = p.conn {
+            if let Conn::Connecting { since } | Conn::Opening { since } = p.conn {
                 note(since + self.config.connect_timeout);
             }
         }
@@ -4261,6 +4262,25 @@ mod tests {
         node.handle_peer_event(now, c, PeerEvent::Message(Bytes::from(msg)));
         assert!(node.peers.contains_key(&c));
         assert!(node.digests.contains_key(&seg(5)));
+    }
+
+    /// A channel that opens but never brings the neighbour's handshake is given up after
+    /// `connect_timeout`, as a connection that never opens: it would hold a neighbour's place
+    /// for ever. One whose handshake came stays.
+    #[test]
+    fn a_neighbour_that_never_sends_its_handshake_is_dropped() {
+        let mut node = viewer();
+        let t0 = Time::from_secs(1);
+        let (mute, talker) = (PeerId([9; 20]), PeerId([10; 20]));
+        node.handle_peer_event(t0, mute, PeerEvent::Opened);
+        connect(&mut node, t0, talker);
+        let due = node.poll_timeout().expect("a wake-up for the handshake");
+        assert!(due <= t0 + node.config.connect_timeout, "woken at {due:?}");
+        node.handle_timeout(t0 + node.config.connect_timeout - Duration::from_millis(1));
+        assert!(node.peers.contains_key(&mute), "dropped too soon");
+        node.handle_timeout(t0 + node.config.connect_timeout);
+        assert!(!node.peers.contains_key(&mute), "a mute neighbour kept its place");
+        assert!(node.peers.contains_key(&talker));
     }
 
     /// A neighbour's `Fetching` frames hold this node back for `fetching_hold`; those it never
