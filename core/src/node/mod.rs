@@ -2644,7 +2644,7 @@ impl Node {
                 .copied()
                 .collect();
             for seg in stale {
-                self.abandon(seg);
+                self.abandon(now, seg);
             }
         }
 
@@ -3251,7 +3251,7 @@ impl Node {
         }
     }
 
-    fn abandon(&mut self, seg: SegmentRef) {
+    fn abandon(&mut self, now: Time, seg: SegmentRef) {
         let Some(dl) = self.downloads.remove(&seg) else {
             return;
         };
@@ -3260,6 +3260,16 @@ impl Node {
             self.transmits.push_back(Transmit::CancelHttp(h.id));
         }
         self.cancel_segment_requests(seg);
+        // Announced while it arrived: withdraw it, or neighbours would go on asking for chunks
+        // that will never come; requests waiting for them get `Absent`.
+        if dl.announced && !self.cache.contains(&seg) {
+            self.broadcast(&[Frame::HaveDelta {
+                rendition: seg.rendition,
+                added: Vec::new(),
+                removed: vec![seg.sequence],
+            }]);
+            self.pump_uploads(now);
+        }
     }
 
     fn complete(&mut self, now: Time, seg: SegmentRef) {
@@ -4232,6 +4242,93 @@ mod tests {
         );
     }
 
+    /// A segment announced while it arrived, then abandoned (the player moved on), is
+    /// withdrawn: its neighbours hear `HaveDelta` with it removed (a request for its missing
+    /// chunks got `Busy`, and they would have asked again and again), and a request after that
+    /// gets `Absent`.
+    #[test]
+    fn an_abandoned_download_announced_while_arriving_is_withdrawn() {
+        use download::tests::{CHUNK, digest_of};
+        let mut node = viewer();
+        let now = Time::from_secs(10);
+        let data = vec![3u8; 2 * CHUNK];
+        let digest = digest_of(&data);
+        let mut dl = Download::new();
+        dl.set_digest(digest.clone());
+        let http = Owner::Http(FetchId(1));
+        dl.assign(0..1, http);
+        dl.write(http, 0, &data[..CHUNK]);
+        dl.announced = true;
+        let arriving = seg(7);
+        node.handle_playlist(
+            now,
+            Playlist {
+                rendition: arriving.rendition,
+                live: true,
+                segments: (5..12)
+                    .map(|sequence| SegmentMeta {
+                        sequence,
+                        duration: Duration::from_secs(4),
+                    })
+                    .collect(),
+            },
+        );
+        let player = |playhead| PlayerState {
+            rendition: arriving.rendition,
+            playhead,
+            buffer_ahead: Duration::from_secs(8),
+        };
+        node.handle_player(now, player(7));
+        node.digests.insert(arriving, digest);
+        node.downloads.insert(arriving, Box::new(dl));
+        let b = PeerId([9; 20]);
+        connect(&mut node, now, b);
+        // It asks for the chunk that has not come.
+        let request = Frame::Request {
+            id: RequestId(4),
+            segment: arriving,
+            offset: CHUNK as u64,
+            length: CHUNK as u64,
+        };
+        let msg = Bytes::from(wire::encode_frames(&[request]));
+        node.handle_peer_event(now, b, PeerEvent::Message(msg.clone()));
+        while node.poll_transmit().is_some() {}
+
+        // The player moves past it.
+        node.handle_player(now, player(9));
+        assert!(!node.downloads.contains_key(&arriving), "still downloading");
+        let mut frames = Vec::new();
+        while let Some(t) = node.poll_transmit() {
+            if let Transmit::Peer { peer, data } = t
+                && peer == b
+            {
+                frames.extend(wire::decode_message(&data, wire::LARGE_MAX_MESSAGE).unwrap());
+            }
+        }
+        assert!(
+            frames
+                .iter()
+                .any(|f| matches!(f, Frame::HaveDelta { removed, .. } if removed == &[7])),
+            "not withdrawn: {frames:?}"
+        );
+        // Asked again, it says it is gone.
+        node.handle_peer_event(now, b, PeerEvent::Message(msg));
+        let mut frames = Vec::new();
+        while let Some(t) = node.poll_transmit() {
+            if let Transmit::Peer { peer, data } = t
+                && peer == b
+            {
+                frames.extend(wire::decode_message(&data, wire::LARGE_MAX_MESSAGE).unwrap());
+            }
+        }
+        assert!(
+            frames
+                .iter()
+                .any(|f| matches!(f, Frame::Absent { id, .. } if id.0 == 4)),
+            "{frames:?}"
+        );
+    }
+
     /// A digest of an enormous segment (its geometry allows 16 GiB) would size a buffer that
     /// exhausts memory: the neighbour that sends one is dropped and the digest is not kept,
     /// also by a node that takes digests unverified.
@@ -4279,7 +4376,10 @@ mod tests {
         node.handle_timeout(t0 + node.config.connect_timeout - Duration::from_millis(1));
         assert!(node.peers.contains_key(&mute), "dropped too soon");
         node.handle_timeout(t0 + node.config.connect_timeout);
-        assert!(!node.peers.contains_key(&mute), "a mute neighbour kept its place");
+        assert!(
+            !node.peers.contains_key(&mute),
+            "a mute neighbour kept its place"
+        );
         assert!(node.peers.contains_key(&talker));
     }
 
