@@ -40,6 +40,8 @@ pub struct Config {
     pub swarm: SwarmConfig,
     /// Join tokens.
     pub tokens: Tokens,
+    /// Who may be a seed.
+    pub seeds: Seeds,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             limits: Limits::default(),
             swarm: SwarmConfig::default(),
             tokens: Tokens::default(),
+            seeds: Seeds::default(),
         }
     }
 }
@@ -76,6 +79,29 @@ impl Tokens {
                     .map_err(|e| anyhow::anyhow!("tokens.keys: {k:?}: {e}"))
             })
             .collect()
+    }
+}
+
+/// The seed role (`swarmcdn.role = "seed"`, and `seed_standby`) puts a peer into every
+/// viewer's offers in thin swarms and keeps standby seeds from being asked to join: so it can
+/// be kept to the operator's seeds, by address here, or by seed tokens (`[tokens]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Seeds {
+    /// The networks seeds connect from (CIDR, e.g. `"10.0.0.0/8"`); the seed role and standby
+    /// from any other address are refused with a failure reason. Empty (the default): any
+    /// address.
+    pub networks: Vec<ipnet::IpNet>,
+}
+
+impl Seeds {
+    /// Whether a client at `ip` may take the seed role.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip))
     }
 }
 

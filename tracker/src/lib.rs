@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-pub use config::{Config, Limits, SwarmConfig, Tokens};
+pub use config::{Config, Limits, Seeds, SwarmConfig, Tokens};
 use frame::Frame;
 pub use metrics::Metrics;
 use outbox::Outbox;
@@ -310,6 +310,7 @@ async fn handle_http(
             );
         }
     };
+    let may_seed = shared.config.seeds.allows(peer.ip());
     let accept = derive_accept_key(key.as_bytes());
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let shared2 = shared.clone();
@@ -331,7 +332,7 @@ async fn handle_http(
                 ws_tasks.spawn(
                     async move {
                         let _guard = guard;
-                        serve_ws(ws, conn, shared2, worker_tx, shutdown).await;
+                        serve_ws(ws, conn, may_seed, shared2, worker_tx, shutdown).await;
                     }
                     .instrument(tracing::debug_span!("conn", id = conn.0)),
                 );
@@ -496,11 +497,7 @@ fn check_token(shared: &Shared, msg: &ToTracker) -> Result<(), swarmcdn_core::to
     }?;
     // The seed role puts a peer into every viewer's offers in thin swarms and keeps a standby
     // seed from being asked: only the operator's seeds may claim it.
-    let claims_seed = a
-        .ext
-        .as_ref()
-        .is_some_and(|e| e.role == Some(swarmcdn_core::tracker_proto::Role::Seed));
-    if claims_seed && !granted.grants_seed() {
+    if claims_seed(msg) && !granted.grants_seed() {
         return Err(TokenError::NotSeed);
     }
     Ok(())
@@ -562,6 +559,7 @@ enum Step {
 /// The step for what the client sent (or the end of its stream).
 fn on_incoming(
     shared: &Shared,
+    may_seed: bool,
     rate: &mut RateLimit,
     incoming: Result<Option<ws::Incoming>, ws::NextError>,
 ) -> Step {
@@ -576,7 +574,7 @@ fn on_incoming(
         // Text and binary messages alike are read as JSON text, as bittorrent-tracker does;
         // the UTF-8 check is SIMD (`simdutf8`).
         Ok(Some(ws::Incoming::Message(b))) => match simdutf8::basic::from_utf8(&b) {
-            Ok(text) => on_text(shared, text),
+            Ok(text) => on_text(shared, may_seed, text),
             Err(_) => {
                 m.reject("invalid_utf8");
                 Step::Close(close_code::INVALID, "invalid UTF-8", "invalid UTF-8")
@@ -598,8 +596,20 @@ fn on_incoming(
     }
 }
 
-/// The step for a text message.
-fn on_text(shared: &Shared, text: &str) -> Step {
+/// Whether `msg` takes the seed role: an announce saying so, or a standby.
+fn claims_seed(msg: &ToTracker) -> bool {
+    match msg {
+        ToTracker::Announce(a) => a
+            .ext
+            .as_ref()
+            .is_some_and(|e| e.role == Some(swarmcdn_core::tracker_proto::Role::Seed)),
+        ToTracker::Standby(_) => true,
+        ToTracker::Answer(_) | ToTracker::Scrape(_) => false,
+    }
+}
+
+/// The step for a text message (`may_seed`: the client's address is among `seeds.networks`).
+fn on_text(shared: &Shared, may_seed: bool, text: &str) -> Step {
     let m = &shared.metrics;
     m.messages_in.fetch_add(1, Ordering::Relaxed);
     match ToTracker::from_json_str(text) {
@@ -609,6 +619,12 @@ fn on_text(shared: &Shared, text: &str) -> Step {
             m.reject("scrape_all");
             Step::Send(failure_frame(
                 "a scrape must name its swarms on this tracker".into(),
+            ))
+        }
+        Ok(msg) if !may_seed && claims_seed(&msg) => {
+            m.reject("seed_not_allowed");
+            Step::Send(failure_frame(
+                "the seed role is kept to the operator's seed addresses".into(),
             ))
         }
         Ok(msg) => match check_token(shared, &msg) {
@@ -637,6 +653,7 @@ struct WsConn<S> {
 async fn serve_ws<S>(
     ws: Box<WsConn<S>>,
     conn: ConnId,
+    may_seed: bool,
     shared: Arc<Shared>,
     worker_tx: mpsc::Sender<ToWorker>,
     shutdown: CancellationToken,
@@ -673,7 +690,7 @@ async fn serve_ws<S>(
     // every idle connection task keeps.
     let reason = loop {
         let step = tokio::select! {
-            incoming = decoder.next(io) => on_incoming(&shared, &mut rate, incoming),
+            incoming = decoder.next(io) => on_incoming(&shared, may_seed, &mut rate, incoming),
             out = outbox.pop() => match out {
                 Some(frame) => Step::Send(frame),
                 // The worker dropped us: our queue overflowed.

@@ -420,3 +420,47 @@ async fn binary_and_fragmented_messages_are_read_and_invalid_utf8_closes() {
     assert_eq!(v["rejections"]["invalid_utf8"], 2);
     assert_eq!(v["rejections"]["malformed"], serde_json::Value::Null);
 }
+
+#[tokio::test]
+async fn the_seed_role_can_be_kept_to_the_seeds_networks() {
+    use swarmcdn_core::tracker_proto::{PeerInfo, Role, Standby};
+    let as_seed = |s: u8, p: u8| {
+        let ToTracker::Announce(mut a) = announce(s, p, 0) else {
+            unreachable!()
+        };
+        a.ext = Some(PeerInfo {
+            role: Some(Role::Seed),
+            ..PeerInfo::default()
+        });
+        ToTracker::Announce(a)
+    };
+    let standby = ToTracker::Standby(Standby {
+        peer_id: peer(9),
+        ext: None,
+    });
+    // Loopback is not among the seeds' networks: its clients may only be viewers.
+    let server = start(Config::from_toml("[seeds]\nnetworks = [\"10.0.0.0/8\"]").unwrap()).await;
+    let mut c = Client::connect(server.addr).await;
+    for msg in [as_seed(1, 1), standby.clone()] {
+        c.send(&msg).await;
+        let FromTracker::Error(e) = c.recv().await else {
+            panic!("the seed role was taken")
+        };
+        assert!(e.failure_reason.contains("seed"), "{}", e.failure_reason);
+    }
+    still_works(server.addr, &mut c, 1, 1).await;
+    let (_, metrics) = http_get(server.addr, "/metrics").await;
+    assert!(
+        metrics.contains("reason=\"seed_not_allowed\"} 2"),
+        "{metrics}"
+    );
+    // From an allowed network, it is.
+    let server =
+        start(Config::from_toml("[seeds]\nnetworks = [\"127.0.0.0/8\", \"::1/128\"]").unwrap())
+            .await;
+    let mut c = Client::connect(server.addr).await;
+    c.send(&as_seed(1, 1)).await;
+    assert!(matches!(c.recv().await, FromTracker::AnnounceResponse(_)));
+    c.send(&standby).await;
+    assert!(c.silent().await, "standby has no reply");
+}
