@@ -279,9 +279,11 @@ struct Peer {
     info: PeerInfo,
     seeder: bool,
     last_seen: Time,
-    /// Its offers pending an answer.
-    pending_offers: usize,
-    /// Offers to it pending its answer.
+    /// The peers its pending offers went to, one offer each: a peer is not offered again by
+    /// the same offerer while one is pending (a node ignores offers from a neighbour it is
+    /// connected to, and they would pile up at the target until they expire).
+    pending_to: Vec<PeerId>,
+    /// Offers to it pending its answer (from as many offerers).
     offers_in: usize,
 }
 
@@ -325,6 +327,8 @@ struct PendingOffer {
     /// may answer (not another client that took its peer id after it left).
     to: PeerId,
     to_conn: ConnId,
+    /// The offerer's connection (its counts are kept only while it is the same peer).
+    from_conn: ConnId,
     expires: Time,
 }
 
@@ -624,7 +628,7 @@ impl Registry {
                     info,
                     seeder,
                     last_seen: now,
-                    pending_offers: 0,
+                    pending_to: Vec::new(),
                     offers_in: 0,
                 };
                 if peer.is_seed() {
@@ -684,7 +688,7 @@ impl Registry {
         let room = self
             .config
             .max_pending_offers_per_peer
-            .saturating_sub(me.pending_offers);
+            .saturating_sub(me.pending_to.len());
         // Offers are decoded only when someone could get one.
         if room == 0 || swarm.peers.len() < 2 {
             return;
@@ -743,14 +747,17 @@ impl Registry {
         self.scratch = ranked;
 
         let expires = now + self.config.offer_ttl;
-        let mut sent = 0;
-        let mut replaced = 0;
+        let mut sent_to = Vec::with_capacity(chosen.len());
         for (offer, to) in offers.into_iter().zip(chosen) {
             let key = (swarm_id, a.peer_id, offer.offer_id);
             if let Some(old) = self.offers.get(&key) {
-                // A reused offer id (or a stale one of a peer that left and came back with the
-                // same id): the newer offer replaces it.
-                replaced += 1;
+                if old.from_conn == me_conn {
+                    // An id of its own still pending: not relayed (repeating one would get
+                    // round the caps on pending offers).
+                    continue;
+                }
+                // A stale one of a peer that left and came back with the same id: the newer
+                // offer replaces it.
                 if let Some(p) = swarm
                     .peers
                     .get_mut(&old.to)
@@ -779,16 +786,17 @@ impl Registry {
                 PendingOffer {
                     to,
                     to_conn: target.conn,
+                    from_conn: me_conn,
                     expires,
                 },
             );
             self.offer_expiry
                 .push_back((expires, swarm_id, a.peer_id, offer.offer_id));
-            sent += 1;
+            sent_to.push(to);
         }
-        self.stats.offers_relayed += sent as u64;
+        self.stats.offers_relayed += sent_to.len() as u64;
         if let Some(me) = swarm.peers.get_mut(&a.peer_id) {
-            me.pending_offers = (me.pending_offers + sent).saturating_sub(replaced);
+            me.pending_to.extend(sent_to);
         }
     }
 
@@ -816,7 +824,11 @@ impl Registry {
         let answerer_info = match swarm.peers.get(&a.peer_id) {
             Some(p) if p.conn == conn => {
                 if a.ext.is_some() {
-                    relayable(a.ext.as_ref())
+                    // Its role is the one its announces claimed (and had checked).
+                    PeerInfo {
+                        role: p.info.role,
+                        ..relayable(a.ext.as_ref())
+                    }
                 } else {
                     p.info.clone()
                 }
@@ -847,16 +859,20 @@ impl Registry {
             );
             return;
         }
-        self.offers.remove(&key);
+        let o = self.offers.remove(&key).expect("found above");
         if let Some(p) = swarm.peers.get_mut(&a.peer_id) {
             p.last_seen = now;
             p.offers_in = p.offers_in.saturating_sub(1);
         }
-        let Some(offerer) = swarm.peers.get_mut(&a.to_peer_id) else {
+        let Some(offerer) = swarm
+            .peers
+            .get_mut(&a.to_peer_id)
+            .filter(|p| p.conn == o.from_conn)
+        else {
             // The offerer left: nobody to relay to, and nothing the answerer can do.
             return;
         };
-        offerer.pending_offers = offerer.pending_offers.saturating_sub(1);
+        offerer.pending_to.retain(|t| *t != o.to);
         out.push((
             offerer.conn,
             FromTracker::Answer(RelayedAnswer {
@@ -944,8 +960,8 @@ impl Registry {
                 let o = self.offers.remove(&key).expect("just found");
                 self.stats.offers_expired += 1;
                 if let Some(s) = self.swarms.get_mut(&swarm) {
-                    if let Some(p) = s.peers.get_mut(&offerer) {
-                        p.pending_offers = p.pending_offers.saturating_sub(1);
+                    if let Some(p) = s.peers.get_mut(&offerer).filter(|p| p.conn == o.from_conn) {
+                        p.pending_to.retain(|t| *t != o.to);
                     }
                     if let Some(p) = s.peers.get_mut(&o.to).filter(|p| p.conn == o.to_conn) {
                         p.offers_in = p.offers_in.saturating_sub(1);
@@ -1097,8 +1113,12 @@ fn rank_candidates(
             random: rng.random(),
         }
     };
+    let busy: &[PeerId] = swarm.peers.get(&me).map_or(&[], |p| &p.pending_to);
     let eligible = |id: &PeerId, peer: &Peer| {
-        *id != me && peer.conn != me_conn && peer.offers_in < config.max_pending_offers_to_peer
+        *id != me
+            && peer.conn != me_conn
+            && peer.offers_in < config.max_pending_offers_to_peer
+            && !busy.contains(id)
     };
     for i in 0..n {
         if out.len() == config.match_sample {
@@ -1291,30 +1311,34 @@ mod tests {
             answer: SessionDescription::answer("a"),
             ext,
         };
-        // An answer with its own extension, and one relying on the announced one.
-        for ext in [with_token(1), None] {
+        // An answer with its own extension, and one relying on the announced one (to a new
+        // offer, made once the first is answered: one offer to a peer is pending at a time).
+        let mut offer_id = o.offer_id;
+        for (k, ext) in [with_token(1), None].into_iter().enumerate() {
             let a = answer(ext);
             let mut out = Vec::new();
-            r.handle_announce(
-                Time::ZERO,
-                ConnId(2),
-                announce(2, 1, with_token(1)),
-                &mut out,
-            );
-            let offer_id = out
-                .iter()
-                .find_map(|(c, m)| match m {
-                    FromTracker::Offer(o) if *c == ConnId(1) => Some(o.offer_id),
-                    _ => None,
-                })
-                .expect("a new offer to peer 1");
-            out.clear();
             r.handle_answer(Time::ZERO, ConnId(1), Answer { offer_id, ..a }, &mut out);
             let [(ConnId(2), FromTracker::Answer(relayed))] = &out[..] else {
                 panic!("the answer relayed to peer 2: {out:?}")
             };
             let ext = relayed.ext.as_ref().expect("the answerer's info");
             assert_eq!((ext.token.as_deref(), ext.position), (None, Some(10)));
+            let mut next = announce(2, 1, with_token(1));
+            next.offers = (next.offers.into_vec().unwrap().into_iter())
+                .map(|mut o| {
+                    o.offer_id.0[0] = 50 + k as u8;
+                    o
+                })
+                .collect();
+            out.clear();
+            r.handle_announce(Time::ZERO, ConnId(2), next, &mut out);
+            offer_id = out
+                .iter()
+                .find_map(|(c, m)| match m {
+                    FromTracker::Offer(o) if *c == ConnId(1) => Some(o.offer_id),
+                    _ => None,
+                })
+                .expect("a new offer to peer 1");
         }
     }
 
@@ -1430,7 +1454,16 @@ mod tests {
         );
         assert!(matches!(&out[..], [(_, FromTracker::Answer(_))]), "{out:?}");
         out.clear();
-        r.handle_announce(Time::ZERO, ConnId(4), announce(4, 3, None), &mut out);
+        // (Peer 4 found the victim full: its offer ids went elsewhere and are pending, so new
+        // ones.)
+        let mut again = announce(4, 3, None);
+        again.offers = (again.offers.into_vec().unwrap().into_iter())
+            .map(|mut o| {
+                o.offer_id.0[0] = 77;
+                o
+            })
+            .collect();
+        r.handle_announce(Time::ZERO, ConnId(4), again, &mut out);
         assert_eq!(
             offers_to(&out).iter().filter(|c| **c == ConnId(1)).count(),
             1
@@ -1492,6 +1525,49 @@ mod tests {
             out.clear();
             let _ = r.stats();
         }
+    }
+
+    #[test]
+    fn offers_pending_per_peer_are_capped_and_each_target_gets_one_at_a_time() {
+        let mut r = registry(RegistryConfig {
+            max_pending_offers_per_peer: 3,
+            ..RegistryConfig::default()
+        });
+        let mut out = Vec::new();
+        for p in 10..16 {
+            r.handle_announce(
+                Time::ZERO,
+                ConnId(u64::from(p)),
+                announce(p, 0, None),
+                &mut out,
+            );
+        }
+        let fresh = |round: u8| {
+            let mut a = announce(1, 2, None);
+            a.offers = (a.offers.into_vec().unwrap().into_iter())
+                .map(|mut o| {
+                    o.offer_id.0[0] = round;
+                    o
+                })
+                .collect();
+            a
+        };
+        let mut targets = Vec::new();
+        for round in 0..4 {
+            out.clear();
+            r.handle_announce(Time::ZERO, ConnId(1), fresh(round), &mut out);
+            targets.extend(offers_to(&out));
+        }
+        assert_eq!(targets.len(), 3, "pending offers per peer: {targets:?}");
+        targets.sort();
+        targets.dedup();
+        assert_eq!(targets.len(), 3, "a target offered twice");
+        // The same offer ids again, while pending: not relayed (they would get round the caps).
+        out.clear();
+        r.handle_timeout(Time::ZERO + RegistryConfig::default().offer_ttl);
+        r.handle_announce(Time::ZERO, ConnId(1), fresh(0), &mut out);
+        r.handle_announce(Time::ZERO, ConnId(1), fresh(0), &mut out);
+        assert_eq!(offers_to(&out).len(), 2, "{out:?}");
     }
 
     #[test]
@@ -1605,7 +1681,12 @@ mod tests {
                     o
                 })
                 .collect();
-            r.handle_announce(Time::ZERO, ConnId(1), a, &mut out);
+            // Each round after the last one's offers expired (a peer is offered once at a
+            // time by one offerer).
+            let now = Time::ZERO
+                + (RegistryConfig::default().offer_ttl + Duration::from_secs(1)) * u32::from(k);
+            r.handle_timeout(now);
+            r.handle_announce(now, ConnId(1), a, &mut out);
             assert_eq!(offers_to(&out), expected, "{k} offers");
         }
     }
@@ -1711,7 +1792,8 @@ mod tests {
         assert_eq!(r.stats().rejected(Rejection::TooManySwarms), 1);
         assert_eq!(r.stats().swarms, 1, "the refused swarm is not kept");
 
-        // Offers per announce: 5 offered, 1 candidate; pending offers per peer: 3.
+        // Offers per announce: 5 offered, 1 candidate, which gets one (one pending offer per
+        // target; pending offers per peer: below).
         let mut sent = 0;
         for round in 0..4u8 {
             out.clear();
@@ -1725,7 +1807,7 @@ mod tests {
             r.handle_announce(Time::ZERO, ConnId(2), a, &mut out);
             sent += offers_to(&out).len();
         }
-        assert_eq!(sent, 3);
+        assert_eq!(sent, 1);
 
         out.clear();
         r.handle_scrape(
