@@ -39,6 +39,27 @@ test('pages whose player drops a variant share the seed\'s swarm', { timeout: 24
     for (const [i, t] of reports.entries()) {
       assert.ok(t.share >= 0.5, `page ${i}: P2P share ${t.share}`);
     }
+    // hls.js renumbers its levels when it removes one (a codec or key error, or
+    // MediaCapabilities saying no): page 0 plays the higher level, then loses the lower one,
+    // and must still get each segment of the rendition it plays (every played segment is
+    // compared with the origin's bytes of its URL).
+    const page = pages[0];
+    await page.evaluate(() => { window.hls.currentLevel = 1; });
+    await sleep(6_000);
+    const before = await page.evaluate(() => ({ p2p: window.swarm.stats().playerP2pBytes, n: window.swarm.segments.length }));
+    await page.evaluate(() => window.hls.removeLevel(0));
+    await sleep(16_000);
+    const after = await page.evaluate(() => ({
+      levels: window.hls.levels.length, p2p: window.swarm.stats().playerP2pBytes,
+      urls: window.swarm.segments.map((x) => x.url),
+    }));
+    assert.equal(after.levels, 1);
+    const [t] = await expectClean([page], consoles);
+    const late = after.urls.slice(before.n);
+    console.log(`after the removal: ${late.length} segments (${late.map((u) => new URL(u).pathname).join(' ')}), ${after.p2p - before.p2p} bytes from peers`);
+    assert.ok(late.length >= 4 && late.every((u) => u.includes('/360p/')), 'segments after the removal');
+    assert.ok(after.p2p > before.p2p, 'no bytes from peers after the removal');
+    assert.equal(t.stats.integrityFailures, 0);
   } finally {
     await s.close();
     rmSync(media, { recursive: true, force: true });

@@ -56,8 +56,9 @@ export type SwarmCdnEvent =
 export class SwarmCdn {
   /** Loads the wasm module (once) and makes a client. */
   static create(options: SwarmCdnOptions): Promise<SwarmCdn>;
-  /** hls.js configuration with SwarmCDN's fragment loader, merged over `extra`. */
-  hlsConfig<T extends object>(extra?: T): T & { fLoader: unknown };
+  /** hls.js configuration with SwarmCDN's fragment loader and playlist loader (hls.js's own, keeping the
+   * master playlist's text for the swarm id), merged over `extra`. */
+  hlsConfig<T extends object>(extra?: T): T & { fLoader: unknown; pLoader: unknown };
   /** Follows an hls.js instance made with `hlsConfig()`: playlists, playhead, teardown. */
   attach(hls: unknown): void;
   /** Listens to events; returns a function that stops listening. */

@@ -65,7 +65,9 @@ export class SwarmCdn {
     this.iceServers = iceServers;
     this.offerTimeoutMs = offerTimeoutMs;
     this.node = null;
-    this.levelIndex = new Map(); // hls.js level index -> rendition index in the master playlist
+    // hls.js Level -> the stream's rendition index (by object: hls.js renumbers its levels
+    // when it removes one).
+    this.levelRendition = new WeakMap();
     this.listeners = new Set();
     this.bytes = { http: 0, p2p: 0 };
     this.segments = []; // { sn, level, http, p2p }
@@ -77,7 +79,14 @@ export class SwarmCdn {
 
   emit(e) { for (const f of this.listeners) { try { f(e); } catch (_) { /* a listener's problem */ } } }
 
-  /** hls.js configuration: our fragment loader (others stay hls.js's own). */
+  /** The stream's rendition index of hls.js's level `level` (an index into `hls.levels`). */
+  indexOf(level) {
+    const l = this.hls && this.hls.levels[level];
+    return l ? this.levelRendition.get(l) : undefined;
+  }
+
+  /** hls.js configuration: our fragment loader, and hls.js's own playlist loader told to keep
+   * the manifest's text. The players hls.js makes for interstitials (ads) load on their own. */
   hlsConfig(extra = {}) {
     const swarm = this;
     // hls.js's loader contract: one loader per fragment; `stats` is read (and kept as
@@ -89,10 +98,11 @@ export class SwarmCdn {
         this.stats = this.fallback.stats || newStats();
         this.callbacks = null;
         this.context = null;
+        this.asset = !!config.assetPlayerId;
       }
       load(context, config, callbacks) {
         const frag = context.frag;
-        const index = frag && swarm.levelIndex.get(frag.level);
+        const index = frag && !this.asset ? swarm.indexOf(frag.level) : undefined;
         const ranged = context.rangeStart !== undefined && context.rangeStart !== 0 && context.rangeEnd !== undefined;
         if (!swarm.node || !frag || frag.type !== 'main' || typeof frag.sn !== 'number' || index === undefined || ranged) {
           return this.fallback.load(context, config, callbacks);
@@ -148,9 +158,19 @@ export class SwarmCdn {
           const c = take();
           swarm.trace.push(`fail ${frag.level}/${frag.sn}: ${e}`);
           if (!c) return;
-          stats.loading.end = performance.now();
           // The origin's HTTP status when it answered with an error (hls.js retries 5xx).
-          c.onError({ code: (e && e.status) || 0, text: String(e && e.message || e) }, context, null, stats);
+          if (e && e.status) {
+            stats.loading.end = performance.now();
+            c.onError({ code: e.status, text: String(e.message || e) }, context, null, stats);
+            return;
+          }
+          // Any other failure (the node gone, a segment it no longer lists, a network error):
+          // hls.js's own loader takes this one, on the same stats object (which it requires
+          // unused).
+          stats.loading.start = stats.loading.first = stats.loading.end = 0;
+          try { this.fallback.load(context, config, c); } catch (err) {
+            c.onError({ code: 0, text: String(err && err.message || err) }, context, null, stats);
+          }
         });
       }
       abort() {
@@ -181,6 +201,7 @@ export class SwarmCdn {
     class PlaylistLoader {
       constructor(config) {
         const inner = new (PlaylistBase || config.loader)(config);
+        if (config.assetPlayerId) return inner;
         const load = inner.load.bind(inner);
         inner.load = (context, loadConfig, callbacks) => {
           if (context.type !== 'manifest') return load(context, loadConfig, callbacks);
@@ -203,11 +224,11 @@ export class SwarmCdn {
 
   /** Gives the node a level's playlist (once per version of it). */
   feed(level, details) {
-    const index = this.levelIndex.get(level);
+    const index = this.indexOf(level);
     if (!this.node || index === undefined || !details) return;
     if (!this.fed) this.fed = new Map();
-    if (this.fed.get(level) === details) return;
-    this.fed.set(level, details);
+    if (this.fed.get(index) === details) return;
+    this.fed.set(index, details);
     const segments = details.fragments.map((f) => {
       const s = { sn: f.sn, duration: f.duration, url: f.url };
       if (f.byteRangeEndOffset) { s.start = f.byteRangeStartOffset; s.end = f.byteRangeEndOffset; }
@@ -219,6 +240,7 @@ export class SwarmCdn {
   /** Follows the player: playlists, playhead, teardown. */
   attach(hls) {
     const Events = hls.constructor.Events;
+    this.hls = hls;
     // A new source on the same player: the old stream's node goes.
     hls.on(Events.MANIFEST_LOADING, () => { this.dropNode(); this.manifest = null; });
     hls.on(Events.MANIFEST_PARSED, () => {
@@ -246,24 +268,26 @@ export class SwarmCdn {
         this.node = null;
         return;
       }
-      // Each level is the rendition of the same media playlist URL, else of the same
-      // attributes; one matching neither loads from the origin only.
+      // Each level is the rendition of the same media playlist URL; without the master
+      // playlist's URIs (a media playlist loaded directly, or no text), of the same
+      // attributes. One matching neither loads from the origin only.
       const uris = [];
       for (let j = 0; j < this.node.renditionCount; j++) {
         const uri = this.node.variantUri(j);
         try { uris.push(uri !== undefined && manifest ? new URL(uri, manifest.url).href : null); } catch (_) { uris.push(null); }
       }
+      const byUrl = uris.some((u) => u !== null);
       levels.forEach((l, i) => {
         const j = uris.indexOf(levelUrl(l));
-        const k = j >= 0 ? j : this.node.renditionOf(i);
-        if (k !== undefined) this.levelIndex.set(i, k);
+        const k = j >= 0 ? j : (byUrl ? undefined : this.node.renditionOf(i));
+        if (k !== undefined) this.levelRendition.set(l, k);
       });
     });
     hls.on(Events.LEVEL_LOADED, (_e, data) => this.feed(data.level, data.details));
     const tick = () => {
       const media = hls.media;
       const level = hls.currentLevel >= 0 ? hls.currentLevel : hls.loadLevel;
-      const index = this.levelIndex.get(level);
+      const index = this.indexOf(level);
       const details = hls.levels[level] && hls.levels[level].details;
       if (!this.node || !media || index === undefined || !details) return;
       const t = media.currentTime;
@@ -276,7 +300,6 @@ export class SwarmCdn {
     };
     this.timer = setInterval(tick, 250);
     hls.on(Events.DESTROYING, () => this.destroy());
-    this.hls = hls;
   }
 
   /** `{ httpBytes, p2pBytesDown, p2pBytesUp, peers, integrityFailures, ... }` plus the bytes
@@ -290,7 +313,7 @@ export class SwarmCdn {
   dropNode() {
     if (this.node) { this.node.destroy(); this.node.free(); }
     this.node = null;
-    this.levelIndex.clear();
+    this.levelRendition = new WeakMap();
     this.fed = null;
   }
 

@@ -778,10 +778,13 @@ fn rtc_config(servers: &[IceServer]) -> RtcConfiguration {
     c
 }
 
-/// Resolves once ICE gathering is complete (non-trickle), or after 5 s.
-async fn gathered(pc: &RtcPeerConnection) {
-    for _ in 0..100 {
-        if pc.ice_gathering_state() == RtcIceGatheringState::Complete {
+/// Resolves once ICE gathering is complete (non-trickle), or 5 s after `since` (`now_ms`; by
+/// the clock, not by polls: a background tab's timers run late).
+async fn gathered(pc: &RtcPeerConnection, since: f64) {
+    loop {
+        if pc.ice_gathering_state() == RtcIceGatheringState::Complete
+            || now_ms() - since >= GATHER_CAP_MS
+        {
             return;
         }
         let p = Promise::new(&mut |resolve, _| {
@@ -790,6 +793,9 @@ async fn gathered(pc: &RtcPeerConnection) {
         let _ = JsFuture::from(p).await;
     }
 }
+
+/// The longest wait for ICE gathering (ms).
+const GATHER_CAP_MS: f64 = 5000.0;
 
 fn local_sdp(pc: &RtcPeerConnection) -> Option<String> {
     pc.local_description().map(|d| d.sdp())
@@ -818,7 +824,7 @@ async fn make_answer(pc: &RtcPeerConnection, offer: String) -> Result<String, Js
     let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
     init.set_sdp(&sdp);
     JsFuture::from(pc.set_local_description(&init)).await?;
-    gathered(pc).await;
+    gathered(pc, now_ms()).await;
     local_sdp(pc).ok_or_else(|| err("no local description"))
 }
 
@@ -938,6 +944,9 @@ fn transmit(rc: &Shared, t: Transmit) {
                 for _ in 0..offers {
                     let conn = {
                         let mut i = rc2.borrow_mut();
+                        if i.destroyed {
+                            break;
+                        }
                         i.next_conn += 1;
                         i.next_conn
                     };
@@ -952,9 +961,10 @@ fn transmit(rc: &Shared, t: Transmit) {
                         Err(_) => pc.close(),
                     }
                 }
+                let since = now_ms();
                 let mut made = Vec::new();
                 for (conn, pc, dc, mut closures) in started {
-                    gathered(&pc).await;
+                    gathered(&pc, since).await;
                     match local_sdp(&pc) {
                         Some(sdp) => {
                             closures.extend(attach_channel(&rc2, conn, &dc));
@@ -962,6 +972,21 @@ fn transmit(rc: &Shared, t: Transmit) {
                         }
                         None => pc.close(),
                     }
+                }
+                // Destroyed meanwhile: these connections are nobody's.
+                if rc2.borrow().destroyed {
+                    for (_, pc, dc, closures, _) in made {
+                        Conn {
+                            pc,
+                            dc: Some(dc),
+                            peer: None,
+                            offer: None,
+                            offered_at: None,
+                            closures,
+                        }
+                        .close();
+                    }
+                    return;
                 }
                 drop(rc2);
                 input(&weak, move |i, _| {
@@ -1180,17 +1205,35 @@ const HTTP_TIMEOUT_MS: i32 = 10_000;
 /// `promise`'s outcome, or `None` if it has not settled after `ms`.
 async fn within(promise: Promise, ms: i32) -> Option<Result<JsValue, JsValue>> {
     let expired = Object::new();
+    let mut handle = None;
     let timer = {
         let expired = expired.clone();
         Promise::new(&mut |resolve, _| {
-            let _ = window()
-                .set_timeout_with_callback_and_timeout_and_arguments_1(&resolve, ms, &expired);
+            handle = window()
+                .set_timeout_with_callback_and_timeout_and_arguments_1(&resolve, ms, &expired)
+                .ok();
         })
     };
     let race = Promise::race(&Array::of2(&promise, &timer));
-    match JsFuture::from(race).await {
+    let outcome = JsFuture::from(race).await;
+    if let Some(h) = handle {
+        window().clear_timeout_with_handle(h);
+    }
+    match outcome {
         Ok(v) if Object::is(&v, &expired) => None,
         other => Some(other),
+    }
+}
+
+/// Aborts its request when dropped, unless disarmed: every way out of [`fetch`] but success
+/// stops the download.
+struct AbortOnDrop<'a>(Option<&'a AbortController>);
+
+impl Drop for AbortOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.0 {
+            a.abort();
+        }
     }
 }
 
@@ -1234,17 +1277,44 @@ async fn fetch(
     .map_err(net)?
     .dyn_into()
     .map_err(net)?;
+    // Every way out but success stops the download (an error status, a bad body, a timeout).
+    let mut guard = AbortOnDrop(Some(abort));
     let status = resp.status();
     if status != 200 && status != 206 {
         return Err(FetchError::Status(status));
     }
+    // The bytes of the resource to keep: a 200 to a ranged request carries the whole
+    // resource, of which only the range is kept (and read no further).
+    let (keep_from, keep_to) = match (status, wanted) {
+        (200, Some((a, b))) => (a, b),
+        _ => (0, u64::MAX),
+    };
+    if status == 206
+        && let Some((a, _)) = wanted
+    {
+        let first = resp
+            .headers()
+            .get("content-range")
+            .ok()
+            .flatten()
+            .and_then(|v| {
+                let v = v.strip_prefix("bytes ")?;
+                v.split('-').next()?.trim().parse::<u64>().ok()
+            });
+        if first != Some(a) {
+            return Err(FetchError::BadResponse(format!(
+                "206 starts at {first:?}, not {a}"
+            )));
+        }
+    }
     let mut body = Vec::new();
+    let mut at = 0u64; // position in the response body
     if let Some(stream) = resp.body() {
         let reader: web_sys::ReadableStreamDefaultReader = stream
             .get_reader()
             .dyn_into()
             .map_err(|o: Object| net(o.into()))?;
-        loop {
+        while at < keep_to {
             let piece = within(reader.read(), HTTP_TIMEOUT_MS)
                 .await
                 .ok_or_else(timed_out)?
@@ -1256,30 +1326,36 @@ async fn fetch(
                 .map_err(net)?
                 .dyn_into()
                 .map_err(net)?;
-            if body.len() as u64 + u64::from(value.length()) > MAX_SEGMENT_BYTES {
-                abort.abort();
-                return Err(FetchError::BadResponse(format!(
-                    "body longer than {MAX_SEGMENT_BYTES} bytes"
-                )));
+            let len = u64::from(value.length());
+            let (from, to) = (keep_from.max(at), keep_to.min(at + len));
+            if from < to {
+                if body.len() as u64 + (to - from) > MAX_SEGMENT_BYTES {
+                    return Err(FetchError::BadResponse(format!(
+                        "body longer than {MAX_SEGMENT_BYTES} bytes"
+                    )));
+                }
+                let piece = value.subarray((from - at) as u32, (to - at) as u32);
+                let n = body.len();
+                body.resize(n + (to - from) as usize, 0);
+                piece.copy_to(&mut body[n..]);
             }
-            let at = body.len();
-            body.resize(at + value.length() as usize, 0);
-            value.copy_to(&mut body[at..]);
+            at += len;
         }
     }
-    let mut data = Bytes::from(body);
-    // A 200 to a ranged request carries the whole resource: cut the range out.
-    if status == 200
-        && let Some((a, b)) = wanted
+    if let Some((a, b)) = wanted
+        && body.len() as u64 != b - a
     {
-        let (a, b) = (a as usize, b as usize);
-        if b > data.len() || a >= b {
-            return Err(FetchError::BadResponse(
-                "body shorter than the range".into(),
-            ));
-        }
-        data = data.slice(a..b);
+        return Err(FetchError::BadResponse(format!(
+            "{} bytes for a range of {}",
+            body.len(),
+            b - a
+        )));
     }
+    if at <= keep_to {
+        // Read to its end: nothing to stop.
+        guard.0 = None;
+    }
+    let data = Bytes::from(body);
     let offset = range.as_ref().map_or(0, |r| r.start);
     let total = base.map(|b| b.1 - b.0).or(if range.is_none() {
         Some(data.len() as u64)

@@ -3268,6 +3268,10 @@ impl Node {
                 added: Vec::new(),
                 removed: vec![seg.sequence],
             }]);
+            // Announced again later, it goes with its digest.
+            for p in self.peers.values_mut() {
+                p.digests_sent.remove(&seg);
+            }
             self.pump_uploads(now);
         }
     }
