@@ -70,6 +70,9 @@ pub(crate) struct Download {
     pub(crate) scout_at: Option<Time>,
     /// Set when an HTTP fetch was forced by the deadline rather than scouting.
     pub(crate) deadline_fallback: bool,
+    /// Requests to neighbours that went on at the deadline fallback must end by then (see
+    /// `Node::start_http`); until that time, HTTP fetches at once what they give up.
+    pub(crate) keep_until: Option<Time>,
     /// Consecutive failed HTTP fetches, and when the next may start (exponential backoff).
     pub(crate) http_failures: u32,
     pub(crate) retry_at: Option<Time>,
@@ -99,6 +102,7 @@ impl Download {
             p2p_bytes: 0,
             scout_at: None,
             deadline_fallback: false,
+            keep_until: None,
             http_failures: 0,
             retry_at: None,
             announced: false,
@@ -255,14 +259,12 @@ impl Download {
             .any(|c| !c.done && c.owner == Owner::Nobody)
     }
 
-    /// Assigns chunks to an owner and returns the byte range to request (from the first
-    /// chunk's filled prefix to the last chunk's end).
-    /// The runs of chunks not done, merged (the closest first, the done chunks between them
-    /// included) down to at most `max` runs.
-    pub(crate) fn missing_runs(&self, max: usize) -> Vec<Range<usize>> {
+    /// The runs of chunks `wanted` (not done, say), merged (the closest first, the chunks
+    /// between them included) down to at most `max` runs.
+    pub(crate) fn runs(&self, max: usize, wanted: impl Fn(&Chunk) -> bool) -> Vec<Range<usize>> {
         let mut runs: Vec<Range<usize>> = Vec::new();
         for (i, c) in self.chunks.iter().enumerate() {
-            if c.done {
+            if !wanted(c) {
                 continue;
             }
             match runs.last_mut() {
@@ -280,6 +282,8 @@ impl Download {
         runs
     }
 
+    /// Assigns chunks to an owner and returns the byte range to request (from the first
+    /// chunk's filled prefix to the last chunk's end).
     pub(crate) fn assign(&mut self, chunks: Range<usize>, owner: Owner) -> Range<u64> {
         let first = chunks.start;
         let last = chunks.end - 1;
@@ -302,6 +306,21 @@ impl Download {
             }
         }
         discarded
+    }
+
+    /// Releases the chunks `owner` holds from byte `from` on (a chunk boundary); the chunks
+    /// before stay its own.
+    pub(crate) fn release_from(&mut self, owner: Owner, from: u64) {
+        if self.chunk_size == 0 {
+            return;
+        }
+        let first = from.div_ceil(self.chunk_size) as usize;
+        for c in self.chunks.iter_mut().skip(first) {
+            if c.owner == owner && !c.done {
+                c.owner = Owner::Nobody;
+                c.filled = 0;
+            }
+        }
     }
 
     /// Writes bytes that `owner` sent for `offset..`. Only bytes that continue a chunk the
@@ -411,6 +430,7 @@ pub(super) mod tests {
 
     #[test]
     fn missing_runs_are_merged_closest_first() {
+        let missing = |c: &Chunk| !c.done;
         let mut dl = Download::new();
         dl.chunks = vec![
             Chunk {
@@ -425,15 +445,15 @@ pub(super) mod tests {
         for i in [2, 4, 5, 8, 10] {
             dl.chunks[i].done = true;
         }
-        assert_eq!(dl.missing_runs(8), [0..2, 3..4, 6..8, 9..10, 11..12]);
+        assert_eq!(dl.runs(8, missing), [0..2, 3..4, 6..8, 9..10, 11..12]);
         // Gaps of 1, 2, 1, 1 chunks: the first single gap goes first, then the next.
-        assert_eq!(dl.missing_runs(4), [0..4, 6..8, 9..10, 11..12]);
-        assert_eq!(dl.missing_runs(3), [0..4, 6..10, 11..12]);
-        assert_eq!(dl.missing_runs(1), vec![0..12]);
+        assert_eq!(dl.runs(4, missing), [0..4, 6..8, 9..10, 11..12]);
+        assert_eq!(dl.runs(3, missing), [0..4, 6..10, 11..12]);
+        assert_eq!(dl.runs(1, missing), vec![0..12]);
         for c in &mut dl.chunks {
             c.done = true;
         }
-        assert!(dl.missing_runs(4).is_empty());
+        assert!(dl.runs(4, missing).is_empty());
     }
     use crate::ids::{RenditionId, SegmentId, SwarmId};
     use crate::integrity::{DigestSigner, MIN_CHUNK_SIZE, SegmentDigest};

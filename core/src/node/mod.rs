@@ -600,6 +600,9 @@ struct Inflight {
     last_data: Time,
     started: Time,
     received: u64,
+    /// Cancelled at the neighbour but for the chunk on its way, which `end` now closes:
+    /// bytes past it were sent before the cancel arrived, and are dropped.
+    cut: bool,
 }
 
 #[derive(Debug)]
@@ -854,6 +857,11 @@ impl Inflights {
 
     fn contains_key(&self, id: &RequestId) -> bool {
         self.find(id).is_ok()
+    }
+
+    #[cfg(test)]
+    fn get_ref(&self, id: &RequestId) -> Option<&Inflight> {
+        self.find(id).ok().map(|i| &self.0[i].1)
     }
 
     fn get_mut(&mut self, id: &RequestId) -> Option<&mut Inflight> {
@@ -1955,6 +1963,12 @@ impl Node {
             self.stats.aborted_p2p_bytes += payload.len() as u64;
             return Ok(());
         };
+        let mut payload = payload;
+        if req.cut && req.seg == seg && offset == req.next && offset < req.end {
+            let keep = (req.end - offset).min(payload.len() as u64);
+            self.stats.aborted_p2p_bytes += payload.len() as u64 - keep;
+            payload.truncate(keep as usize);
+        }
         if req.seg != seg || offset != req.next || offset + payload.len() as u64 > req.end {
             return Err(DropReason::Protocol(format!(
                 "data for request {} at {offset} does not match it",
@@ -2168,8 +2182,12 @@ impl Node {
         }
         let complete = dl.is_complete();
         // With other fetches of the same fallback still under way, they bring the rest.
+        // Chunks still with the requests kept at the fallback are theirs to bring; free ones
+        // after a whole body mean the origin sent less than asked.
         let incomplete = match &result {
-            Ok(()) => !complete && dl.http.is_empty(),
+            Ok(()) => {
+                !complete && dl.http.is_empty() && (dl.keep_until.is_none() || dl.has_free_chunk())
+            }
             Err(_) => true,
         };
         if incomplete {
@@ -2667,10 +2685,30 @@ impl Node {
             if dl.is_complete() {
                 continue;
             }
+            let http_allowed = dl.retry_at.is_none_or(|t| t <= now);
+            if let Some(until) = dl.keep_until {
+                // The deadline fallback is under way, with requests to neighbours kept.
+                if now >= until {
+                    // Those still going are late: HTTP takes their chunks too.
+                    self.cancel_segment_requests(seg);
+                    self.downloads.get_mut(&seg).expect("listed").keep_until = None;
+                } else {
+                    note(until);
+                }
+                let dl = &self.downloads[&seg];
+                if dl.has_free_chunk() {
+                    if http_allowed {
+                        let runs = dl.runs(usize::MAX, |c| !c.done && c.owner == Owner::Nobody);
+                        self.fetch_over_http(now, seg, Some(runs), None);
+                    } else {
+                        note(dl.retry_at.expect("set when not allowed"));
+                    }
+                }
+                continue;
+            }
             if !dl.http.is_empty() {
                 continue;
             }
-            let http_allowed = dl.retry_at.is_none_or(|t| t <= now);
             let missing = dl.missing_bytes(self.segment_size);
             let mut switch_at = None;
             // Due for HTTP, behind an earlier segment's fetch: only peers may be asked.
@@ -2684,7 +2722,7 @@ impl Node {
                 let queued = self.config.role == NodeRole::Viewer && self.earlier_http_busy(seg);
                 match (now >= switch, http_allowed) {
                     (true, true) if !queued => {
-                        self.start_http(now, seg, true);
+                        self.start_http(now, seg, Some(deadline));
                         continue;
                     }
                     // Peers may still bring chunks meanwhile.
@@ -2698,7 +2736,7 @@ impl Node {
             }
             if !self.config.download_from_peers {
                 if http_allowed {
-                    self.start_http(now, seg, false);
+                    self.start_http(now, seg, None);
                 } else {
                     note(dl.retry_at.expect("set when not allowed"));
                 }
@@ -2750,7 +2788,7 @@ impl Node {
                 continue;
             }
             if self.config.role == NodeRole::Seed {
-                self.start_http(now, seg, false);
+                self.start_http(now, seg, None);
                 continue;
             }
             let held_back = self.peers.values().any(|p| {
@@ -2796,7 +2834,7 @@ impl Node {
                 }
             };
             if now >= scout_at {
-                self.start_http(now, seg, false);
+                self.start_http(now, seg, None);
                 self.broadcast(&[Frame::Fetching { segment: seg }]);
             } else {
                 note(scout_at);
@@ -3153,6 +3191,7 @@ impl Node {
                 last_data: now,
                 started: now,
                 received: 0,
+                cut: false,
             },
         );
         self.send_frames(
@@ -3200,12 +3239,148 @@ impl Node {
     /// its geometry is not known. A single range from the first missing chunk to the last
     /// made the origin send again the chunks peers had brought in between: a fifth of its
     /// bytes in the simulator's S0 at u <= r, 8% in S3.
-    fn start_http(&mut self, now: Time, seg: SegmentRef, deadline: bool) {
-        self.cancel_segment_requests(seg);
+    ///
+    /// `deadline`: when the player needs the segment, if that forced the fetch. Requests to
+    /// neighbours for it are cancelled, but at a deadline fallback those whose next chunk is
+    /// on its way and due in time go on for that chunk (see
+    /// [`Node::keep_chunks_on_their_way`]).
+    fn start_http(&mut self, now: Time, seg: SegmentRef, deadline: Option<Time>) {
+        let keep_until = match deadline {
+            Some(deadline) => self.keep_chunks_on_their_way(now, seg, deadline),
+            None => {
+                self.cancel_segment_requests(seg);
+                None
+            }
+        };
+        let runs = loop {
+            let dl = &self.downloads[&seg];
+            if !dl.has_geometry() || dl.chunks.is_empty() {
+                break None;
+            }
+            // The requests kept hold their chunks; a run merged over one of theirs takes
+            // it (and so the request's other chunks) for HTTP.
+            let runs = dl.runs(MAX_HTTP_RANGES, |c| !c.done && c.owner == Owner::Nobody);
+            let mut taken: Vec<(PeerId, RequestId)> = runs
+                .iter()
+                .flat_map(|r| &dl.chunks[r.clone()])
+                .filter_map(|c| match c.owner {
+                    Owner::Peer(p, id) if !c.done => Some((p, id)),
+                    _ => None,
+                })
+                .collect();
+            if taken.is_empty() {
+                break Some(runs);
+            }
+            taken.dedup();
+            for (peer, id) in taken {
+                self.cancel_peer_request(peer, id);
+            }
+        };
+        let dl = self.downloads.get_mut(&seg).expect("caller inserted it");
+        dl.keep_until = keep_until;
+        self.fetch_over_http(now, seg, runs, Some(deadline.is_some()));
+    }
+
+    /// At a deadline fallback: cancels the requests for `seg`, except, for each, the chunk it
+    /// is bringing when that chunk is due early enough that HTTP could still fetch it before
+    /// `deadline` if it failed to come (with a quarter of [`NodeConfig::http_margin`] to
+    /// spare). A neighbour's chunk messages leave whole, so the one on its way at the
+    /// fallback arrived anyway and was thrown away: in the simulator's S0 at u = r/2, 8% of
+    /// all the bytes peers sent. The neighbour is sent a cancel for the rest, and stops after
+    /// what it has already sent. Returns when the chunks kept must have come (HTTP fetches
+    /// them then), if any is kept.
+    fn keep_chunks_on_their_way(
+        &mut self,
+        now: Time,
+        seg: SegmentRef,
+        deadline: Time,
+    ) -> Option<Time> {
+        let dl = &self.downloads[&seg];
+        if !dl.has_geometry() || dl.chunks.is_empty() || dl.chunk_size == 0 {
+            self.cancel_segment_requests(seg);
+            return None;
+        }
+        let chunk_size = dl.chunk_size;
+        // (neighbour, request, end of the chunk on its way, when it is due)
+        let mut candidates = Vec::new();
+        let mut cancel = Vec::new();
+        for (pid, p) in self.peers.iter() {
+            let rate = p
+                .throughput
+                .is_proven()
+                .then(|| p.throughput.get().max(1.0));
+            // A neighbour serves our requests in the order they were sent (ids rise): each
+            // waits for those before it.
+            let mut ahead = 0;
+            for (rid, r) in p.inflight.iter() {
+                let chunk_end = ((r.next / chunk_size + 1) * chunk_size).min(r.end);
+                let queued = ahead + (chunk_end - r.next);
+                ahead += r.end - r.next;
+                if r.seg != seg {
+                    continue;
+                }
+                match rate {
+                    Some(rate) => {
+                        let due =
+                            p.last_data.max(now) + Duration::from_secs_f64(queued as f64 / rate);
+                        candidates.push((*pid, *rid, chunk_end, due, chunk_end - r.next));
+                    }
+                    None => cancel.push((*pid, *rid)),
+                }
+            }
+        }
+        // The chunks kept, fetched over HTTP at `until` if they have not come by then, along
+        // with the later segments' fetches, must still be in by the deadline.
+        let reserve = self.config.http_margin / 4;
+        let backlog = self.http_backlog(seg);
+        let all: u64 = candidates.iter().map(|c| c.4).sum();
+        let until = deadline - (self.http_estimate(all + backlog) + reserve);
+        let mut kept = Vec::new();
+        for (peer, id, end, due, _) in candidates {
+            if due <= until {
+                kept.push((peer, id, end));
+            } else {
+                cancel.push((peer, id));
+            }
+        }
+        for (peer, id) in cancel {
+            self.cancel_peer_request(peer, id);
+        }
+        if kept.is_empty() {
+            return None;
+        }
+        for &(peer, id, end) in &kept {
+            let r = self
+                .peers
+                .get_mut(&peer)
+                .and_then(|p| p.inflight.get_mut(&id))
+                .expect("listed above");
+            if end < r.end {
+                r.end = end;
+                r.cut = true;
+                self.downloads
+                    .get_mut(&seg)
+                    .expect("listed above")
+                    .release_from(Owner::Peer(peer, id), end);
+                self.send_frames(peer, &[Frame::Cancel { id }]);
+            }
+        }
+        Some(until)
+    }
+
+    /// Starts HTTP fetches for `runs` of `seg`'s chunks (`None`: the whole segment, its
+    /// geometry unknown). `deadline`: a new fallback, forced by the deadline or not; `None`
+    /// for chunks a kept request gave up, fetched alongside the fallback's.
+    fn fetch_over_http(
+        &mut self,
+        now: Time,
+        seg: SegmentRef,
+        runs: Option<Vec<Range<usize>>>,
+        deadline: Option<bool>,
+    ) {
         let dl = self.downloads.get_mut(&seg).expect("caller inserted it");
         let mut requests = Vec::new();
-        if dl.has_geometry() && !dl.chunks.is_empty() {
-            let runs = dl.missing_runs(MAX_HTTP_RANGES);
+        if let Some(runs) = runs {
             if runs.is_empty() {
                 return;
             }
@@ -3230,10 +3405,17 @@ impl Node {
             self.next_fetch += 1;
             requests.push((id, None));
         }
-        dl.http_group = Some((now, 0));
-        dl.deadline_fallback = deadline;
-        if deadline {
-            self.stats.deadline_fallbacks += 1;
+        match deadline {
+            Some(deadline) => {
+                dl.http_group = Some((now, 0));
+                dl.deadline_fallback = deadline;
+                if deadline {
+                    self.stats.deadline_fallbacks += 1;
+                }
+            }
+            None => {
+                dl.http_group.get_or_insert((now, 0));
+            }
         }
         for (id, range) in requests {
             dl.http.push(download::HttpFetch {
@@ -4331,6 +4513,214 @@ mod tests {
                 .any(|f| matches!(f, Frame::Absent { id, .. } if id.0 == 4)),
             "{frames:?}"
         );
+    }
+
+    /// A viewer playing `seg(7)` (live playlist 5-11) with neighbour `b` connected, a download
+    /// of `seg(7)` (four chunks) with its digest, and one request to `b` for all four chunks,
+    /// `b` measured at `rate` bytes per second. Returns the node, the data, and the request.
+    fn fallback_setup(now: Time, rate: u64) -> (Node, Vec<u8>, PeerId, RequestId) {
+        use download::tests::{CHUNK, digest_of};
+        let mut node = viewer();
+        let s = seg(7);
+        let data: Vec<u8> = (0..4 * CHUNK).map(|i| (i % 251) as u8).collect();
+        let digest = digest_of(&data);
+        node.handle_playlist(
+            now,
+            Playlist {
+                rendition: s.rendition,
+                live: true,
+                segments: (5..12)
+                    .map(|sequence| SegmentMeta {
+                        sequence,
+                        duration: Duration::from_secs(4),
+                    })
+                    .collect(),
+            },
+        );
+        node.handle_player(
+            now,
+            PlayerState {
+                rendition: s.rendition,
+                playhead: 7,
+                buffer_ahead: Duration::from_secs(8),
+            },
+        );
+        let b = PeerId([9; 20]);
+        connect(&mut node, now, b);
+        node.downloads.remove(&s);
+        let mut dl = Download::new();
+        dl.set_digest(digest.clone());
+        node.digests.insert(s, digest);
+        node.downloads.insert(s, Box::new(dl));
+        let p = node.peers.get_mut(&b).unwrap();
+        p.throughput.sample(rate, Duration::from_secs(1));
+        let id = node.send_request(now, b, s, 0, 4 * CHUNK as u64);
+        node.downloads
+            .get_mut(&s)
+            .unwrap()
+            .assign(0..4, Owner::Peer(b, id));
+        while node.poll_transmit().is_some() {}
+        (node, data, b, id)
+    }
+
+    /// What `node` sent: cancels to neighbours, and HTTP fetches of `seg(7)`.
+    fn fallback_transmits(node: &mut Node) -> (Vec<RequestId>, Vec<HttpRequest>) {
+        let (mut cancels, mut fetches) = (Vec::new(), Vec::new());
+        while let Some(t) = node.poll_transmit() {
+            match t {
+                Transmit::Peer { data, .. } => {
+                    for f in wire::decode_message(&data, wire::LARGE_MAX_MESSAGE).unwrap() {
+                        if let Frame::Cancel { id } = f {
+                            cancels.push(id);
+                        }
+                    }
+                }
+                Transmit::Http(r) if r.target == HttpTarget::Segment(seg(7)) => fetches.push(r),
+                _ => {}
+            }
+        }
+        (cancels, fetches)
+    }
+
+    /// At a deadline fallback, a request whose next chunk is due in time is cancelled for the
+    /// rest but kept for that chunk, which HTTP does not fetch: its bytes (and those after it,
+    /// sent before the cancel arrived) are taken or dropped without ending the neighbour.
+    /// Before, the whole request was cancelled and the chunk on its way thrown away.
+    #[test]
+    fn the_chunk_on_its_way_at_a_fallback_is_kept() {
+        use download::tests::CHUNK;
+        let now = Time::from_secs(10);
+        // A chunk in a tenth of a second; the deadline 5 s away.
+        let (mut node, data, b, id) = fallback_setup(now, 10 * CHUNK as u64);
+        let s = seg(7);
+        node.start_http(now, s, Some(now + Duration::from_secs(5)));
+        let (cancels, fetches) = fallback_transmits(&mut node);
+        assert_eq!(cancels, [id]);
+        assert_eq!(fetches.len(), 1, "{fetches:?}");
+        assert_eq!(fetches[0].range, Some(CHUNK as u64..4 * CHUNK as u64));
+        assert_eq!(
+            node.peers[&b].inflight.get_ref(&id).unwrap().end,
+            CHUNK as u64
+        );
+
+        // The first chunk comes, with half the next (sent before the cancel arrived).
+        let t = now + Duration::from_millis(100);
+        let frame = Frame::Data {
+            id,
+            segment: s,
+            offset: 0,
+            payload: Bytes::copy_from_slice(&data[..CHUNK + CHUNK / 2]),
+        };
+        let msg = Bytes::from(wire::encode_frames(&[frame]));
+        node.handle_peer_event(t, b, PeerEvent::Message(msg));
+        assert!(node.peers.contains_key(&b), "the neighbour was dropped");
+        assert!(node.peers[&b].inflight.get_ref(&id).is_none());
+        let dl = &node.downloads[&s];
+        assert!(dl.chunks[0].done && !dl.chunks[1].done);
+        assert_eq!(dl.p2p_bytes, CHUNK as u64);
+        // The rest of what it had sent is dropped quietly.
+        let frame = Frame::Data {
+            id,
+            segment: s,
+            offset: (CHUNK + CHUNK / 2) as u64,
+            payload: Bytes::copy_from_slice(&data[CHUNK + CHUNK / 2..2 * CHUNK]),
+        };
+        let msg = Bytes::from(wire::encode_frames(&[frame]));
+        node.handle_peer_event(t, b, PeerEvent::Message(msg));
+        assert!(node.peers.contains_key(&b));
+
+        // HTTP brings the rest: the segment is complete, with the neighbour's chunk.
+        let fetch = fetches[0].id;
+        node.handle_http_data(
+            t,
+            fetch,
+            CHUNK as u64,
+            None,
+            Bytes::copy_from_slice(&data[CHUNK..]),
+        );
+        node.handle_http_done(t, fetch, Ok(()));
+        assert!(node.has_segment(&s));
+        assert_eq!(node.stats().p2p_bytes_down, CHUNK as u64);
+    }
+
+    /// A chunk kept at a fallback that has not come when it was due is fetched over HTTP
+    /// then, early enough to be in by the deadline.
+    #[test]
+    fn a_kept_chunk_that_does_not_come_is_fetched_in_time() {
+        use download::tests::CHUNK;
+        let now = Time::from_secs(10);
+        let (mut node, data, _b, id) = fallback_setup(now, 10 * CHUNK as u64);
+        let s = seg(7);
+        let deadline = now + Duration::from_secs(5);
+        node.start_http(now, s, Some(deadline));
+        let (_, fetches) = fallback_transmits(&mut node);
+        let fetch = fetches[0].id;
+        node.handle_http_data(
+            now,
+            fetch,
+            CHUNK as u64,
+            None,
+            Bytes::copy_from_slice(&data[CHUNK..]),
+        );
+        node.handle_http_done(now, fetch, Ok(()));
+        assert!(!node.has_segment(&s));
+        // Not a failed fetch: no backoff.
+        assert_eq!(node.downloads[&s].retry_at, None);
+        let until = node.downloads[&s].keep_until.expect("a chunk kept");
+        assert!(
+            until + node.http_estimate(CHUNK as u64) + node.config.http_margin / 4 <= deadline,
+            "kept until {until:?}, past what the deadline allows"
+        );
+        // Nothing more until then.
+        let wake = node.poll_timeout().expect("a wake-up");
+        assert!(wake <= until, "wakes at {wake:?}, after {until:?}");
+        let mut t = wake;
+        while t < until {
+            node.handle_timeout(t);
+            assert!(
+                fallback_transmits(&mut node).1.is_empty(),
+                "fetched before {until:?}"
+            );
+            t = node
+                .poll_timeout()
+                .expect("a wake-up")
+                .max(t + Duration::from_millis(1));
+        }
+        node.handle_timeout(until);
+        let (cancels, fetches) = fallback_transmits(&mut node);
+        assert_eq!(
+            cancels,
+            [id],
+            "the request is cancelled again at the neighbour"
+        );
+        assert_eq!(fetches.len(), 1, "{fetches:?}");
+        assert_eq!(fetches[0].range, Some(0..CHUNK as u64));
+        node.handle_http_data(
+            until,
+            fetches[0].id,
+            0,
+            None,
+            Bytes::copy_from_slice(&data[..CHUNK]),
+        );
+        assert!(node.has_segment(&s));
+    }
+
+    /// A request whose next chunk would come too late is cancelled whole at a fallback, and
+    /// HTTP fetches the whole segment.
+    #[test]
+    fn a_chunk_due_too_late_is_not_kept() {
+        use download::tests::CHUNK;
+        let now = Time::from_secs(10);
+        // A chunk in 10 s; the deadline 5 s away.
+        let (mut node, _data, b, id) = fallback_setup(now, CHUNK as u64 / 10);
+        let s = seg(7);
+        node.start_http(now, s, Some(now + Duration::from_secs(5)));
+        let (cancels, fetches) = fallback_transmits(&mut node);
+        assert_eq!(cancels, [id]);
+        assert_eq!(fetches.len(), 1, "{fetches:?}");
+        assert_eq!(fetches[0].range, None, "the whole segment");
+        assert!(node.peers[&b].inflight.get_ref(&id).is_none());
+        assert_eq!(node.downloads[&s].keep_until, None);
     }
 
     /// A digest of an enormous segment (its geometry allows 16 GiB) would size a buffer that
