@@ -2661,8 +2661,32 @@ impl Node {
                 .filter(|s| is_stale(s))
                 .copied()
                 .collect();
+            let mut withdrawn: BTreeMap<RenditionId, Vec<u64>> = BTreeMap::new();
             for seg in stale {
-                self.abandon(now, seg);
+                if self.abandon(seg) {
+                    withdrawn
+                        .entry(seg.rendition)
+                        .or_default()
+                        .push(seg.sequence);
+                }
+            }
+            // Announced while they arrived: withdraw them, or neighbours would go on asking
+            // for chunks that will never come; requests waiting for them get `Absent`. One
+            // message for them all (a seek abandons a window of segments at once).
+            if !withdrawn.is_empty() {
+                let frames: Vec<Frame> = withdrawn
+                    .into_iter()
+                    .map(|(rendition, mut removed)| {
+                        removed.sort_unstable();
+                        Frame::HaveDelta {
+                            rendition,
+                            added: Vec::new(),
+                            removed,
+                        }
+                    })
+                    .collect();
+                self.broadcast(&frames);
+                self.pump_uploads(now);
             }
         }
 
@@ -3433,29 +3457,25 @@ impl Node {
         }
     }
 
-    fn abandon(&mut self, now: Time, seg: SegmentRef) {
+    /// Drops the download of `seg` and its fetches. Returns whether neighbours were told of
+    /// it while it arrived (the caller withdraws it).
+    fn abandon(&mut self, seg: SegmentRef) -> bool {
         let Some(dl) = self.downloads.remove(&seg) else {
-            return;
+            return false;
         };
         for h in dl.http {
             self.fetches.remove(&h.id);
             self.transmits.push_back(Transmit::CancelHttp(h.id));
         }
         self.cancel_segment_requests(seg);
-        // Announced while it arrived: withdraw it, or neighbours would go on asking for chunks
-        // that will never come; requests waiting for them get `Absent`.
-        if dl.announced && !self.cache.contains(&seg) {
-            self.broadcast(&[Frame::HaveDelta {
-                rendition: seg.rendition,
-                added: Vec::new(),
-                removed: vec![seg.sequence],
-            }]);
+        let withdraw = dl.announced && !self.cache.contains(&seg);
+        if withdraw {
             // Announced again later, it goes with its digest.
             for p in self.peers.values_mut() {
                 p.digests_sent.remove(&seg);
             }
-            self.pump_uploads(now);
         }
+        withdraw
     }
 
     fn complete(&mut self, now: Time, seg: SegmentRef) {
@@ -4721,6 +4741,71 @@ mod tests {
         assert_eq!(fetches[0].range, None, "the whole segment");
         assert!(node.peers[&b].inflight.get_ref(&id).is_none());
         assert_eq!(node.downloads[&s].keep_until, None);
+    }
+
+    /// Downloads abandoned together (the player moved past them) are withdrawn in one
+    /// `HaveDelta` per rendition, not one message per segment.
+    #[test]
+    fn downloads_abandoned_together_are_withdrawn_in_one_message() {
+        use download::tests::{CHUNK, digest_of};
+        let mut node = viewer();
+        let now = Time::from_secs(10);
+        let rendition = seg(0).rendition;
+        node.handle_playlist(
+            now,
+            Playlist {
+                rendition,
+                live: true,
+                segments: (5..14)
+                    .map(|sequence| SegmentMeta {
+                        sequence,
+                        duration: Duration::from_secs(4),
+                    })
+                    .collect(),
+            },
+        );
+        let player = |playhead| PlayerState {
+            rendition,
+            playhead,
+            buffer_ahead: Duration::from_secs(8),
+        };
+        node.handle_player(now, player(7));
+        let b = PeerId([9; 20]);
+        connect(&mut node, now, b);
+        for sequence in [7, 8] {
+            let data = vec![sequence as u8; 2 * CHUNK];
+            let digest = digest_of(&data);
+            let mut dl = Download::new();
+            dl.set_digest(digest.clone());
+            let http = Owner::Http(FetchId(sequence));
+            dl.assign(0..1, http);
+            dl.write(http, 0, &data[..CHUNK]);
+            dl.announced = true;
+            node.digests.insert(seg(sequence), digest);
+            node.downloads.insert(seg(sequence), Box::new(dl));
+        }
+        while node.poll_transmit().is_some() {}
+
+        node.handle_player(now, player(11));
+        let mut withdrawals = Vec::new();
+        while let Some(t) = node.poll_transmit() {
+            if let Transmit::Peer { peer, data } = t
+                && peer == b
+            {
+                let frames = wire::decode_message(&data, wire::LARGE_MAX_MESSAGE).unwrap();
+                let removed: Vec<Vec<u64>> = frames
+                    .into_iter()
+                    .filter_map(|f| match f {
+                        Frame::HaveDelta { removed, .. } if !removed.is_empty() => Some(removed),
+                        _ => None,
+                    })
+                    .collect();
+                if !removed.is_empty() {
+                    withdrawals.push(removed);
+                }
+            }
+        }
+        assert_eq!(withdrawals, [vec![vec![7, 8]]]);
     }
 
     /// A digest of an enormous segment (its geometry allows 16 GiB) would size a buffer that
