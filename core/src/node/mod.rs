@@ -721,12 +721,23 @@ impl Peer {
 
     /// Whether it understands chunk maps and may play `seg`'s rendition: it has announced
     /// some of it, or nothing at all yet (a neighbour that just joined would otherwise take
-    /// a segment announced while arriving for whole).
+    /// a segment announced while arriving for whole), or it is fetching some of it (a
+    /// request to this node, or a `Fetching` notice): a viewer that has just switched to
+    /// the rendition has announced none of it yet.
     fn plays_with_chunk_maps(&self, seg: &SegmentRef) -> bool {
         self.session()
             .is_some_and(|s| s.remote.contains(Capabilities::CHUNK_MAPS))
             && (self.have.len() == 0
-                || self.have.get(&seg.rendition).is_some_and(|s| !s.is_empty()))
+                || self.have.get(&seg.rendition).is_some_and(|s| !s.is_empty())
+                || self
+                    .uploads
+                    .iter()
+                    .any(|j| j.seg.rendition == seg.rendition)
+                || self
+                    .fetching
+                    .0
+                    .iter()
+                    .any(|(s, _)| s.rendition == seg.rendition))
     }
 
     /// Whether to send it this node's chunk map of `seg` still arriving: it understands
@@ -4806,6 +4817,38 @@ mod tests {
             }
         }
         assert_eq!(withdrawals, [vec![vec![7, 8]]]);
+    }
+
+    /// A neighbour that has announced segments of another rendition only is sent chunk maps
+    /// of a rendition once it shows it fetches some of it (a `Fetching` notice here; a
+    /// request to this node counts too): a viewer that has just switched renditions has
+    /// announced none of its new one, and took the segments it heard of for whole.
+    #[test]
+    fn a_neighbour_that_switched_renditions_gets_its_chunk_maps() {
+        let mut node = viewer();
+        let now = Time::from_secs(10);
+        let b = PeerId([9; 20]);
+        connect(&mut node, now, b);
+        let old = RenditionId([2; 8]);
+        let new = seg(7);
+        let have = Frame::Have(Availability::from_sequences(old, vec![3, 4]));
+        let msg = Bytes::from(wire::encode_frames(&[have]));
+        node.handle_peer_event(now, b, PeerEvent::Message(msg));
+        assert!(!node.peers[&b].plays_with_chunk_maps(&new));
+        let notice = Frame::Fetching { segment: seg(8) };
+        let msg = Bytes::from(wire::encode_frames(&[notice]));
+        node.handle_peer_event(now, b, PeerEvent::Message(msg));
+        assert!(node.peers[&b].plays_with_chunk_maps(&new));
+        assert!(node.peers[&b].wants_chunk_map(&new));
+        // The rendition it announced still counts; a third one does not.
+        assert!(node.peers[&b].plays_with_chunk_maps(&SegmentRef {
+            rendition: old,
+            sequence: 5
+        }));
+        assert!(!node.peers[&b].plays_with_chunk_maps(&SegmentRef {
+            rendition: RenditionId([3; 8]),
+            sequence: 5
+        }));
     }
 
     /// A digest of an enormous segment (its geometry allows 16 GiB) would size a buffer that
