@@ -2734,7 +2734,7 @@ impl Node {
                 if dl.has_free_chunk() {
                     if http_allowed {
                         let runs = dl.runs(usize::MAX, |c| !c.done && c.owner == Owner::Nobody);
-                        self.fetch_over_http(now, seg, Some(runs), None);
+                        self.fetch_over_http(now, seg, Some(runs), false);
                     } else {
                         note(dl.retry_at.expect("set when not allowed"));
                     }
@@ -2758,6 +2758,9 @@ impl Node {
                 match (now >= switch, http_allowed) {
                     (true, true) if !queued => {
                         self.start_http(now, seg, Some(deadline));
+                        if let Some(until) = self.downloads[&seg].keep_until {
+                            note(until);
+                        }
                         continue;
                     }
                     // Peers may still bring chunks meanwhile.
@@ -3311,9 +3314,19 @@ impl Node {
                 self.cancel_peer_request(peer, id);
             }
         };
+        // Still awaited from a neighbour after the merges?
+        let awaited = keep_until.is_some()
+            && self
+                .peers
+                .values()
+                .any(|p| p.inflight.iter().any(|(_, r)| r.seg == seg));
         let dl = self.downloads.get_mut(&seg).expect("caller inserted it");
-        dl.keep_until = keep_until;
-        self.fetch_over_http(now, seg, runs, Some(deadline.is_some()));
+        dl.keep_until = keep_until.filter(|_| awaited);
+        dl.deadline_fallback = deadline.is_some();
+        if deadline.is_some() {
+            self.stats.deadline_fallbacks += 1;
+        }
+        self.fetch_over_http(now, seg, runs, true);
     }
 
     /// At a deadline fallback: cancels the requests for `seg`, except, for each, the chunk it
@@ -3350,11 +3363,17 @@ impl Node {
             for (rid, r) in p.inflight.iter() {
                 let chunk_end = ((r.next / chunk_size + 1) * chunk_size).min(r.end);
                 let queued = ahead + (chunk_end - r.next);
+                let first = ahead == 0;
                 ahead += r.end - r.next;
                 if r.seg != seg {
                     continue;
                 }
+                // One to cut must be the one the neighbour is sending (a cancel drops a job
+                // still queued there before any of it leaves): its first, with data flowing.
+                // One that ends within its next chunk gets no cancel, and so comes in turn.
+                let cut = chunk_end < r.end;
                 match rate {
+                    Some(_) if cut && !(first && r.received > 0) => cancel.push((*pid, *rid)),
                     Some(rate) => {
                         let due =
                             p.last_data.max(now) + Duration::from_secs_f64(queued as f64 / rate);
@@ -3404,14 +3423,15 @@ impl Node {
     }
 
     /// Starts HTTP fetches for `runs` of `seg`'s chunks (`None`: the whole segment, its
-    /// geometry unknown). `deadline`: a new fallback, forced by the deadline or not; `None`
-    /// for chunks a kept request gave up, fetched alongside the fallback's.
+    /// geometry unknown). `group`: they time a sample of the origin's throughput (not the
+    /// chunks a kept request gave up, fetched alongside a fallback's: a chunk's time is
+    /// mostly the time to first byte, and would measure the origin far too fast or slow).
     fn fetch_over_http(
         &mut self,
         now: Time,
         seg: SegmentRef,
         runs: Option<Vec<Range<usize>>>,
-        deadline: Option<bool>,
+        group: bool,
     ) {
         let dl = self.downloads.get_mut(&seg).expect("caller inserted it");
         let mut requests = Vec::new();
@@ -3440,17 +3460,8 @@ impl Node {
             self.next_fetch += 1;
             requests.push((id, None));
         }
-        match deadline {
-            Some(deadline) => {
-                dl.http_group = Some((now, 0));
-                dl.deadline_fallback = deadline;
-                if deadline {
-                    self.stats.deadline_fallbacks += 1;
-                }
-            }
-            None => {
-                dl.http_group.get_or_insert((now, 0));
-            }
+        if group {
+            dl.http_group = Some((now, 0));
         }
         for (id, range) in requests {
             dl.http.push(download::HttpFetch {
@@ -4546,10 +4557,15 @@ mod tests {
         );
     }
 
-    /// A viewer playing `seg(7)` (live playlist 5-11) with neighbour `b` connected, a download
-    /// of `seg(7)` (four chunks) with its digest, and one request to `b` for all four chunks,
-    /// `b` measured at `rate` bytes per second. Returns the node, the data, and the request.
-    fn fallback_setup(now: Time, rate: u64) -> (Node, Vec<u8>, PeerId, RequestId) {
+    /// A viewer playing `seg(7)` (live playlist 5 to `last`, `buffer` ahead of the playhead)
+    /// with neighbour `b` connected and measured at `rate` bytes per second, and a download of
+    /// `seg(7)` (four chunks) with its digest. Returns the node, the data and `b`.
+    fn fallback_setup(
+        now: Time,
+        rate: u64,
+        last: u64,
+        buffer: Duration,
+    ) -> (Node, Vec<u8>, PeerId) {
         use download::tests::{CHUNK, digest_of};
         let mut node = viewer();
         let s = seg(7);
@@ -4560,7 +4576,7 @@ mod tests {
             Playlist {
                 rendition: s.rendition,
                 live: true,
-                segments: (5..12)
+                segments: (5..=last)
                     .map(|sequence| SegmentMeta {
                         sequence,
                         duration: Duration::from_secs(4),
@@ -4568,30 +4584,59 @@ mod tests {
                     .collect(),
             },
         );
+        let b = PeerId([9; 20]);
+        connect(&mut node, now, b);
+        node.peers
+            .get_mut(&b)
+            .unwrap()
+            .throughput
+            .sample(rate, Duration::from_secs(1));
+        let mut dl = Download::new();
+        dl.set_digest(digest.clone());
+        node.digests.insert(s, digest);
+        node.downloads.insert(s, Box::new(dl));
         node.handle_player(
             now,
             PlayerState {
                 rendition: s.rendition,
                 playhead: 7,
-                buffer_ahead: Duration::from_secs(8),
+                buffer_ahead: buffer,
             },
         );
-        let b = PeerId([9; 20]);
-        connect(&mut node, now, b);
-        node.downloads.remove(&s);
-        let mut dl = Download::new();
-        dl.set_digest(digest.clone());
-        node.digests.insert(s, digest);
-        node.downloads.insert(s, Box::new(dl));
-        let p = node.peers.get_mut(&b).unwrap();
-        p.throughput.sample(rate, Duration::from_secs(1));
-        let id = node.send_request(now, b, s, 0, 4 * CHUNK as u64);
-        node.downloads
-            .get_mut(&s)
-            .unwrap()
-            .assign(0..4, Owner::Peer(b, id));
         while node.poll_transmit().is_some() {}
-        (node, data, b, id)
+        (node, data, b)
+    }
+
+    /// Asks `b` for `chunks` of `seg(7)`, as the scheduler does.
+    fn request_chunks(node: &mut Node, now: Time, b: PeerId, chunks: Range<usize>) -> RequestId {
+        use download::tests::CHUNK;
+        let (offset, len) = (chunks.start * CHUNK, chunks.len() * CHUNK);
+        let id = node.send_request(now, b, seg(7), offset as u64, len as u64);
+        node.downloads
+            .get_mut(&seg(7))
+            .unwrap()
+            .assign(chunks, Owner::Peer(b, id));
+        while node.poll_transmit().is_some() {}
+        id
+    }
+
+    /// `b` sends `bytes` of `seg(7)` from `offset` for request `id`.
+    fn send_data(
+        node: &mut Node,
+        now: Time,
+        b: PeerId,
+        id: RequestId,
+        offset: usize,
+        bytes: &[u8],
+    ) {
+        let frame = Frame::Data {
+            id,
+            segment: seg(7),
+            offset: offset as u64,
+            payload: Bytes::copy_from_slice(bytes),
+        };
+        let msg = Bytes::from(wire::encode_frames(&[frame]));
+        node.handle_peer_event(now, b, PeerEvent::Message(msg));
     }
 
     /// What `node` sent: cancels to neighbours, and HTTP fetches of `seg(7)`.
@@ -4622,87 +4667,139 @@ mod tests {
         use download::tests::CHUNK;
         let now = Time::from_secs(10);
         // A chunk in a tenth of a second; the deadline 5 s away.
-        let (mut node, data, b, id) = fallback_setup(now, 10 * CHUNK as u64);
+        let (mut node, data, b) =
+            fallback_setup(now, 10 * CHUNK as u64, 11, Duration::from_secs(8));
         let s = seg(7);
+        let id = request_chunks(&mut node, now, b, 0..4);
+        // Data flowing: the first chunk is in.
+        send_data(&mut node, now, b, id, 0, &data[..CHUNK]);
         node.start_http(now, s, Some(now + Duration::from_secs(5)));
         let (cancels, fetches) = fallback_transmits(&mut node);
         assert_eq!(cancels, [id]);
         assert_eq!(fetches.len(), 1, "{fetches:?}");
-        assert_eq!(fetches[0].range, Some(CHUNK as u64..4 * CHUNK as u64));
+        assert_eq!(fetches[0].range, Some(2 * CHUNK as u64..4 * CHUNK as u64));
         assert_eq!(
             node.peers[&b].inflight.get_ref(&id).unwrap().end,
-            CHUNK as u64
+            2 * CHUNK as u64
         );
+        assert_eq!(node.stats().deadline_fallbacks, 1);
 
-        // The first chunk comes, with half the next (sent before the cancel arrived).
+        // The second chunk comes, with half the next (sent before the cancel arrived).
         let t = now + Duration::from_millis(100);
-        let frame = Frame::Data {
+        send_data(
+            &mut node,
+            t,
+            b,
             id,
-            segment: s,
-            offset: 0,
-            payload: Bytes::copy_from_slice(&data[..CHUNK + CHUNK / 2]),
-        };
-        let msg = Bytes::from(wire::encode_frames(&[frame]));
-        node.handle_peer_event(t, b, PeerEvent::Message(msg));
+            CHUNK,
+            &data[CHUNK..2 * CHUNK + CHUNK / 2],
+        );
         assert!(node.peers.contains_key(&b), "the neighbour was dropped");
         assert!(node.peers[&b].inflight.get_ref(&id).is_none());
         let dl = &node.downloads[&s];
-        assert!(dl.chunks[0].done && !dl.chunks[1].done);
-        assert_eq!(dl.p2p_bytes, CHUNK as u64);
+        assert!(dl.chunks[1].done && !dl.chunks[2].done);
+        assert_eq!(dl.p2p_bytes, 2 * CHUNK as u64);
         // The rest of what it had sent is dropped quietly.
-        let frame = Frame::Data {
+        let aborted = node.stats().aborted_p2p_bytes;
+        assert_eq!(aborted, CHUNK as u64 / 2);
+        send_data(
+            &mut node,
+            t,
+            b,
             id,
-            segment: s,
-            offset: (CHUNK + CHUNK / 2) as u64,
-            payload: Bytes::copy_from_slice(&data[CHUNK + CHUNK / 2..2 * CHUNK]),
-        };
-        let msg = Bytes::from(wire::encode_frames(&[frame]));
-        node.handle_peer_event(t, b, PeerEvent::Message(msg));
+            2 * CHUNK + CHUNK / 2,
+            &data[2 * CHUNK + CHUNK / 2..3 * CHUNK],
+        );
         assert!(node.peers.contains_key(&b));
+        assert_eq!(node.stats().aborted_p2p_bytes, aborted + CHUNK as u64 / 2);
 
-        // HTTP brings the rest: the segment is complete, with the neighbour's chunk.
+        // HTTP brings the rest: the segment is complete, with the neighbour's chunks.
         let fetch = fetches[0].id;
         node.handle_http_data(
             t,
             fetch,
-            CHUNK as u64,
+            2 * CHUNK as u64,
             None,
-            Bytes::copy_from_slice(&data[CHUNK..]),
+            Bytes::copy_from_slice(&data[2 * CHUNK..]),
         );
         node.handle_http_done(t, fetch, Ok(()));
         assert!(node.has_segment(&s));
-        assert_eq!(node.stats().p2p_bytes_down, CHUNK as u64);
+        assert_eq!(node.stats().p2p_bytes_down, 2 * CHUNK as u64);
+    }
+
+    /// Requests a neighbour has not started on are cancelled whole at a fallback, even when
+    /// they would come in time: the cancel drops them there before any of their bytes leave.
+    /// So is one with no data yet that would need cutting.
+    #[test]
+    fn requests_queued_at_a_neighbour_are_not_kept() {
+        use download::tests::CHUNK;
+        let now = Time::from_secs(10);
+        let (mut node, data, b) =
+            fallback_setup(now, 100 * CHUNK as u64, 11, Duration::from_secs(8));
+        let s = seg(7);
+        let sending = request_chunks(&mut node, now, b, 0..2);
+        let queued = request_chunks(&mut node, now, b, 2..4);
+        send_data(&mut node, now, b, sending, 0, &data[..CHUNK]);
+        node.start_http(now, s, Some(now + Duration::from_secs(5)));
+        let (cancels, fetches) = fallback_transmits(&mut node);
+        // The one being sent is a single chunk from its end: kept as it is, no cancel.
+        assert_eq!(cancels, [queued]);
+        assert!(node.peers[&b].inflight.get_ref(&sending).is_some());
+        assert!(node.peers[&b].inflight.get_ref(&queued).is_none());
+        assert_eq!(fetches.len(), 1, "{fetches:?}");
+        assert_eq!(fetches[0].range, Some(2 * CHUNK as u64..4 * CHUNK as u64));
+
+        // Nothing has come yet of a request to cut: cancelled whole.
+        let (mut node, _data, b) =
+            fallback_setup(now, 100 * CHUNK as u64, 11, Duration::from_secs(8));
+        let idle = request_chunks(&mut node, now, b, 0..4);
+        node.start_http(now, s, Some(now + Duration::from_secs(5)));
+        let (cancels, fetches) = fallback_transmits(&mut node);
+        assert_eq!(cancels, [idle]);
+        assert_eq!(fetches[0].range, None, "the whole segment");
+        assert_eq!(node.downloads[&s].keep_until, None);
     }
 
     /// A chunk kept at a fallback that has not come when it was due is fetched over HTTP
-    /// then, early enough to be in by the deadline.
+    /// then, early enough to be in by the deadline: the scheduler wakes for it even when no
+    /// HTTP fetch is under way (every other chunk is in).
     #[test]
     fn a_kept_chunk_that_does_not_come_is_fetched_in_time() {
         use download::tests::CHUNK;
         let now = Time::from_secs(10);
-        let (mut node, data, _b, id) = fallback_setup(now, 10 * CHUNK as u64);
+        // Only seg(7) is wanted.
+        let (mut node, data, b) = fallback_setup(now, 10 * CHUNK as u64, 7, Duration::from_secs(8));
         let s = seg(7);
-        let deadline = now + Duration::from_secs(5);
-        node.start_http(now, s, Some(deadline));
-        let (_, fetches) = fallback_transmits(&mut node);
-        let fetch = fetches[0].id;
-        node.handle_http_data(
+        let deadline = now + Duration::from_millis(1200);
+        assert!(node.downloads[&s].http.is_empty(), "fetched at the setup");
+        {
+            let dl = node.downloads.get_mut(&s).unwrap();
+            let http = Owner::Http(FetchId(99));
+            dl.assign(1..4, http);
+            dl.write(http, CHUNK as u64, &data[CHUNK..]);
+            dl.settle(1, true);
+        }
+        let id = request_chunks(&mut node, now, b, 0..1);
+        // The player's buffer runs low.
+        node.handle_player(
             now,
-            fetch,
-            CHUNK as u64,
-            None,
-            Bytes::copy_from_slice(&data[CHUNK..]),
+            PlayerState {
+                rendition: s.rendition,
+                playhead: 7,
+                buffer_ahead: Duration::from_millis(1200),
+            },
         );
-        node.handle_http_done(now, fetch, Ok(()));
-        assert!(!node.has_segment(&s));
-        // Not a failed fetch: no backoff.
-        assert_eq!(node.downloads[&s].retry_at, None);
+        let (cancels, fetches) = fallback_transmits(&mut node);
+        assert!(
+            cancels.is_empty() && fetches.is_empty(),
+            "{cancels:?} {fetches:?}"
+        );
+        assert_eq!(node.stats().deadline_fallbacks, 1);
         let until = node.downloads[&s].keep_until.expect("a chunk kept");
         assert!(
             until + node.http_estimate(CHUNK as u64) + node.config.http_margin / 4 <= deadline,
             "kept until {until:?}, past what the deadline allows"
         );
-        // Nothing more until then.
         let wake = node.poll_timeout().expect("a wake-up");
         assert!(wake <= until, "wakes at {wake:?}, after {until:?}");
         let mut t = wake;
@@ -4719,11 +4816,7 @@ mod tests {
         }
         node.handle_timeout(until);
         let (cancels, fetches) = fallback_transmits(&mut node);
-        assert_eq!(
-            cancels,
-            [id],
-            "the request is cancelled again at the neighbour"
-        );
+        assert_eq!(cancels, [id]);
         assert_eq!(fetches.len(), 1, "{fetches:?}");
         assert_eq!(fetches[0].range, Some(0..CHUNK as u64));
         node.handle_http_data(
@@ -4734,6 +4827,7 @@ mod tests {
             Bytes::copy_from_slice(&data[..CHUNK]),
         );
         assert!(node.has_segment(&s));
+        assert_eq!(node.stats().deadline_fallbacks, 1);
     }
 
     /// A request whose next chunk would come too late is cancelled whole at a fallback, and
@@ -4743,13 +4837,16 @@ mod tests {
         use download::tests::CHUNK;
         let now = Time::from_secs(10);
         // A chunk in 10 s; the deadline 5 s away.
-        let (mut node, _data, b, id) = fallback_setup(now, CHUNK as u64 / 10);
+        let (mut node, data, b) =
+            fallback_setup(now, CHUNK as u64 / 10, 11, Duration::from_secs(8));
         let s = seg(7);
+        let id = request_chunks(&mut node, now, b, 0..4);
+        send_data(&mut node, now, b, id, 0, &data[..CHUNK]);
         node.start_http(now, s, Some(now + Duration::from_secs(5)));
         let (cancels, fetches) = fallback_transmits(&mut node);
         assert_eq!(cancels, [id]);
         assert_eq!(fetches.len(), 1, "{fetches:?}");
-        assert_eq!(fetches[0].range, None, "the whole segment");
+        assert_eq!(fetches[0].range, Some(CHUNK as u64..4 * CHUNK as u64));
         assert!(node.peers[&b].inflight.get_ref(&id).is_none());
         assert_eq!(node.downloads[&s].keep_until, None);
     }
