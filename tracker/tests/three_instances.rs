@@ -46,7 +46,10 @@ async fn peers_of_a_swarm_meet_on_one_of_three_instances() {
     let procs: Vec<(Proc, SocketAddr)> = (0..3).map(|_| spawn_tracker()).collect();
     let urls: Vec<String> = procs.iter().map(|(_, a)| format!("ws://{a}")).collect();
     let mut per_instance = [0usize; 3];
-    for s in 0..30u8 {
+    // The instances' ports are random, and so is the split: with 60 swarms, an instance gets
+    // fewer than 5 three times in a million runs (with 30 swarms and at least 4 each, which
+    // this test asked before, once in a hundred).
+    for s in 0..60u8 {
         let i = rendezvous::pick(&swarm(s), &urls).unwrap();
         per_instance[i] += 1;
         let addr = procs[i].1;
@@ -62,7 +65,7 @@ async fn peers_of_a_swarm_meet_on_one_of_three_instances() {
         assert_eq!(o.peer_id, peer(2));
     }
     assert!(
-        per_instance.iter().all(|n| *n >= 4),
+        per_instance.iter().all(|n| *n >= 5),
         "swarms spread over all three: {per_instance:?}"
     );
     // Each instance holds exactly the swarms hashed to it.
