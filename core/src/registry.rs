@@ -919,6 +919,11 @@ impl Registry {
         ));
     }
 
+    /// Whether the connection has a peer in some swarm, or is on standby.
+    pub fn holds_peers(&self, conn: ConnId) -> bool {
+        self.standby.contains_key(&conn) || self.conns.get(&conn).is_some_and(|e| !e.is_empty())
+    }
+
     /// The connection closed: its peers leave every swarm (as `stopped` would).
     pub fn handle_disconnect(&mut self, conn: ConnId) {
         self.standby.remove(&conn);

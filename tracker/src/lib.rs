@@ -49,7 +49,7 @@ use tracing::Instrument;
 pub use config::{Config, Limits, Seeds, SwarmConfig, Tokens};
 use frame::Frame;
 pub use metrics::Metrics;
-use outbox::Outbox;
+use outbox::{Outbox, Popped};
 use worker::ToWorker;
 use ws::{WsError, close_code};
 
@@ -554,6 +554,8 @@ enum Step {
     Close(u16, &'static str, &'static str),
     /// End without a close frame.
     End(&'static str),
+    /// The worker says the connection's last peer left its swarm.
+    LeftEverySwarm,
 }
 
 /// The step for what the client sent (or the end of its stream).
@@ -688,13 +690,16 @@ async fn serve_ws<S>(
     // Each turn decides a step without awaiting, then awaits only the step: the decoded
     // message and its errors never live across an await, so they do not size the state
     // every idle connection task keeps.
+    // The last message forwarded that joins or leaves a swarm was a `stopped`.
+    let mut stop_pending = false;
     let reason = loop {
         let step = tokio::select! {
             incoming = decoder.next(io) => on_incoming(&shared, may_seed, &mut rate, incoming),
             out = outbox.pop() => match out {
-                Some(frame) => Step::Send(frame),
+                Popped::Frame(frame) => Step::Send(frame),
+                Popped::LeftEverySwarm => Step::LeftEverySwarm,
                 // The worker dropped us: our queue overflowed.
-                None => {
+                Popped::Closed => {
                     m.reject("slow_consumer");
                     Step::Close(close_code::AGAIN, "too slow", "slow consumer")
                 }
@@ -720,6 +725,12 @@ async fn serve_ws<S>(
                 if joins {
                     join_deadline = None;
                 }
+                stop_pending = match &*msg {
+                    ToTracker::Announce(a) => {
+                        a.event == Some(swarmcdn_core::tracker_proto::AnnounceEvent::Stopped)
+                    }
+                    _ => stop_pending && !joins,
+                };
                 // Boxed, as `write`: a channel send waiting for room is large.
                 let send = Box::pin(worker_tx.send(ToWorker::Message { conn, msg }));
                 if send.await.is_err() {
@@ -764,6 +775,17 @@ async fn serve_ws<S>(
                 break reason;
             }
             Step::End(reason) => break reason,
+            // It left its swarms with `stopped` and has not announced since: it has again
+            // `join_timeout_ms` to join one, or its slot goes (a client could otherwise
+            // announce once, stop, and hold the connection idle for ever). An announce sent
+            // after the `stopped` that the worker has not seen yet clears `stop_pending`.
+            Step::LeftEverySwarm => {
+                if stop_pending && limits.join_timeout_ms > 0 && join_deadline.is_none() {
+                    join_deadline = Some(Box::pin(tokio::time::sleep(Duration::from_millis(
+                        limits.join_timeout_ms,
+                    ))));
+                }
+            }
         }
     };
     tracing::debug!(reason, "disconnected");

@@ -34,6 +34,18 @@ pub(crate) struct Outbox {
 struct State {
     queue: VecDeque<Frame>,
     closed: bool,
+    /// The worker saw the connection's last peer leave (see [`Outbox::left_every_swarm`]).
+    left: bool,
+}
+
+/// What [`Outbox::pop`] returns.
+#[derive(Debug)]
+pub(crate) enum Popped {
+    Frame(Frame),
+    /// The connection's last peer left its swarm (`stopped`); the connection holds none.
+    LeftEverySwarm,
+    /// Closed and drained.
+    Closed,
 }
 
 impl Outbox {
@@ -61,6 +73,12 @@ impl Outbox {
         Ok(())
     }
 
+    /// Tells the reader that the connection's last peer has left its swarm.
+    pub(crate) fn left_every_swarm(&self) {
+        self.state.lock().expect("not poisoned").left = true;
+        self.ready.notify_one();
+    }
+
     /// Closes the queue: pushes fail, and the reader gets what is queued, then `None`.
     pub(crate) fn close(&self) {
         self.state.lock().expect("not poisoned").closed = true;
@@ -78,16 +96,22 @@ impl Outbox {
         msg
     }
 
-    /// The next message, waiting for one; `None` once closed and drained. Cancel safe: a
-    /// dropped `pop` loses no message (they stay queued) and no wake-up (tokio passes a
-    /// `notify_one` taken by a dropped waiter on).
-    pub(crate) async fn pop(&self) -> Option<Frame> {
+    /// The next message, waiting for one, or news that the connection left every swarm;
+    /// `Closed` once closed and drained. Cancel safe: a dropped `pop` loses no message (they
+    /// stay queued) and no wake-up (tokio passes a `notify_one` taken by a dropped waiter on).
+    pub(crate) async fn pop(&self) -> Popped {
         loop {
             if let Some(msg) = self.try_pop() {
-                return Some(msg);
+                return Popped::Frame(msg);
             }
-            if self.state.lock().expect("not poisoned").closed {
-                return None;
+            {
+                let mut s = self.state.lock().expect("not poisoned");
+                if s.closed {
+                    return Popped::Closed;
+                }
+                if std::mem::take(&mut s.left) {
+                    return Popped::LeftEverySwarm;
+                }
             }
             self.ready.notified().await;
         }
@@ -105,8 +129,12 @@ mod tests {
         Frame::text(text)
     }
 
-    fn text(frame: Option<Frame>) -> Option<String> {
-        frame.map(|f| f.payload().to_owned())
+    fn text(popped: Popped) -> Option<String> {
+        match popped {
+            Popped::Frame(f) => Some(f.payload().to_owned()),
+            Popped::Closed => None,
+            Popped::LeftEverySwarm => Some("(left)".into()),
+        }
     }
 
     const WAIT: Duration = Duration::from_secs(5);
@@ -124,7 +152,22 @@ mod tests {
         // What was queued before the close is still delivered.
         assert_eq!(text(o.pop().await).as_deref(), Some("b"));
         assert_eq!(text(o.pop().await).as_deref(), Some("c"));
-        assert!(o.pop().await.is_none());
+        assert!(matches!(o.pop().await, Popped::Closed));
+    }
+
+    /// The news that the connection left every swarm comes after the frames queued before
+    /// it, once.
+    #[tokio::test]
+    async fn leaving_every_swarm_is_told_once_after_the_frames() {
+        let o = Outbox::new(4);
+        o.try_push(t("a")).unwrap();
+        o.left_every_swarm();
+        assert_eq!(text(o.pop().await).as_deref(), Some("a"));
+        assert_eq!(text(o.pop().await).as_deref(), Some("(left)"));
+        o.try_push(t("b")).unwrap();
+        assert_eq!(text(o.pop().await).as_deref(), Some("b"));
+        o.close();
+        assert!(matches!(o.pop().await, Popped::Closed));
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use swarmcdn_core::registry::{ConnId, Registry, RegistryConfig, RegistryStats};
 use swarmcdn_core::time::Time;
-use swarmcdn_core::tracker_proto::ToTracker;
+use swarmcdn_core::tracker_proto::{AnnounceEvent, ToTracker};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::frame::Frame;
@@ -72,8 +72,15 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
             ToWorker::Message { conn, msg } => {
                 // A connection dropped as a slow reader may still have messages in flight:
                 // ignore them, or its peers would rejoin swarms until its `Close` arrives.
-                if conns.contains_key(&conn) {
+                if let Some(outbox) = conns.get(&conn) {
+                    let stopped = matches!(&*msg, ToTracker::Announce(a)
+                        if a.event == Some(AnnounceEvent::Stopped));
                     registry.handle_message(now(), conn, *msg, &mut out);
+                    // Holding no peer any more, it is again a connection that has not joined
+                    // (the connection task's join timeout).
+                    if stopped && !registry.holds_peers(conn) {
+                        outbox.left_every_swarm();
+                    }
                 }
             }
             ToWorker::Close { conn } => {
@@ -107,6 +114,7 @@ mod tests {
     use swarmcdn_core::tracker_proto::{Announce, AnnounceEvent, Scrape};
 
     use super::*;
+    use crate::outbox::Popped;
 
     const WAIT: Duration = Duration::from_secs(5);
 
@@ -156,23 +164,21 @@ mod tests {
         })
         .await
         .unwrap();
-        let first = tokio::time::timeout(WAIT, slow_box.pop())
-            .await
-            .unwrap()
-            .expect("the reply that fitted");
+        let Popped::Frame(first) = tokio::time::timeout(WAIT, slow_box.pop()).await.unwrap() else {
+            panic!("the reply that fitted");
+        };
         let first = first.payload();
         assert!(first.contains("interval"), "{first}");
         assert!(
-            tokio::time::timeout(WAIT, slow_box.pop())
-                .await
-                .unwrap()
-                .is_none(),
+            matches!(
+                tokio::time::timeout(WAIT, slow_box.pop()).await.unwrap(),
+                Popped::Closed
+            ),
             "the slow connection's queue is closed"
         );
-        let reply = tokio::time::timeout(WAIT, fast_box.pop())
-            .await
-            .unwrap()
-            .unwrap();
+        let Popped::Frame(reply) = tokio::time::timeout(WAIT, fast_box.pop()).await.unwrap() else {
+            panic!("a reply");
+        };
         let reply = reply.payload();
         assert!(
             reply.contains("\"incomplete\":1"),

@@ -277,6 +277,50 @@ async fn a_connection_that_never_announces_is_closed() {
     still_works(server.addr, &mut member, 1, 1).await;
 }
 
+/// A connection whose peers all left with `stopped` and that does not announce again gets
+/// the join timeout anew; one that announces again, or still holds a peer in another swarm,
+/// stays.
+#[tokio::test]
+async fn a_connection_that_stopped_everywhere_must_join_again() {
+    let server = start(config(|c| c.limits.join_timeout_ms = 300)).await;
+    let stopped = |s, p| {
+        let mut a = announce(s, p, 0);
+        if let ToTracker::Announce(a) = &mut a {
+            a.event = Some(swarmcdn_core::tracker_proto::AnnounceEvent::Stopped);
+        }
+        a
+    };
+    let mut gone = Client::connect(server.addr).await;
+    let mut back = Client::connect(server.addr).await;
+    let mut elsewhere = Client::connect(server.addr).await;
+    for (c, p) in [(&mut gone, 1), (&mut back, 2), (&mut elsewhere, 3)] {
+        c.send(&announce(1, p, 0)).await;
+        assert!(matches!(c.recv().await, FromTracker::AnnounceResponse(_)));
+    }
+    elsewhere.send(&announce(2, 3, 0)).await;
+    assert!(matches!(
+        elsewhere.recv().await,
+        FromTracker::AnnounceResponse(_)
+    ));
+    // Wait past the first join timeout: all three had joined in time.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    gone.send(&stopped(1, 1)).await;
+    // Stopped, then back at once (before the tracker's news of the stop can reach it).
+    back.send(&stopped(1, 2)).await;
+    back.send(&announce(1, 2, 0)).await;
+    elsewhere.send(&stopped(1, 3)).await;
+
+    let frame = gone.closed().await.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert_eq!(frame.reason.as_str(), "no announce");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    for (c, p) in [(&mut back, 2), (&mut elsewhere, 3)] {
+        // The replies to the stop and the announce.
+        while !c.silent().await {}
+        still_works(server.addr, c, 1, p).await;
+    }
+}
+
 #[tokio::test]
 async fn offers_per_announce_are_capped() {
     let server = start(config(|c| c.swarm.max_offers_per_announce = 2)).await;
