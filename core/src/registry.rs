@@ -955,6 +955,12 @@ impl Registry {
 
     /// Expires offers and peers that are due.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.handle_timeout_emptying(now, &mut Vec::new());
+    }
+
+    /// [`Registry::handle_timeout`], and adds to `emptied` the connections whose last peer
+    /// expired (not on standby): they hold nothing any more.
+    pub fn handle_timeout_emptying(&mut self, now: Time, emptied: &mut Vec<ConnId>) {
         while let Some(&(expires, swarm, offerer, offer_id)) = self.offer_expiry.front() {
             if expires > now {
                 break;
@@ -975,7 +981,7 @@ impl Registry {
             }
         }
         if self.next_sweep.is_some_and(|t| t <= now) {
-            self.sweep_peers(now);
+            self.sweep_peers(now, emptied);
             self.next_sweep = if self.swarms.is_empty() {
                 None
             } else {
@@ -984,7 +990,7 @@ impl Registry {
         }
     }
 
-    fn sweep_peers(&mut self, now: Time) {
+    fn sweep_peers(&mut self, now: Time, emptied: &mut Vec<ConnId>) {
         let interval = self.config.demand_interval;
         self.demanded
             .retain(|_, t| now.saturating_since(*t) < interval);
@@ -1016,6 +1022,9 @@ impl Registry {
                 entries.retain(|e| *e != (swarm_id, peer_id));
                 if entries.is_empty() {
                     self.conns.remove(&conn);
+                    if !self.standby.contains_key(&conn) {
+                        emptied.push(conn);
+                    }
                 }
             }
         }
@@ -1873,6 +1882,34 @@ mod tests {
         assert_eq!(r.stats().swarms, 0);
         assert_eq!(r.stats().peers_expired, 1);
         assert_eq!(r.poll_timeout(), None);
+    }
+
+    /// A connection whose last peer expires is reported as emptied (the tracker closes it if
+    /// it does not join again); one with a peer left, or on standby, is not.
+    #[test]
+    fn connections_whose_last_peer_expires_are_reported() {
+        let config = RegistryConfig::default();
+        let timeout = config.peer_timeout;
+        let mut r = registry(config);
+        let mut out = Vec::new();
+        let other = SwarmId([8; 20]);
+        // Connection 1: one peer, silent. Connection 2: peers in two swarms, one kept alive.
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        r.handle_announce(Time::ZERO, ConnId(2), announce(2, 0, None), &mut out);
+        let mut elsewhere = announce(2, 0, None);
+        elsewhere.info_hash = other;
+        r.handle_announce(Time::ZERO, ConnId(2), elsewhere.clone(), &mut out);
+        let mut emptied = Vec::new();
+        let mut now = Time::ZERO;
+        while now < Time::ZERO + timeout * 3 {
+            now += timeout / 4;
+            r.handle_announce(now, ConnId(2), elsewhere.clone(), &mut out);
+            r.handle_timeout_emptying(now, &mut emptied);
+        }
+        assert_eq!(r.stats().peers_expired, 2);
+        assert_eq!(emptied, [ConnId(1)]);
+        assert!(!r.holds_peers(ConnId(1)));
+        assert!(r.holds_peers(ConnId(2)));
     }
 
     /// Answers to offers that do not exist do not keep a peer that stopped announcing in its

@@ -137,9 +137,9 @@ pub struct Limits {
     /// unaccounted (slowloris). Default 10 s.
     pub header_timeout_ms: u64,
     /// A WebSocket connection that has not announced (nor gone on standby) this long after
-    /// its upgrade, or after `stopped` took its last peer out of its last swarm, is closed
-    /// (code 1008), so that connections in no swarm cannot hold slots. 0 turns it off.
-    /// Default 30 s.
+    /// its upgrade, or since it was left holding no peer in any swarm (its `stopped`, a
+    /// refused announce, its peers' expiry), is closed (code 1008), so that connections in no
+    /// swarm cannot hold slots. 0 turns it off. Default 30 s.
     pub join_timeout_ms: u64,
 }
 

@@ -554,8 +554,8 @@ enum Step {
     Close(u16, &'static str, &'static str),
     /// End without a close frame.
     End(&'static str),
-    /// The worker says the connection's last peer left its swarm.
-    LeftEverySwarm,
+    /// The worker says the connection held no peer after its join messages up to this one.
+    LeftEverySwarm(u32),
 }
 
 /// The step for what the client sent (or the end of its stream).
@@ -690,14 +690,14 @@ async fn serve_ws<S>(
     // Each turn decides a step without awaiting, then awaits only the step: the decoded
     // message and its errors never live across an await, so they do not size the state
     // every idle connection task keeps.
-    // The last message forwarded that joins or leaves a swarm was a `stopped`.
-    let mut stop_pending = false;
+    // Join messages (announces, standby) forwarded to the worker.
+    let mut join_messages: u32 = 0;
     let reason = loop {
         let step = tokio::select! {
             incoming = decoder.next(io) => on_incoming(&shared, may_seed, &mut rate, incoming),
             out = outbox.pop() => match out {
                 Popped::Frame(frame) => Step::Send(frame),
-                Popped::LeftEverySwarm => Step::LeftEverySwarm,
+                Popped::LeftEverySwarm(n) => Step::LeftEverySwarm(n),
                 // The worker dropped us: our queue overflowed.
                 Popped::Closed => {
                     m.reject("slow_consumer");
@@ -725,14 +725,16 @@ async fn serve_ws<S>(
                 if joins {
                     join_deadline = None;
                 }
-                stop_pending = match &*msg {
-                    ToTracker::Announce(a) => {
-                        a.event == Some(swarmcdn_core::tracker_proto::AnnounceEvent::Stopped)
-                    }
-                    _ => stop_pending && !joins,
-                };
+                if matches!(&*msg, ToTracker::Announce(_) | ToTracker::Standby(_)) {
+                    // Numbered from 1; 0 means "no news" in the outbox.
+                    join_messages = join_messages.checked_add(1).unwrap_or(1);
+                }
                 // Boxed, as `write`: a channel send waiting for room is large.
-                let send = Box::pin(worker_tx.send(ToWorker::Message { conn, msg }));
+                let send = Box::pin(worker_tx.send(ToWorker::Message {
+                    conn,
+                    msg,
+                    joins: join_messages,
+                }));
                 if send.await.is_err() {
                     break "shutdown";
                 }
@@ -775,12 +777,13 @@ async fn serve_ws<S>(
                 break reason;
             }
             Step::End(reason) => break reason,
-            // It left its swarms with `stopped` and has not announced since: it has again
-            // `join_timeout_ms` to join one, or its slot goes (a client could otherwise
-            // announce once, stop, and hold the connection idle for ever). An announce sent
-            // after the `stopped` that the worker has not seen yet clears `stop_pending`.
-            Step::LeftEverySwarm => {
-                if stop_pending && limits.join_timeout_ms > 0 && join_deadline.is_none() {
+            // It holds no peer (its `stopped`, a refused announce, or its peers expired) and
+            // has sent no join message since the worker saw that: it has again
+            // `join_timeout_ms` to join a swarm, or its slot goes (a client could otherwise
+            // announce once, stop, and hold the connection idle for ever).
+            Step::LeftEverySwarm(handled) => {
+                if handled == join_messages && limits.join_timeout_ms > 0 && join_deadline.is_none()
+                {
                     join_deadline = Some(Box::pin(tokio::time::sleep(Duration::from_millis(
                         limits.join_timeout_ms,
                     ))));

@@ -34,16 +34,18 @@ pub(crate) struct Outbox {
 struct State {
     queue: VecDeque<Frame>,
     closed: bool,
-    /// The worker saw the connection's last peer leave (see [`Outbox::left_every_swarm`]).
-    left: bool,
+    /// The worker saw the connection hold no peer after its join message number `left`
+    /// (see [`Outbox::left_every_swarm`]); 0: no news.
+    left: u32,
 }
 
 /// What [`Outbox::pop`] returns.
 #[derive(Debug)]
 pub(crate) enum Popped {
     Frame(Frame),
-    /// The connection's last peer left its swarm (`stopped`); the connection holds none.
-    LeftEverySwarm,
+    /// The connection held no peer in any swarm once the worker had handled its join
+    /// messages (announces, standby) up to this number.
+    LeftEverySwarm(u32),
     /// Closed and drained.
     Closed,
 }
@@ -73,9 +75,10 @@ impl Outbox {
         Ok(())
     }
 
-    /// Tells the reader that the connection's last peer has left its swarm.
-    pub(crate) fn left_every_swarm(&self) {
-        self.state.lock().expect("not poisoned").left = true;
+    /// Tells the reader that the connection holds no peer, its join messages handled up to
+    /// number `joins` (1 and up; the latest news replaces any not yet read).
+    pub(crate) fn left_every_swarm(&self, joins: u32) {
+        self.state.lock().expect("not poisoned").left = joins;
         self.ready.notify_one();
     }
 
@@ -109,8 +112,9 @@ impl Outbox {
                 if s.closed {
                     return Popped::Closed;
                 }
-                if std::mem::take(&mut s.left) {
-                    return Popped::LeftEverySwarm;
+                let joins = std::mem::take(&mut s.left);
+                if joins != 0 {
+                    return Popped::LeftEverySwarm(joins);
                 }
             }
             self.ready.notified().await;
@@ -133,7 +137,7 @@ mod tests {
         match popped {
             Popped::Frame(f) => Some(f.payload().to_owned()),
             Popped::Closed => None,
-            Popped::LeftEverySwarm => Some("(left)".into()),
+            Popped::LeftEverySwarm(n) => Some(format!("(left {n})")),
         }
     }
 
@@ -156,14 +160,15 @@ mod tests {
     }
 
     /// The news that the connection left every swarm comes after the frames queued before
-    /// it, once.
+    /// it, once, the latest replacing older news not yet read.
     #[tokio::test]
     async fn leaving_every_swarm_is_told_once_after_the_frames() {
         let o = Outbox::new(4);
         o.try_push(t("a")).unwrap();
-        o.left_every_swarm();
+        o.left_every_swarm(3);
+        o.left_every_swarm(4);
         assert_eq!(text(o.pop().await).as_deref(), Some("a"));
-        assert_eq!(text(o.pop().await).as_deref(), Some("(left)"));
+        assert_eq!(text(o.pop().await).as_deref(), Some("(left 4)"));
         o.try_push(t("b")).unwrap();
         assert_eq!(text(o.pop().await).as_deref(), Some("b"));
         o.close();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use swarmcdn_core::registry::{ConnId, Registry, RegistryConfig, RegistryStats};
 use swarmcdn_core::time::Time;
-use swarmcdn_core::tracker_proto::{AnnounceEvent, ToTracker};
+use swarmcdn_core::tracker_proto::ToTracker;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::frame::Frame;
@@ -18,7 +18,13 @@ pub(crate) enum ToWorker {
     /// A client connected; its replies (text frames) go to `outbox`.
     Open { conn: ConnId, outbox: Arc<Outbox> },
     /// A decoded message from a client.
-    Message { conn: ConnId, msg: Box<ToTracker> },
+    /// `joins`: how many join messages (announces, standby) the connection has sent, this
+    /// one included.
+    Message {
+        conn: ConnId,
+        msg: Box<ToTracker>,
+        joins: u32,
+    },
     /// A client is gone: its peers leave every swarm.
     Close { conn: ConnId },
     /// A snapshot of the registry's counters, for `/stats` and `/metrics`.
@@ -37,8 +43,10 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
     let mut registry = Registry::new(config, seed).expect("validated at startup");
     let epoch = tokio::time::Instant::now();
     let now = || Time::from_micros(epoch.elapsed().as_micros() as u64);
-    let mut conns: HashMap<ConnId, Arc<Outbox>> = HashMap::new();
+    // Each connection's queue, and the number of its last join message handled.
+    let mut conns: HashMap<ConnId, (Arc<Outbox>, u32)> = HashMap::new();
     let mut out = Vec::new();
+    let mut emptied = Vec::new();
     // One timer, moved only when the registry's next deadline moves: arming a new one for
     // every message costs a timer-wheel entry and a wake-up of the runtime's driver each.
     let timer = tokio::time::sleep_until(epoch);
@@ -61,25 +69,34 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
             },
             () = &mut timer, if armed.is_some() => {
                 armed = None;
-                registry.handle_timeout(now());
+                registry.handle_timeout_emptying(now(), &mut emptied);
+                // Their last peers expired: again connections that have not joined.
+                for conn in emptied.drain(..) {
+                    if let Some((outbox, joins)) = conns.get(&conn)
+                        && *joins > 0
+                    {
+                        outbox.left_every_swarm(*joins);
+                    }
+                }
                 continue;
             }
         };
         match msg {
             ToWorker::Open { conn, outbox } => {
-                conns.insert(conn, outbox);
+                conns.insert(conn, (outbox, 0));
             }
-            ToWorker::Message { conn, msg } => {
+            ToWorker::Message { conn, msg, joins } => {
                 // A connection dropped as a slow reader may still have messages in flight:
                 // ignore them, or its peers would rejoin swarms until its `Close` arrives.
-                if let Some(outbox) = conns.get(&conn) {
-                    let stopped = matches!(&*msg, ToTracker::Announce(a)
-                        if a.event == Some(AnnounceEvent::Stopped));
+                if let Some((outbox, handled)) = conns.get_mut(&conn) {
+                    *handled = joins;
+                    let join = matches!(&*msg, ToTracker::Announce(_) | ToTracker::Standby(_));
                     registry.handle_message(now(), conn, *msg, &mut out);
-                    // Holding no peer any more, it is again a connection that has not joined
-                    // (the connection task's join timeout).
-                    if stopped && !registry.holds_peers(conn) {
-                        outbox.left_every_swarm();
+                    // A join message (`stopped`, or an announce refused) that leaves it no
+                    // peer makes it again a connection that has not joined: its task's join
+                    // timeout runs anew, unless it has sent another join message since.
+                    if join && joins > 0 && !registry.holds_peers(conn) {
+                        outbox.left_every_swarm(joins);
                     }
                 }
             }
@@ -92,7 +109,7 @@ pub(crate) async fn run(config: RegistryConfig, seed: u64, mut rx: mpsc::Receive
             }
         }
         for (conn, reply) in out.drain(..) {
-            let Some(outbox) = conns.get(&conn) else {
+            let Some((outbox, _)) = conns.get(&conn) else {
                 continue;
             };
             if outbox.try_push(Frame::message(&reply)).is_err() {
@@ -154,13 +171,18 @@ mod tests {
         .unwrap();
         // The announce reply fills the slow queue; the scrape reply overflows it.
         for msg in [announce(1), scrape(), announce(1)] {
-            tx.send(ToWorker::Message { conn: slow, msg })
-                .await
-                .unwrap();
+            tx.send(ToWorker::Message {
+                conn: slow,
+                msg,
+                joins: 0,
+            })
+            .await
+            .unwrap();
         }
         tx.send(ToWorker::Message {
             conn: fast,
             msg: announce(2),
+            joins: 1,
         })
         .await
         .unwrap();

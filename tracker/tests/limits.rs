@@ -277,12 +277,19 @@ async fn a_connection_that_never_announces_is_closed() {
     still_works(server.addr, &mut member, 1, 1).await;
 }
 
-/// A connection whose peers all left with `stopped` and that does not announce again gets
-/// the join timeout anew; one that announces again, or still holds a peer in another swarm,
+/// A connection whose peers all left with `stopped`, or whose announce was refused, gets the
+/// join timeout anew; one that announces again, or still holds a peer in another swarm,
 /// stays.
 #[tokio::test]
-async fn a_connection_that_stopped_everywhere_must_join_again() {
-    let server = start(config(|c| c.limits.join_timeout_ms = 300)).await;
+async fn a_connection_in_no_swarm_must_join_again() {
+    let server = start(config(|c| {
+        c.limits.join_timeout_ms = 300;
+        c.swarm.max_peers_per_swarm = 1;
+        // One thread: a connection forwards the messages it has read before the worker
+        // runs, so its news of an earlier `stopped` comes after later announces.
+        c.threads = 1;
+    }))
+    .await;
     let stopped = |s, p| {
         let mut a = announce(s, p, 0);
         if let ToTracker::Announce(a) = &mut a {
@@ -290,34 +297,57 @@ async fn a_connection_that_stopped_everywhere_must_join_again() {
         }
         a
     };
+    let joined = async |c: &mut Client, s, p| {
+        c.send(&announce(s, p, 0)).await;
+        assert!(matches!(c.recv().await, FromTracker::AnnounceResponse(_)));
+    };
+    // One swarm each (a swarm holds one peer here).
     let mut gone = Client::connect(server.addr).await;
     let mut back = Client::connect(server.addr).await;
     let mut elsewhere = Client::connect(server.addr).await;
-    for (c, p) in [(&mut gone, 1), (&mut back, 2), (&mut elsewhere, 3)] {
-        c.send(&announce(1, p, 0)).await;
-        assert!(matches!(c.recv().await, FromTracker::AnnounceResponse(_)));
-    }
-    elsewhere.send(&announce(2, 3, 0)).await;
-    assert!(matches!(
-        elsewhere.recv().await,
-        FromTracker::AnnounceResponse(_)
-    ));
-    // Wait past the first join timeout: all three had joined in time.
+    let mut hopping = Client::connect(server.addr).await;
+    let mut full = Client::connect(server.addr).await;
+    joined(&mut gone, 1, 1).await;
+    joined(&mut back, 2, 2).await;
+    joined(&mut elsewhere, 3, 3).await;
+    joined(&mut elsewhere, 7, 3).await;
+    joined(&mut hopping, 8, 4).await;
+    joined(&mut full, 6, 5).await;
+    // Past the first join timeout: all had joined in time.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     gone.send(&stopped(1, 1)).await;
-    // Stopped, then back at once (before the tracker's news of the stop can reach it).
-    back.send(&stopped(1, 2)).await;
-    back.send(&announce(1, 2, 0)).await;
-    elsewhere.send(&stopped(1, 3)).await;
+    // Stopped, then back at once.
+    back.send_together(&[stopped(2, 2), announce(2, 2, 0)])
+        .await;
+    // Out of one of its two swarms.
+    elsewhere.send(&stopped(3, 3)).await;
+    // Out of its only swarm, into another, out of one it never was in: whatever the tracker's
+    // news of the first `stopped` finds when it reaches the connection, it holds a peer.
+    hopping
+        .send_together(&[stopped(8, 4), announce(4, 4, 0), stopped(5, 4)])
+        .await;
+    // Refused (swarm 6 is full): it holds nothing.
+    let mut refused = Client::connect(server.addr).await;
+    refused.send(&announce(6, 6, 0)).await;
+    assert!(matches!(refused.recv().await, FromTracker::Error(_)));
 
-    let frame = gone.closed().await.expect("a close frame");
-    assert_eq!(frame.code, CloseCode::Policy);
-    assert_eq!(frame.reason.as_str(), "no announce");
+    for c in [&mut gone, &mut refused] {
+        let frame = c.closed().await.expect("a close frame");
+        assert_eq!(frame.code, CloseCode::Policy);
+        assert_eq!(frame.reason.as_str(), "no announce");
+    }
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    for (c, p) in [(&mut back, 2), (&mut elsewhere, 3)] {
-        // The replies to the stop and the announce.
-        while !c.silent().await {}
-        still_works(server.addr, c, 1, p).await;
+    // Each got a reply to each of its stops and announces, and is still served.
+    for (c, s, p, replies) in [
+        (&mut back, 2, 2, 2),
+        (&mut elsewhere, 7, 3, 1),
+        (&mut hopping, 4, 4, 3),
+        (&mut full, 6, 5, 0),
+    ] {
+        for _ in 0..replies {
+            assert!(matches!(c.recv().await, FromTracker::AnnounceResponse(_)));
+        }
+        still_works(server.addr, c, s, p).await;
     }
 }
 

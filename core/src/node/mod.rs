@@ -2351,6 +2351,14 @@ impl Node {
         for id in stale {
             self.drop_peer(now, id, DropReason::ConnectTimeout, false);
         }
+        // `Fetching` notices past their hold: they no longer hold scouts back, nor say that
+        // the neighbour plays the rendition (it may have switched away).
+        let hold = self.config.fetching_hold;
+        for p in self.peers.values_mut() {
+            if p.fetching.len() > 0 {
+                p.fetching.retain(|_, t| now.saturating_since(*t) < hold);
+            }
+        }
         // Stalled requests.
         let mut stalled = Vec::new();
         for (pid, p) in &self.peers {
@@ -4946,6 +4954,9 @@ mod tests {
             rendition: RenditionId([3; 8]),
             sequence: 5
         }));
+        // A notice past its hold says no more (it may have switched away again).
+        node.handle_timeout(now + node.config.fetching_hold);
+        assert!(!node.peers[&b].plays_with_chunk_maps(&new));
     }
 
     /// A digest of an enormous segment (its geometry allows 16 GiB) would size a buffer that

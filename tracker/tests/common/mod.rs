@@ -63,6 +63,15 @@ impl Client {
         self.ws.send(Message::text(msg.to_json())).await.unwrap();
     }
 
+    /// Sends `msgs` in one write (the tracker reads them together).
+    #[allow(dead_code)]
+    pub async fn send_together(&mut self, msgs: &[ToTracker]) {
+        for msg in msgs {
+            self.ws.feed(Message::text(msg.to_json())).await.unwrap();
+        }
+        self.ws.flush().await.unwrap();
+    }
+
     pub async fn send_raw(&mut self, text: &str) {
         self.ws.send(Message::text(text.to_owned())).await.unwrap();
     }
