@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Environment overrides (applied after the file, before `--listen`): `SWARMCDN_TRACKER_LISTEN`,
-//! `SWARMCDN_TRACKER_LOG`, and `SWARMCDN_TRACKER__<SECTION>__<FIELD>` for any field (see
+//! `SWARMCDN_TRACKER_LOG`, `SWARMCDN_TRACKER_METRICS_LISTEN`, and `SWARMCDN_TRACKER__<SECTION>__<FIELD>` for any field (see
 //! [`Config::apply_env_from`]).
 
 use std::net::SocketAddr;
@@ -34,6 +34,16 @@ pub struct Config {
     /// tracker runs on one thread and spends the least CPU per message (no wake-ups across
     /// threads): the way to run one instance per core, sharded by swarm.
     pub threads: usize,
+    /// A second address that serves only `/health`, `/stats` and `/metrics`: an internal port
+    /// for the metrics scraper, not exposed with the WebSocket one. When set, `listen` answers
+    /// 404 to `/stats` and `/metrics`. Default none: all are served on `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// When not empty, `/stats` and `/metrics` (on either address) need the header
+    /// `Authorization: Bearer <metrics_token>` and answer 401 without it; `/health` stays open
+    /// for load balancers. Default empty (no token). Better set from the environment
+    /// (`SWARMCDN_TRACKER__METRICS_TOKEN`) than written in the file.
+    pub metrics_token: String,
     /// Limits per connection and per address.
     pub limits: Limits,
     /// Swarm logic: timings and limits of the registry.
@@ -50,6 +60,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             log: "info".into(),
             threads: 0,
+            metrics_listen: None,
+            metrics_token: String::new(),
             limits: Limits::default(),
             swarm: SwarmConfig::default(),
             tokens: Tokens::default(),
@@ -262,7 +274,8 @@ impl Config {
     }
 
     /// Applies overrides from `(name, value)` pairs, in this order:
-    /// - `SWARMCDN_TRACKER_LISTEN` and `SWARMCDN_TRACKER_LOG` set `listen` and `log`;
+    /// - `SWARMCDN_TRACKER_LISTEN`, `SWARMCDN_TRACKER_LOG` and `SWARMCDN_TRACKER_METRICS_LISTEN`
+    ///   set `listen`, `log` and `metrics_listen` (empty: none);
     /// - `SWARMCDN_TRACKER__<SECTION>__<FIELD>` (double underscores; the prefix in capitals, the
     ///   section and field names in any case) sets any field, e.g.
     ///   `SWARMCDN_TRACKER__LIMITS__MAX_CONNECTIONS_PER_IP=1000`, in the order of their names.
@@ -284,6 +297,14 @@ impl Config {
                         .with_context(|| format!("SWARMCDN_TRACKER_LISTEN={value:?}"))?;
                 }
                 "SWARMCDN_TRACKER_LOG" => new.log = value,
+                "SWARMCDN_TRACKER_METRICS_LISTEN" => {
+                    new.metrics_listen = match value.as_str() {
+                        "" => None,
+                        v => Some(v.parse().with_context(|| {
+                            format!("SWARMCDN_TRACKER_METRICS_LISTEN={value:?}")
+                        })?),
+                    };
+                }
                 _ if name.starts_with(ENV_PREFIX) => generic.push((name, value)),
                 _ => {}
             }
@@ -368,6 +389,16 @@ impl Config {
             l.header_timeout_ms >= 1,
             "limits.header_timeout_ms must be at least 1"
         );
+        ensure!(
+            self.metrics_listen
+                .is_none_or(|m| m != self.listen || m.port() == 0),
+            "metrics_listen must differ from listen"
+        );
+        ensure!(
+            self.metrics_token == self.metrics_token.trim()
+                && !self.metrics_token.contains(char::is_control),
+            "metrics_token must not hold spaces at its ends nor control characters"
+        );
         let keys = self.tokens.public_keys()?;
         ensure!(
             !self.tokens.required || !keys.is_empty(),
@@ -420,6 +451,12 @@ mod tests {
         let err = Config::from_toml("[swarm]\npeer_timeout_secs = 10").unwrap_err();
         assert!(err.to_string().contains("peer_timeout"), "{err}");
         assert!(Config::from_toml("[limits]\nmessages_per_second = 0.0").is_err());
+        assert!(Config::from_toml("metrics_token = \" secret\"").is_err());
+        let same = "listen = \"127.0.0.1:7\"\nmetrics_listen = \"127.0.0.1:7\"";
+        assert!(Config::from_toml(same).is_err());
+        let c =
+            Config::from_toml("metrics_listen = \"127.0.0.1:8\"\nmetrics_token = \"s\"").unwrap();
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -440,9 +477,14 @@ mod tests {
             ("swarmcdn_tracker__swarm__max_peers_per_swarm", "9"),
             ("SWARMCDN_TRACKER__TOKENS__REQUIRED", "false"),
             ("SWARMCDN_TRACKER__TOKENS__KEYS", "[]"),
+            ("SWARMCDN_TRACKER_METRICS_LISTEN", "127.0.0.1:10"),
+            ("SWARMCDN_TRACKER__METRICS_TOKEN", "12345"),
             ("PATH", "/bin"),
         ]))
         .unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:10".parse().unwrap()));
+        // A token that reads as a number is still a string.
+        assert_eq!(c.metrics_token, "12345");
         assert_eq!(c.listen, "127.0.0.1:9".parse().unwrap());
         assert_eq!(c.log, "debug");
         assert_eq!(c.limits.max_connections_per_ip, 1000);
@@ -469,6 +511,7 @@ mod tests {
             ("SWARMCDN_TRACKER__LIMITS__MAX_CONNECTIONS", "many"),
             ("SWARMCDN_TRACKER__LIMITS", "1"),
             ("SWARMCDN_TRACKER_LISTEN", "nowhere"),
+            ("SWARMCDN_TRACKER_METRICS_LISTEN", "nowhere"),
         ] {
             let err = c.apply_env_from(env(&[bad])).unwrap_err();
             assert!(format!("{err:#}").contains(bad.0), "{bad:?}: {err:#}");

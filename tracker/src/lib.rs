@@ -6,7 +6,8 @@
 //! forwards them to the worker over a bounded channel; the worker pushes replies into each
 //! connection's bounded queue, and drops a connection whose queue is full (a slow reader never
 //! holds up the others). The same port serves `/health`, `/stats` (JSON) and `/metrics`
-//! (Prometheus).
+//! (Prometheus), unless `metrics_listen` gives them a port of their own; `metrics_token` puts
+//! `/stats` and `/metrics` behind a bearer token.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -61,7 +62,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// A bound tracker, not yet serving.
 pub struct Tracker {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shared: Arc<Shared>,
+}
+
+/// Which of the tracker's listeners a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    /// `listen`: WebSocket clients, and the HTTP endpoints unless `metrics_listen` is set.
+    Public,
+    /// `metrics_listen`: the HTTP endpoints only.
+    Metrics,
 }
 
 struct Shared {
@@ -86,8 +97,17 @@ impl Tracker {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the tracker to {}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the tracker's metrics_listen to {addr}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
+            metrics_listener,
             shared: Arc::new(Shared {
                 token_keys: config.tokens.public_keys()?,
                 config,
@@ -105,26 +125,42 @@ impl Tracker {
             .expect("a bound TCP listener has an address")
     }
 
+    /// The address `/stats` and `/metrics` are served on, if `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound TCP listener has an address"))
+    }
+
     /// Serves until `shutdown` is cancelled, then sends every client a close frame (1001,
     /// going away) and waits for them, at most `limits.shutdown_grace_ms`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if let Some(addr) = self.metrics_addr() {
+            tracing::info!(%addr, "metrics listening");
+        }
         let shared = self.shared;
         let (worker_tx, worker_rx) = mpsc::channel(4096);
         let tasks = TaskTracker::new();
         let seed = rand_seed();
         let worker = tokio::spawn(worker::run(shared.config.swarm.registry(), seed, worker_rx));
         tracing::info!(addr = %self.listener.local_addr()?, "tracker listening");
+        let accept_metrics = async |l: Option<&TcpListener>| match l {
+            Some(l) => l.accept().await,
+            None => std::future::pending().await,
+        };
         loop {
-            let (stream, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
+            let (accepted, port) = tokio::select! {
+                a = self.listener.accept() => (a, Port::Public),
+                a = accept_metrics(self.metrics_listener.as_ref()) => (a, Port::Metrics),
                 () = shutdown.cancelled() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
@@ -140,9 +176,13 @@ impl Tracker {
                     let shutdown = shutdown.clone();
                     let conn_tasks = conn_tasks.clone();
                     async move {
-                        Ok::<_, Infallible>(
-                            handle_http(req, peer, shared, worker_tx, shutdown, conn_tasks).await,
-                        )
+                        Ok::<_, Infallible>(match port {
+                            Port::Public => {
+                                handle_http(req, peer, shared, worker_tx, shutdown, conn_tasks)
+                                    .await
+                            }
+                            Port::Metrics => endpoint(&req, port, &shared, &worker_tx).await,
+                        })
                     }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -206,6 +246,71 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     r
 }
 
+/// A plain HTTP request: `/health`, `/stats`, `/metrics`.
+async fn endpoint(
+    req: &Request<Incoming>,
+    port: Port,
+    shared: &Shared,
+    worker_tx: &mpsc::Sender<ToWorker>,
+) -> Response<Body> {
+    let path = req.uri().path();
+    let counters = matches!(path, "/stats" | "/metrics");
+    if counters && port == Port::Public && shared.config.metrics_listen.is_some() {
+        return text(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+    }
+    if counters && !bearer_matches(req.headers(), &shared.config.metrics_token) {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "this endpoint needs Authorization: Bearer <metrics_token>\n",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"swarmcdn-tracker\""),
+        );
+        return r;
+    }
+    match path {
+        "/health" => text(StatusCode::OK, "text/plain", "ok\n"),
+        "/stats" => {
+            let registry = worker::stats(worker_tx).await;
+            let body = shared.metrics.stats_json(registry.as_ref());
+            text(StatusCode::OK, "application/json", body)
+        }
+        "/metrics" => {
+            let registry = worker::stats(worker_tx).await;
+            let body = shared.metrics.prometheus(registry.as_ref());
+            text(StatusCode::OK, "text/plain; version=0.0.4", body)
+        }
+        _ if port == Port::Metrics => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        _ => text(
+            StatusCode::UPGRADE_REQUIRED,
+            "text/plain",
+            "this is a WebTorrent tracker: connect with WebSocket\n",
+        ),
+    }
+}
+
+/// Whether the request carries `Authorization: Bearer <token>` (any token when `token` is
+/// empty). The token is compared in constant time.
+fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    if token.is_empty() {
+        return true;
+    }
+    headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| {
+            let v = v.as_bytes();
+            let (scheme, rest) = v.split_at_checked(7)?;
+            scheme
+                .eq_ignore_ascii_case(b"bearer ")
+                .then(|| rest.trim_ascii())
+        })
+        .any(|given| bool::from(given.ct_eq(token.as_bytes())))
+}
+
 async fn handle_http(
     mut req: Request<Incoming>,
     peer: SocketAddr,
@@ -220,24 +325,7 @@ async fn handle_http(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
-        return match req.uri().path() {
-            "/health" => text(StatusCode::OK, "text/plain", "ok\n"),
-            "/stats" => {
-                let registry = worker::stats(&worker_tx).await;
-                let body = shared.metrics.stats_json(registry.as_ref());
-                text(StatusCode::OK, "application/json", body)
-            }
-            "/metrics" => {
-                let registry = worker::stats(&worker_tx).await;
-                let body = shared.metrics.prometheus(registry.as_ref());
-                text(StatusCode::OK, "text/plain; version=0.0.4", body)
-            }
-            _ => text(
-                StatusCode::UPGRADE_REQUIRED,
-                "text/plain",
-                "this is a WebTorrent tracker: connect with WebSocket\n",
-            ),
-        };
+        return endpoint(&req, Port::Public, &shared, &worker_tx).await;
     }
     let m = &shared.metrics;
     // RFC 6455 §4.2.1: a GET with `Connection: Upgrade`, version 13 and a key.

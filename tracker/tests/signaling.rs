@@ -8,7 +8,7 @@ use common::*;
 use swarmcdn_core::tracker_proto::{
     AnnounceEvent, Answer, FromTracker, Scrape, SessionDescription, ToTracker,
 };
-use swarmcdn_tracker::Config;
+use swarmcdn_tracker::{Config, Tracker};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
@@ -109,6 +109,67 @@ async fn offer_and_answer_are_relayed_and_scrape_counts() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(gone, "closing the socket removes its peers");
+}
+
+#[tokio::test]
+async fn counters_behind_their_own_port_and_a_token() {
+    let mut config = Config::default();
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.metrics_token = "s3cret".into();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let tracker = Tracker::bind(config).await.unwrap();
+    let (public, metrics) = (tracker.local_addr(), tracker.metrics_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(tracker.run(shutdown.clone()));
+    let mut a = Client::connect(public).await;
+    a.send(&announce(3, 1, 0)).await;
+    let _ = a.recv().await;
+
+    let auth = "authorization: Bearer s3cret\r\n";
+    for path in ["/stats", "/metrics"] {
+        // Not on the public port, even with the token.
+        assert_eq!(http_get_with(public, path, auth).await.0, 404, "{path}");
+        // On the metrics port, only with the token.
+        assert_eq!(http_get(metrics, path).await.0, 401, "{path}");
+        for wrong in [
+            "authorization: Bearer s3cre\r\n",
+            "authorization: Bearer s3cret2\r\n",
+            "authorization: Basic s3cret\r\n",
+            "authorization: s3cret\r\n",
+        ] {
+            assert_eq!(
+                http_get_with(metrics, path, wrong).await.0,
+                401,
+                "{wrong:?}"
+            );
+        }
+        let (status, body) =
+            http_get_with(metrics, path, "authorization: bearer  s3cret \r\n").await;
+        assert_eq!(status, 200, "{path}");
+        assert!(body.contains("peers"), "{path}: {body}");
+    }
+    let (_, body) = http_get_with(metrics, "/stats", auth).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["connections"].as_u64(), v["peers"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // Health stays open on both; the metrics port is no WebSocket endpoint.
+    assert_eq!(http_get(public, "/health").await, (200, "ok\n".into()));
+    assert_eq!(http_get(metrics, "/health").await, (200, "ok\n".into()));
+    assert_eq!(http_get(metrics, "/").await.0, 404);
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{metrics}"))
+            .await
+            .is_err(),
+        "the metrics port takes no WebSocket"
+    );
+    // The WebSocket client is undisturbed.
+    a.send(&announce(3, 1, 0)).await;
+    assert!(matches!(a.recv().await, FromTracker::AnnounceResponse(_)));
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
