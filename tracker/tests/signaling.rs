@@ -113,10 +113,12 @@ async fn offer_and_answer_are_relayed_and_scrape_counts() {
 
 #[tokio::test]
 async fn counters_behind_their_own_port_and_a_token() {
-    let mut config = Config::default();
-    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.metrics_token = "s3cret".into();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        metrics_token: "s3cret".into(),
+        ..Config::default()
+    };
     let tracker = Tracker::bind(config).await.unwrap();
     let (public, metrics) = (tracker.local_addr(), tracker.metrics_addr().unwrap());
     let shutdown = tokio_util::sync::CancellationToken::new();
