@@ -705,6 +705,8 @@ fn stats_json(seed: &Seed) -> String {
                 "served_bytes": s.p2p_bytes_up,
                 "peer_bytes_in": s.p2p_bytes_down,
                 "uplink_bytes_per_sec": s.uplink_rate,
+                "origin_bytes_per_sec": s.origin_rate,
+                "origin_ttfb_ms": s.origin_ttfb.as_millis() as u64,
                 "upload_slots": s.upload_slots,
                 "peers": s.peers,
                 "integrity_failures": s.integrity_failures,

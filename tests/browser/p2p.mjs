@@ -61,17 +61,17 @@ function stageDist() {
 
 /**
  * Origin (live, 2 s segments, of the sample media or of `media`, a folder like
- * `tests/media`), a tracker (ours, or the npm bittorrent-tracker server), and optionally a seed
+ * `tests/media`; `originArgs`: more of its flags), a tracker (ours, or the npm bittorrent-tracker server), and optionally a seed
  * node with extra TOML. Returns handles and `close()`.
  */
-export async function swarm({ seed = true, seedToml = '', streamToml = '', tracker = 'ours', trackerToml = '', media } = {}) {
+export async function swarm({ seed = true, seedToml = '', streamToml = '', tracker = 'ours', trackerToml = '', media, originArgs = [] } = {}) {
   stageDist();
   const dir = mkdtempSync(join(tmpdir(), 'swarmcdn-p2p-'));
   const procs = [];
   const origin = await startServer(originBin(), [
     '--listen', '127.0.0.1:0', '--static', here,
     '--segment-duration', '2', '--live-start-offset', '12',
-    ...(media ? ['--media', media] : []),
+    ...(media ? ['--media', media] : []), ...originArgs,
   ]);
   const trackerConfig = join(dir, 'tracker.toml');
   writeFileSync(trackerConfig, trackerToml);

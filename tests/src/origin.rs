@@ -48,6 +48,9 @@ pub struct OriginConfig {
     pub live_start_offset: f64,
     /// A folder served for every path that is not HLS or an endpoint.
     pub static_dir: Option<PathBuf>,
+    /// Segment bodies are sent at this rate (8 KiB pieces, evenly spaced, the first at
+    /// once), as from a distant or loaded origin. Default none: as fast as the socket takes.
+    pub pace_bytes_per_sec: Option<u64>,
 }
 
 impl Default for OriginConfig {
@@ -58,6 +61,7 @@ impl Default for OriginConfig {
             window: 6,
             live_start_offset: 0.0,
             static_dir: None,
+            pace_bytes_per_sec: None,
         }
     }
 }
@@ -495,10 +499,10 @@ impl Origin {
             slice.len() as u64
         };
         self.count(path, kind, sent);
-        let mut resp = Response::new(if method == Method::HEAD {
-            empty()
-        } else {
-            Full::new(slice.clone()).boxed()
+        let mut resp = Response::new(match self.config.pace_bytes_per_sec {
+            _ if method == Method::HEAD => empty(),
+            Some(rate) if kind == Kind::Segment => paced(slice.clone(), rate),
+            _ => Full::new(slice.clone()).boxed(),
         });
         *resp.status_mut() = code;
         let h = resp.headers_mut();
@@ -590,6 +594,24 @@ fn cors(h: &mut HeaderMap) {
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges"),
     );
+}
+
+/// `body` in 8 KiB pieces at `bytes_per_sec`.
+fn paced(body: Bytes, bytes_per_sec: u64) -> BoxBody<Bytes, Infallible> {
+    const PIECE: usize = 8 * 1024;
+    let interval = Duration::from_secs_f64(PIECE as f64 / bytes_per_sec.max(1) as f64);
+    let pieces = futures_util::stream::unfold((body, true), move |(rest, first)| async move {
+        if rest.is_empty() {
+            return None;
+        }
+        if !first {
+            tokio::time::sleep(interval).await;
+        }
+        let n = rest.len().min(PIECE);
+        let piece = Ok(hyper::body::Frame::data(rest.slice(..n)));
+        Some((piece, (rest.slice(n..), false)))
+    });
+    http_body_util::StreamBody::new(pieces).boxed()
 }
 
 fn empty() -> BoxBody<Bytes, Infallible> {

@@ -43,6 +43,10 @@ export interface SwarmCdnStats {
   uplinkBytesPerSec?: number;
   /** Neighbours served at once now (fewer than configured on a slow uplink). */
   uploadSlots?: number;
+  /** The origin's measured throughput in bytes per second (first byte to last); 0 until measured. */
+  originBytesPerSec?: number;
+  /** The origin's estimated time to first byte, in milliseconds. */
+  originTtfbMs?: number;
   /** Bytes of the segments hls.js got through the loader, from the origin. */
   playerHttpBytes: number;
   /** Bytes of the segments hls.js got through the loader, from peers. */

@@ -490,7 +490,8 @@ impl SwarmNode {
 
     /// Counters: `{ httpBytes, p2pBytesDown, p2pBytesUp, peers, integrityFailures,
     /// segmentsDelivered, cacheBytes, httpRequests, deadlineFallbacks, abortedP2pBytes,
-    /// uplinkBytesPerSec, uploadSlots }` (`uplinkBytesPerSec` is 0 until uploads measured it).
+    /// uplinkBytesPerSec, uploadSlots, originBytesPerSec, originTtfbMs }` (`uplinkBytesPerSec`
+    /// and `originBytesPerSec` are 0 until measured).
     pub fn stats(&self) -> JsValue {
         let i = self.inner.borrow();
         let s = i.node.stats();
@@ -510,6 +511,8 @@ impl SwarmNode {
             ("abortedP2pBytes", s.aborted_p2p_bytes as f64),
             ("uplinkBytesPerSec", s.uplink_rate.unwrap_or(0) as f64),
             ("uploadSlots", s.upload_slots as f64),
+            ("originBytesPerSec", s.origin_rate.unwrap_or(0) as f64),
+            ("originTtfbMs", s.origin_ttfb.as_millis() as f64),
         ] {
             let _ = Reflect::set(&o, &k.into(), &v.into());
         }
@@ -1175,17 +1178,20 @@ fn transmit(rc: &Shared, t: Transmit) {
             rc.borrow_mut().fetches.insert(id, abort.clone());
             let weak = Rc::downgrade(rc);
             spawn_local(async move {
-                let result = fetch(&url, base, req.range, &abort).await;
-                input(&weak, move |i, now| {
-                    if i.fetches.remove(&id).is_none() {
-                        return;
-                    }
-                    match result {
-                        Ok((offset, total, data)) => {
+                // The body goes to the node as it comes: its chunks can be served to
+                // neighbours before the last byte is in, and the node measures the origin
+                // from the first byte.
+                let mut deliver = |offset, total, data| {
+                    input(&weak, |i, now| {
+                        if i.fetches.contains_key(&id) {
                             i.node.handle_http_data(now, id, offset, total, data);
-                            i.node.handle_http_done(now, id, Ok(()));
                         }
-                        Err(e) => i.node.handle_http_done(now, id, Err(e)),
+                    });
+                };
+                let result = fetch(&url, base, req.range, &abort, &mut deliver).await;
+                input(&weak, move |i, now| {
+                    if i.fetches.remove(&id).is_some() {
+                        i.node.handle_http_done(now, id, result);
                     }
                 });
             });
@@ -1237,15 +1243,22 @@ impl Drop for AbortOnDrop<'_> {
     }
 }
 
+/// Body bytes handed to the node at once, at least (but for the first and the last): pieces
+/// of a few kilobytes from the browser's stream are gathered, and the node schedules once per
+/// batch.
+const DELIVER_BYTES: usize = 32 * 1024;
+
 /// Fetches a segment (or `range` of it, relative to the segment, within the playlist's byte
-/// range `base`): the offset of the bytes within the segment, the segment's length if known,
-/// and the bytes.
+/// range `base`), handing the body to `deliver` as it arrives: the offset of the bytes within
+/// the segment, the segment's length if known, and the bytes. The first bytes go at once (the
+/// node times the first byte), the rest in batches of [`DELIVER_BYTES`].
 async fn fetch(
     url: &str,
     base: Option<(u64, u64)>,
     range: Option<std::ops::Range<u64>>,
     abort: &AbortController,
-) -> Result<(u64, Option<u64>, Bytes), FetchError> {
+    deliver: &mut dyn FnMut(u64, Option<u64>, Bytes),
+) -> Result<(), FetchError> {
     let net = |e: JsValue| FetchError::Network(format!("{e:?}"));
     let start = base.map_or(0, |b| b.0);
     let wanted = match (&range, base) {
@@ -1283,6 +1296,7 @@ async fn fetch(
     if status != 200 && status != 206 {
         return Err(FetchError::Status(status));
     }
+    let header = |name: &str| resp.headers().get(name).ok().flatten();
     // The bytes of the resource to keep: a 200 to a ranged request carries the whole
     // resource, of which only the range is kept (and read no further).
     let (keep_from, keep_to) = match (status, wanted) {
@@ -1292,22 +1306,30 @@ async fn fetch(
     if status == 206
         && let Some((a, _)) = wanted
     {
-        let first = resp
-            .headers()
-            .get("content-range")
-            .ok()
-            .flatten()
-            .and_then(|v| {
-                let v = v.strip_prefix("bytes ")?;
-                v.split('-').next()?.trim().parse::<u64>().ok()
-            });
+        let first = header("content-range").and_then(|v| {
+            let v = v.strip_prefix("bytes ")?;
+            v.split('-').next()?.trim().parse::<u64>().ok()
+        });
         if first != Some(a) {
             return Err(FetchError::BadResponse(format!(
                 "206 starts at {first:?}, not {a}"
             )));
         }
     }
-    let mut body = Vec::new();
+    // The segment's length: the playlist's byte range, or for a whole resource the length of
+    // a 200 not content-encoded (the browser decodes those, so the header does not count the
+    // bytes read); else learned at the end.
+    let total = match (base, &range) {
+        (Some(b), _) => Some(b.1 - b.0),
+        (None, None) if status == 200 && header("content-encoding").is_none() => {
+            header("content-length").and_then(|v| v.trim().parse::<u64>().ok())
+        }
+        (None, _) => None,
+    };
+    let mut offset = range.as_ref().map_or(0, |r| r.start); // of `batch`, in the segment
+    let mut kept = 0u64;
+    let mut batch: Vec<u8> = Vec::new();
+    let mut delivered_any = false;
     let mut at = 0u64; // position in the response body
     if let Some(stream) = resp.body() {
         let reader: web_sys::ReadableStreamDefaultReader = stream
@@ -1329,25 +1351,34 @@ async fn fetch(
             let len = u64::from(value.length());
             let (from, to) = (keep_from.max(at), keep_to.min(at + len));
             if from < to {
-                if body.len() as u64 + (to - from) > MAX_SEGMENT_BYTES {
+                kept += to - from;
+                if kept > MAX_SEGMENT_BYTES {
                     return Err(FetchError::BadResponse(format!(
                         "body longer than {MAX_SEGMENT_BYTES} bytes"
                     )));
                 }
                 let piece = value.subarray((from - at) as u32, (to - at) as u32);
-                let n = body.len();
-                body.resize(n + (to - from) as usize, 0);
-                piece.copy_to(&mut body[n..]);
+                let n = batch.len();
+                batch.resize(n + (to - from) as usize, 0);
+                piece.copy_to(&mut batch[n..]);
+                if !delivered_any || batch.len() >= DELIVER_BYTES {
+                    delivered_any = true;
+                    let n = batch.len() as u64;
+                    deliver(offset, total, Bytes::from(std::mem::take(&mut batch)));
+                    offset += n;
+                }
             }
             at += len;
         }
     }
+    if !batch.is_empty() {
+        deliver(offset, total, Bytes::from(batch));
+    }
     if let Some((a, b)) = wanted
-        && body.len() as u64 != b - a
+        && kept != b - a
     {
         return Err(FetchError::BadResponse(format!(
-            "{} bytes for a range of {}",
-            body.len(),
+            "{kept} bytes for a range of {}",
             b - a
         )));
     }
@@ -1355,12 +1386,5 @@ async fn fetch(
         // Read to its end: nothing to stop.
         guard.0 = None;
     }
-    let data = Bytes::from(body);
-    let offset = range.as_ref().map_or(0, |r| r.start);
-    let total = base.map(|b| b.1 - b.0).or(if range.is_none() {
-        Some(data.len() as u64)
-    } else {
-        None
-    });
-    Ok((offset, total, data))
+    Ok(())
 }

@@ -572,6 +572,12 @@ pub struct NodeStats {
     pub uplink_rate: Option<u64>,
     /// Neighbours served at once now (see [`UploadConfig::slots`]).
     pub upload_slots: usize,
+    /// The origin's measured throughput, bytes per second (body bytes over the time from the
+    /// first byte to the last), once a fetch has measured it.
+    pub origin_rate: Option<u64>,
+    /// The origin's time to first byte as estimated (a moving average, starting at
+    /// [`NodeConfig::http_initial_ttfb`]).
+    pub origin_ttfb: Duration,
     /// Requests turned away with `Busy` for chunks this node had sent already while others
     /// had not gone out (see [`NodeConfig::first_copies_first`]).
     pub duplicates_deferred: u64,
@@ -1254,6 +1260,11 @@ impl Node {
             uploads_queued: self.peers.values().map(|p| p.uploads.len()).sum(),
             uplink_rate: self.uplink.is_proven().then(|| self.uplink.get() as u64),
             upload_slots: self.upload_slots(),
+            origin_rate: self
+                .http_rate
+                .is_proven()
+                .then(|| self.http_rate.get() as u64),
+            origin_ttfb: self.http_ttfb,
             segment_records: self.digests.len()
                 + self.first_listed.len()
                 + self.chunks_out.len()
@@ -5161,6 +5172,45 @@ mod tests {
         node.handle_timeout(t);
         let next = fetches(&mut node);
         assert_eq!(next.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [103]);
+    }
+
+    /// The origin's throughput is measured from the first byte to the last, the time to first
+    /// byte apart, and shown in the stats: a shell that hands over the body only at its end
+    /// would show a far higher rate than the origin's.
+    #[test]
+    fn the_origin_is_measured_from_its_first_byte() {
+        let t0 = Time::from_secs(100);
+        let mut node = viewer();
+        node.handle_playlist(
+            t0,
+            Playlist {
+                rendition: seg(0).rendition,
+                live: true,
+                segments: vec![SegmentMeta {
+                    sequence: 5,
+                    duration: Duration::from_secs(4),
+                }],
+            },
+        );
+        assert_eq!(node.stats().origin_rate, None);
+        node.request_segment(t0, seg(5));
+        let id = std::iter::from_fn(|| node.poll_transmit())
+            .find_map(|t| match t {
+                Transmit::Http(r) => Some(r.id),
+                _ => None,
+            })
+            .expect("an origin fetch");
+        let total = Some(1_000_000);
+        let t1 = t0 + Duration::from_millis(200);
+        node.handle_http_data(t1, id, 0, total, Bytes::from(vec![0; 100_000]));
+        let t2 = t0 + Duration::from_millis(1200);
+        node.handle_http_data(t2, id, 100_000, total, Bytes::from(vec![0; 900_000]));
+        node.handle_http_done(t2, id, Ok(()));
+        let s = node.stats();
+        // 300 ms assumed, 200 ms seen: 270 ms; 1 MB in 1.2 s - 0.27 s.
+        assert_eq!(s.origin_ttfb, Duration::from_millis(270));
+        let rate = s.origin_rate.expect("measured");
+        assert!((1_050_000..1_100_000).contains(&rate), "{rate}");
     }
 
     /// Nodes given one pool hold one copy of a segment they both fetched; a node without a

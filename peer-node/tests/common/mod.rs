@@ -108,6 +108,7 @@ impl Harness {
                     // Start with a full window published.
                     live_start_offset: 12.0,
                     static_dir: None,
+                    pace_bytes_per_sec: None,
                 },
                 LiveClock::Real(tokio::time::Instant::now()),
             )

@@ -31,6 +31,9 @@ struct Args {
     /// A folder served at `/` for every other path (demo pages, scripts).
     #[arg(long = "static")]
     static_dir: Option<PathBuf>,
+    /// Send segment bodies at this many bytes per second (a slow origin).
+    #[arg(long)]
+    pace_bytes_per_sec: Option<u64>,
 }
 
 #[tokio::main]
@@ -48,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         window: args.window,
         live_start_offset: args.live_start_offset,
         static_dir: args.static_dir,
+        pace_bytes_per_sec: args.pace_bytes_per_sec,
     };
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
