@@ -268,6 +268,24 @@ impl Config {
         toml::to_string_pretty(self).expect("the configuration serializes")
     }
 
+    /// The configuration as TOML for people to read (`--print-config`): as [`Config::to_toml`],
+    /// but a `metrics_token` is commented out and not shown, so that the output can be kept or
+    /// logged without the secret.
+    pub fn to_toml_redacted(&self) -> String {
+        if self.metrics_token.is_empty() {
+            return self.to_toml();
+        }
+        let shown = Self {
+            metrics_token: String::new(),
+            ..self.clone()
+        };
+        shown.to_toml().replacen(
+            "metrics_token = \"\"",
+            "# metrics_token = \"…\" (set; not shown)",
+            1,
+        )
+    }
+
     /// Applies overrides from the process environment (see [`Config::apply_env_from`]).
     pub fn apply_env(&mut self) -> anyhow::Result<()> {
         self.apply_env_from(std::env::vars())
@@ -455,8 +473,17 @@ mod tests {
         let same = "listen = \"127.0.0.1:7\"\nmetrics_listen = \"127.0.0.1:7\"";
         assert!(Config::from_toml(same).is_err());
         let c =
-            Config::from_toml("metrics_listen = \"127.0.0.1:8\"\nmetrics_token = \"s\"").unwrap();
+            Config::from_toml("metrics_listen = \"127.0.0.1:8\"\nmetrics_token = \"s3\"").unwrap();
         assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+        // Printed for people: the token is not shown, and the text still parses.
+        let shown = c.to_toml_redacted();
+        assert!(!shown.contains("s3"), "{shown}");
+        assert!(shown.contains("# metrics_token"), "{shown}");
+        let back = Config::from_toml(&shown).unwrap();
+        assert_eq!(
+            (back.metrics_token.as_str(), back.metrics_listen),
+            ("", c.metrics_listen)
+        );
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

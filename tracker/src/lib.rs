@@ -205,6 +205,9 @@ impl Tracker {
                 }
             });
         }
+        // No new connection is let in while the others close (nor left to wait at the kernel).
+        drop(self.listener);
+        drop(self.metrics_listener);
         tracing::info!("shutting down: closing connections");
         tasks.close();
         let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms);

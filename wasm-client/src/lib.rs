@@ -1297,11 +1297,13 @@ async fn fetch(
         return Err(FetchError::Status(status));
     }
     let header = |name: &str| resp.headers().get(name).ok().flatten();
-    // The bytes of the resource to keep: a 200 to a ranged request carries the whole
-    // resource, of which only the range is kept (and read no further).
-    let (keep_from, keep_to) = match (status, wanted) {
-        (200, Some((a, b))) => (a, b),
-        _ => (0, u64::MAX),
+    // The bytes of the body to keep, and where to stop reading: a 200 to a ranged request
+    // carries the whole resource, of which only the range is kept (and read no further); a
+    // 206 is read to its end, but no more than the range's length of it is kept.
+    let (keep_from, keep_to, stop_at) = match (status, wanted) {
+        (200, Some((a, b))) => (a, b, b),
+        (_, Some((a, b))) => (0, b - a, u64::MAX),
+        _ => (0, u64::MAX, u64::MAX),
     };
     if status == 206
         && let Some((a, _)) = wanted
@@ -1316,32 +1318,28 @@ async fn fetch(
             )));
         }
     }
-    // The segment's length: the playlist's byte range, or for a whole resource the length of
-    // a 200 not content-encoded (the browser decodes those, so the header does not count the
-    // bytes read); else learned at the end.
-    let total = match (base, &range) {
-        (Some(b), _) => Some(b.1 - b.0),
-        (None, None) if status == 200 && header("content-encoding").is_none() => {
-            header("content-length").and_then(|v| v.trim().parse::<u64>().ok())
-        }
-        (None, _) => None,
-    };
+    // The segment's length when the playlist gives its byte range; else the node learns it
+    // at the end (not from Content-Length: the browser decodes a compressed body, and hides
+    // Content-Encoding from a cross-origin page that is not granted it).
+    let total = base.map(|b| b.1 - b.0);
     let mut offset = range.as_ref().map_or(0, |r| r.start); // of `batch`, in the segment
     let mut kept = 0u64;
     let mut batch: Vec<u8> = Vec::new();
     let mut delivered_any = false;
+    let mut finished = false; // the body was read to its end
     let mut at = 0u64; // position in the response body
     if let Some(stream) = resp.body() {
         let reader: web_sys::ReadableStreamDefaultReader = stream
             .get_reader()
             .dyn_into()
             .map_err(|o: Object| net(o.into()))?;
-        while at < keep_to {
+        while at < stop_at {
             let piece = within(reader.read(), HTTP_TIMEOUT_MS)
                 .await
                 .ok_or_else(timed_out)?
                 .map_err(net)?;
             if Reflect::get(&piece, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+                finished = true;
                 break;
             }
             let value: Uint8Array = Reflect::get(&piece, &"value".into())
@@ -1369,7 +1367,14 @@ async fn fetch(
                 }
             }
             at += len;
+            if at > keep_to.saturating_add(MAX_SEGMENT_BYTES) {
+                return Err(FetchError::BadResponse(format!(
+                    "body over {MAX_SEGMENT_BYTES} bytes longer than asked"
+                )));
+            }
         }
+    } else {
+        finished = true;
     }
     if !batch.is_empty() {
         deliver(offset, total, Bytes::from(batch));
@@ -1382,7 +1387,7 @@ async fn fetch(
             b - a
         )));
     }
-    if at <= keep_to {
+    if finished {
         // Read to its end: nothing to stop.
         guard.0 = None;
     }

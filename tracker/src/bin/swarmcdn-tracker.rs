@@ -116,7 +116,7 @@ fn main() -> anyhow::Result<()> {
     }
     config.validate()?;
     if args.print_config {
-        print!("{}", config.to_toml());
+        print!("{}", config.to_toml_redacted());
         return Ok(());
     }
     let runtime = match config.threads {
