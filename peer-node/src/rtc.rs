@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
-use swarmcdn_core::node::PeerEvent;
+use swarmcdn_core::node::{DrainReports, PeerEvent};
 use tokio::sync::{Notify, mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
@@ -286,11 +286,12 @@ async fn write_channel(
     corrupt: bool,
 ) {
     let _ = dc.set_buffered_amount_low_threshold(low_threshold).await;
-    // A Drained report is owed after sending, once the buffer is back at or under the low
-    // threshold (the node counts what it queued and waits for these to send more).
-    let mut owed = false;
+    // Drained reports are owed after sending: once the buffer is back at or under the low
+    // threshold (the node counts what it queued and waits for these to send more), and once
+    // it is empty (else the node counts the rest as queued for ever).
+    let mut owed = DrainReports::default();
     loop {
-        let msg = if owed {
+        let msg = if owed.pending() {
             tokio::select! {
                 m = rx.recv() => Some(m),
                 () = low.notified() => None,
@@ -309,7 +310,7 @@ async fn write_channel(
                     tracing::debug!(conn = conn.0, error = %e, "DataChannel send failed");
                     break;
                 }
-                owed = true;
+                owed.sent();
             }
             Some(None) => {
                 // The node loop let go of this connection: let queued bytes leave, then close.
@@ -323,14 +324,12 @@ async fn write_channel(
             }
             None => {}
         }
-        if owed && rx.is_empty() {
+        if owed.pending() && rx.is_empty() {
             let buffered = dc.outstanding_bytes().await.unwrap_or(0) as u64;
-            if buffered <= u64::from(low_threshold) {
-                owed = false;
-                let ev = PeerEvent::Drained { buffered };
-                if inputs.send(Input::Peer { conn, ev }).await.is_err() {
-                    break;
-                }
+            if let Some(ev) = owed.check(buffered, u64::from(low_threshold))
+                && inputs.send(Input::Peer { conn, ev }).await.is_err()
+            {
+                break;
             }
         }
     }

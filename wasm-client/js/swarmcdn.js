@@ -111,6 +111,9 @@ export class SwarmCdn {
         // playlist first.
         const level = swarm.hls && swarm.hls.levels[frag.level];
         if (level && level.details) swarm.feed(frag.level, level.details);
+        // And where the playhead is now: the node sets the fragment's deadline from it, and
+        // after a seek the last tick (up to 250 ms old) would put it far away.
+        if (swarm.tick) swarm.tick();
         const stats = this.stats;
         stats.loading.start = performance.now();
         this.context = context;
@@ -286,18 +289,26 @@ export class SwarmCdn {
     hls.on(Events.LEVEL_LOADED, (_e, data) => this.feed(data.level, data.details));
     const tick = () => {
       const media = hls.media;
-      const level = hls.currentLevel >= 0 ? hls.currentLevel : hls.loadLevel;
+      // The level being loaded (hls.js's last fragment), whose next segments the node
+      // prefetches; the one under the playhead lags it by the buffer after a switch.
+      const loaded = (l) => l >= 0 && hls.levels[l] && hls.levels[l].details;
+      const level = loaded(hls.loadLevel) ? hls.loadLevel : hls.currentLevel;
       const index = this.indexOf(level);
       const details = hls.levels[level] && hls.levels[level].details;
       if (!this.node || !media || index === undefined || !details) return;
       const t = media.currentTime;
-      const frag = details.fragments.find((f) => t >= f.start && t < f.start + f.duration) || details.fragments[0];
+      // Not in the playlist (a live stream before hls.js moved to its start position): no
+      // playhead to report, rather than the oldest segment (which would put the first
+      // fragments' deadlines far off).
+      const frag = details.fragments.find((f) => t >= f.start && t < f.start + f.duration);
+      if (!frag) return;
       let ahead = 0;
       for (let i = 0; i < media.buffered.length; i++) {
         if (media.buffered.start(i) <= t + 0.1 && t < media.buffered.end(i)) ahead = media.buffered.end(i) - t;
       }
       try { this.node.setPlayer(index, frag.sn, ahead); } catch (_) { /* ignored */ }
     };
+    this.tick = tick;
     this.timer = setInterval(tick, 250);
     hls.on(Events.DESTROYING, () => this.destroy());
   }
@@ -320,6 +331,7 @@ export class SwarmCdn {
   destroy() {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.tick = null;
     this.dropNode();
   }
 }

@@ -19,8 +19,8 @@ use swarmcdn_core::ids::{PeerId, RenditionAttributes, RenditionId, StreamKey, Sw
 use swarmcdn_core::integrity::{PublicKey, TrustedKeys};
 use swarmcdn_core::master;
 use swarmcdn_core::node::{
-    Event, FetchError, FetchId, HttpTarget, IntegrityMode, MAX_SEGMENT_BYTES, Node, NodeConfig,
-    NodeRole, PeerEvent, PlayerRequestId, PlayerState, Playlist, SegmentMeta, Transmit,
+    DrainReports, Event, FetchError, FetchId, HttpTarget, IntegrityMode, MAX_SEGMENT_BYTES, Node,
+    NodeConfig, NodeRole, PeerEvent, PlayerRequestId, PlayerState, Playlist, SegmentMeta, Transmit,
 };
 use swarmcdn_core::time::Time;
 use swarmcdn_core::tracker_proto::{
@@ -121,6 +121,8 @@ struct Conn {
     /// When its offer went to the tracker (ms, `now_ms`), while no answer has come.
     offered_at: Option<f64>,
     closures: Handlers,
+    /// The `Drained` reports owed to the node for the channel.
+    drain: DrainReports,
 }
 
 /// An offer no answer came for is given up after this long (ms; `offerTimeoutMs`): as a
@@ -168,6 +170,8 @@ struct Inner {
     timer_closure: Option<Closure<dyn FnMut()>>,
     on_event: Option<Function>,
     low_threshold: u32,
+    /// Connections sent to since their buffers were last looked at (see [`pump`]).
+    sent_to: Vec<u64>,
     ice_servers: Vec<IceServer>,
     offer_timeout_ms: f64,
     destroyed: bool,
@@ -300,6 +304,7 @@ impl SwarmNode {
             timer_closure: None,
             on_event: None,
             low_threshold,
+            sent_to: Vec::new(),
             ice_servers: c.ice_servers,
             offer_timeout_ms: c.offer_timeout_ms.unwrap_or(OFFER_TIMEOUT_MS),
             destroyed: false,
@@ -574,10 +579,24 @@ fn input(weak: &Weak<RefCell<Inner>>, f: impl FnOnce(&mut Inner, Time)) {
 /// Performs what the node asks, delivers its events, and re-arms the timer.
 fn pump(rc: &Shared) {
     loop {
-        let t = rc.borrow_mut().node.poll_transmit();
-        match t {
-            Some(t) => transmit(rc, t),
-            None => break,
+        loop {
+            let t = rc.borrow_mut().node.poll_transmit();
+            match t {
+                Some(t) => transmit(rc, t),
+                None => break,
+            }
+        }
+        // The browser counts what was queued at once: the channels sent to that are already
+        // at or under the low mark say so now (no `bufferedamountlow` will fire), which may
+        // let the node send more.
+        let mut i = rc.borrow_mut();
+        let sent_to = std::mem::take(&mut i.sent_to);
+        let mut reported = false;
+        for conn in sent_to {
+            reported |= check_drain(&mut i, conn);
+        }
+        if !reported {
+            break;
         }
     }
     loop {
@@ -880,16 +899,42 @@ fn attach_channel(rc: &Shared, conn: u64, dc: &RtcDataChannel) -> Handlers {
     let w = Rc::downgrade(rc);
     let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| peer_event(&w, PeerEvent::Closed));
     let w = Rc::downgrade(rc);
-    let dc2 = dc.clone();
     let on_low = Closure::<dyn FnMut(JsValue)>::new(move |_| {
-        let buffered = u64::from(dc2.buffered_amount());
-        peer_event(&w, PeerEvent::Drained { buffered });
+        input(&w, |i, _| {
+            check_drain(i, conn);
+        });
     });
     dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
     dc.set_onbufferedamountlow(Some(on_low.as_ref().unchecked_ref()));
     vec![on_open, on_message, on_close, on_low]
+}
+
+/// Looks at a channel's buffered amount and makes the `Drained` report owed, if any (see
+/// [`DrainReports`]); sets the threshold so that `bufferedamountlow` fires at the next one.
+/// Returns whether it reported.
+fn check_drain(i: &mut Inner, conn: u64) -> bool {
+    let low = u64::from(i.low_threshold);
+    let Some(c) = i.conns.get_mut(&conn) else {
+        return false;
+    };
+    let (Some(dc), Some(peer)) = (&c.dc, c.peer) else {
+        return false;
+    };
+    let report = c.drain.check(u64::from(dc.buffered_amount()), low);
+    let threshold = u32::try_from(c.drain.threshold(low)).unwrap_or(u32::MAX);
+    if dc.buffered_amount_low_threshold() != threshold {
+        dc.set_buffered_amount_low_threshold(threshold);
+    }
+    match report {
+        Some(ev) => {
+            let now = now_of(i);
+            i.node.handle_peer_event(now, peer, ev);
+            true
+        }
+        None => false,
+    }
 }
 
 fn conn_gone(i: &mut Inner, now: Time, conn: u64) {
@@ -986,6 +1031,7 @@ fn transmit(rc: &Shared, t: Transmit) {
                             offer: None,
                             offered_at: None,
                             closures,
+                            drain: DrainReports::default(),
                         }
                         .close();
                     }
@@ -1009,6 +1055,7 @@ fn transmit(rc: &Shared, t: Transmit) {
                                 offer: Some(offer_id),
                                 offered_at: Some(now_ms()),
                                 closures,
+                                drain: DrainReports::default(),
                             },
                         );
                         i.by_offer.insert(offer_id, conn);
@@ -1060,6 +1107,7 @@ fn transmit(rc: &Shared, t: Transmit) {
                         offer: Some(o.offer_id),
                         offered_at: None,
                         closures,
+                        drain: DrainReports::default(),
                     },
                 );
             }
@@ -1135,18 +1183,16 @@ fn transmit(rc: &Shared, t: Transmit) {
                 }
                 return;
             }
-            // The browser counts what was queued at once: when it is already at or under the
-            // low mark, say so now (no `bufferedamountlow` will fire).
-            let buffered = dc.buffered_amount();
-            if buffered <= i.low_threshold {
-                let now = now_of(&i);
-                i.node.handle_peer_event(
-                    now,
-                    peer,
-                    PeerEvent::Drained {
-                        buffered: u64::from(buffered),
-                    },
-                );
+            // Its buffer is looked at once the node has nothing more to send (`pump`): a
+            // report now would drop from the node's count what it queued and has not handed
+            // over yet.
+            if let Some(&conn) = i.by_peer.get(&peer) {
+                if let Some(c) = i.conns.get_mut(&conn) {
+                    c.drain.sent();
+                }
+                if !i.sent_to.contains(&conn) {
+                    i.sent_to.push(conn);
+                }
             }
         }
         Transmit::ClosePeer(peer) => {

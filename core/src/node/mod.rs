@@ -4013,6 +4013,53 @@ impl Node {
     }
 }
 
+/// The [`PeerEvent::Drained`] reports a shell owes the node for one DataChannel: after a send,
+/// one when the buffered amount is at or under the low mark, and one more when it reaches zero
+/// (the node measures the uplink while anything is queued, and counts each neighbour's queue
+/// from these reports: a queue left reported above zero would count as busy for ever).
+///
+/// The shell calls [`DrainReports::sent`] after handing messages to the channel, and
+/// [`DrainReports::check`] with the buffered amount whenever it looks (after its sends, on
+/// `bufferedamountlow`, on a timer while [`DrainReports::pending`]); it makes the report
+/// returned. A shell woken by `bufferedamountlow` sets the channel's threshold to
+/// [`DrainReports::threshold`] after each check, so that the event also fires at zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainReports {
+    low_owed: bool,
+    zero_owed: bool,
+}
+
+impl DrainReports {
+    /// Messages were handed to the channel.
+    pub fn sent(&mut self) {
+        self.low_owed = true;
+        self.zero_owed = true;
+    }
+
+    /// Whether a report is still owed: the shell must keep watching the buffer.
+    pub fn pending(&self) -> bool {
+        self.low_owed || self.zero_owed
+    }
+
+    /// The buffered amount is `buffered`; `low` is [`NodeConfig::send_buffer_low`]. Returns
+    /// the report to make now, if one is owed.
+    pub fn check(&mut self, buffered: u64, low: u64) -> Option<PeerEvent> {
+        let due = (self.low_owed && buffered <= low) || (self.zero_owed && buffered == 0);
+        if !due {
+            return None;
+        }
+        self.low_owed = buffered > low;
+        self.zero_owed = buffered > 0;
+        Some(PeerEvent::Drained { buffered })
+    }
+
+    /// The `bufferedAmountLowThreshold` that makes the browser fire `bufferedamountlow` at
+    /// the next report owed: `low` until the low mark is reported, then zero.
+    pub fn threshold(&self, low: u64) -> u64 {
+        if self.low_owed { low } else { 0 }
+    }
+}
+
 /// An event on a neighbour's connection, reported by the shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
@@ -5172,6 +5219,49 @@ mod tests {
         node.handle_timeout(t);
         let next = fetches(&mut node);
         assert_eq!(next.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [103]);
+    }
+
+    /// A shell reports a drain at the low mark after a send and again at zero, once each.
+    #[test]
+    fn drain_reports_come_at_the_low_mark_and_at_zero() {
+        let low = 16_000;
+        let mut d = DrainReports::default();
+        assert!(!d.pending());
+        assert_eq!(d.check(0, low), None, "nothing sent, nothing owed");
+        d.sent();
+        assert_eq!(d.threshold(low), low);
+        assert_eq!(d.check(64_000, low), None);
+        assert_eq!(
+            d.check(9_000, low),
+            Some(PeerEvent::Drained { buffered: 9_000 })
+        );
+        assert!(d.pending());
+        assert_eq!(
+            d.threshold(low),
+            0,
+            "the browser's event must fire at zero now"
+        );
+        assert_eq!(d.check(4_000, low), None);
+        assert_eq!(d.check(0, low), Some(PeerEvent::Drained { buffered: 0 }));
+        assert!(!d.pending());
+        assert_eq!(d.check(0, low), None);
+        // Empty at once: one report.
+        d.sent();
+        assert_eq!(d.check(0, low), Some(PeerEvent::Drained { buffered: 0 }));
+        assert!(!d.pending());
+        // A send while the zero report is owed: the low mark is owed again.
+        d.sent();
+        assert_eq!(
+            d.check(5_000, low),
+            Some(PeerEvent::Drained { buffered: 5_000 })
+        );
+        d.sent();
+        assert_eq!(d.threshold(low), low);
+        assert_eq!(
+            d.check(3_000, low),
+            Some(PeerEvent::Drained { buffered: 3_000 })
+        );
+        assert_eq!(d.check(0, low), Some(PeerEvent::Drained { buffered: 0 }));
     }
 
     /// The origin's throughput is measured from the first byte to the last, the time to first
