@@ -111,9 +111,6 @@ export class SwarmCdn {
         // playlist first.
         const level = swarm.hls && swarm.hls.levels[frag.level];
         if (level && level.details) swarm.feed(frag.level, level.details);
-        // And where the playhead is now: the node sets the fragment's deadline from it, and
-        // after a seek the last tick (up to 250 ms old) would put it far away.
-        if (swarm.tick) swarm.tick();
         const stats = this.stats;
         stats.loading.start = performance.now();
         this.context = context;
@@ -308,7 +305,6 @@ export class SwarmCdn {
       }
       try { this.node.setPlayer(index, frag.sn, ahead); } catch (_) { /* ignored */ }
     };
-    this.tick = tick;
     this.timer = setInterval(tick, 250);
     hls.on(Events.DESTROYING, () => this.destroy());
   }
@@ -331,7 +327,6 @@ export class SwarmCdn {
   destroy() {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    this.tick = null;
     this.dropNode();
   }
 }

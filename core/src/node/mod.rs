@@ -2289,7 +2289,27 @@ impl Node {
 
     /// The player's position and buffer.
     pub fn handle_player(&mut self, now: Time, state: PlayerState) {
+        // A jump of the playhead (back, or forward past what the player was given) is a seek:
+        // the deadlines of the requests waiting were set from the state before it (a shell
+        // reports the player's state now and then, and the player asks for the segments at
+        // its new position at once), so they are set again, never later than they were.
+        let seeked = self.player.is_some_and(|(old, _)| {
+            state.playhead < old.playhead
+                || state.playhead > self.first_undelivered(old.playhead).saturating_add(1)
+        });
         self.player = Some((state, now));
+        if seeked {
+            for i in 0..self.waits.len() {
+                let Some(fresh) = self.deadline_of(now, self.waits[i].seg) else {
+                    continue;
+                };
+                let w = &mut self.waits[i];
+                if fresh < w.deadline {
+                    w.deadline = fresh;
+                    w.urgent |= fresh <= now;
+                }
+            }
+        }
         self.schedule(now);
     }
 
@@ -5219,6 +5239,50 @@ mod tests {
         node.handle_timeout(t);
         let next = fetches(&mut node);
         assert_eq!(next.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [103]);
+    }
+
+    /// A request made before the shell reported a seek gets its deadline set again from the
+    /// new playhead; the playhead moving on as it plays changes no deadline.
+    #[test]
+    fn a_seek_brings_the_deadlines_of_waiting_requests_closer() {
+        let t0 = Time::from_secs(100);
+        let mut node = viewer();
+        let rendition = seg(0).rendition;
+        node.handle_playlist(
+            t0,
+            Playlist {
+                rendition,
+                live: false,
+                segments: (0..200)
+                    .map(|sequence| SegmentMeta {
+                        sequence,
+                        duration: Duration::from_secs(4),
+                    })
+                    .collect(),
+            },
+        );
+        let state = |playhead, ahead| PlayerState {
+            rendition,
+            playhead,
+            buffer_ahead: Duration::from_secs(ahead),
+        };
+        node.handle_player(t0, state(10, 20));
+        // The player jumps to segment 150 and asks for it before the shell's next report: the
+        // state it knows puts it 140 segments away.
+        node.request_segment(t0, seg(150));
+        let far = node.waits[0].deadline;
+        assert!(far > t0 + Duration::from_secs(500), "{far:?}");
+        // Playing on (one segment further, as time passes): no seek, no change.
+        let t1 = t0 + Duration::from_secs(4);
+        node.handle_player(t1, state(11, 16));
+        assert_eq!(node.waits[0].deadline, far);
+        // The report of the seek: due now.
+        let t2 = t1 + Duration::from_millis(200);
+        node.handle_player(t2, state(150, 0));
+        assert_eq!(node.waits[0].deadline, t2);
+        // Never later than it was: a report that would put it further changes nothing.
+        node.handle_player(t2, state(10, 20));
+        assert_eq!(node.waits[0].deadline, t2);
     }
 
     /// A shell reports a drain at the low mark after a send and again at zero, once each.
