@@ -69,6 +69,10 @@ test('four pages without a seed: no stall, most of their bytes from each other',
     for (const [i, t] of reports.entries()) {
       assert.ok(t.stats.peers >= 1, `page ${i} has no neighbour`);
       assert.ok(t.p2p > 0, `page ${i}: nothing from peers`);
+      // Loopback is no slow uplink: each page serves as many neighbours at once as configured
+      // (4). When the client reported no drain to an empty buffer, the node measured idle time
+      // as sending, put these uplinks at 40-430 kB/s and served one or two (decision 0022).
+      assert.equal(t.stats.uploadSlots, 4, `page ${i}: uplink measured at ${t.stats.uplinkBytesPerSec} B/s`);
     }
   } finally {
     await s.close();

@@ -145,7 +145,7 @@ export async function report(page) {
 
 export function describe(i, t) {
   return `page ${i}: played ${t.currentTime.toFixed(1)} s (playing ${t.startupMs} ms after load), stalls ${t.stalls}, http ${t.http}, ` +
-    `p2p ${t.p2p} (${(t.share * 100).toFixed(1)}%), origin requests ${t.stats.httpRequests} (${t.stats.deadlineFallbacks} at the deadline), peers ${t.stats.peers}, integrity failures ${t.stats.integrityFailures}, events ${t.events.join(',')}` +
+    `p2p ${t.p2p} (${(t.share * 100).toFixed(1)}%), origin requests ${t.stats.httpRequests} (${t.stats.deadlineFallbacks} at the deadline), peers ${t.stats.peers}, uplink ${t.stats.uplinkBytesPerSec} B/s (${t.stats.uploadSlots} slots), integrity failures ${t.stats.integrityFailures}, events ${t.events.join(',')}` +
     (t.stallDetails.length ? `, hls.js: ${JSON.stringify(t.stallDetails)}` : '');
 }
 
