@@ -292,11 +292,12 @@ export class SwarmCdn {
       const level = loaded(hls.loadLevel) ? hls.loadLevel : hls.currentLevel;
       const index = this.indexOf(level);
       const details = hls.levels[level] && hls.levels[level].details;
-      if (!this.node || !media || index === undefined || !details) return;
+      // Nothing buffered yet (startup: hls.js moves a live stream, or a VOD with a start
+      // position, to where it starts only once the first fragment is appended, and until then
+      // the playhead reads as the oldest fragment's): no report, so the first requests are due
+      // at once rather than when playback would reach them from there.
+      if (!this.node || !media || index === undefined || !details || !media.buffered.length) return;
       const t = media.currentTime;
-      // Not in the playlist (a live stream before hls.js moved to its start position): no
-      // playhead to report, rather than the oldest segment (which would put the first
-      // fragments' deadlines far off).
       const frag = details.fragments.find((f) => t >= f.start && t < f.start + f.duration);
       if (!frag) return;
       let ahead = 0;
@@ -306,6 +307,18 @@ export class SwarmCdn {
       try { this.node.setPlayer(index, frag.sn, ahead); } catch (_) { /* ignored */ }
     };
     this.timer = setInterval(tick, 250);
+    // A seek is reported as it starts: the fragments it asks for must not get their
+    // deadlines from where the playhead was.
+    const watch = (media) => {
+      if (this.seekMedia === media) return;
+      if (this.seekMedia) this.seekMedia.removeEventListener('seeking', tick);
+      this.seekMedia = media;
+      if (media) media.addEventListener('seeking', tick);
+    };
+    if (hls.media) watch(hls.media);
+    hls.on(Events.MEDIA_ATTACHED, (_e, data) => watch(data.media));
+    hls.on(Events.MEDIA_DETACHING, () => watch(null));
+    this.unwatch = () => watch(null);
     hls.on(Events.DESTROYING, () => this.destroy());
   }
 
@@ -327,6 +340,8 @@ export class SwarmCdn {
   destroy() {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    if (this.unwatch) this.unwatch();
+    this.unwatch = null;
     this.dropNode();
   }
 }

@@ -2289,13 +2289,23 @@ impl Node {
 
     /// The player's position and buffer.
     pub fn handle_player(&mut self, now: Time, state: PlayerState) {
-        // A jump of the playhead (back, or forward past what the player was given) is a seek:
-        // the deadlines of the requests waiting were set from the state before it (a shell
-        // reports the player's state now and then, and the player asks for the segments at
-        // its new position at once), so they are set again, never later than they were.
-        let seeked = self.player.is_some_and(|(old, _)| {
+        // A seek: the playhead jumped back, or forward past what the player was given, or the
+        // buffer fell by more than a segment beyond the time gone by (a seek just past the
+        // buffer, or into segments this node held). The deadlines of the requests waiting
+        // were set from the state before it (a shell reports the player's state now and then,
+        // and the player asks for the segments at its new position at once), so they are set
+        // again, never later than they were. A buffer one segment short is no seek: a report
+        // taken between a delivery and the player's append of it shows that.
+        let longest = self
+            .playlists
+            .get(&state.rendition)
+            .and_then(|p| p.segments.iter().map(|s| s.duration).max())
+            .unwrap_or(Duration::from_secs(10));
+        let seeked = self.player.is_some_and(|(old, at)| {
+            let left = old.buffer_ahead.saturating_sub(now.saturating_since(at));
             state.playhead < old.playhead
                 || state.playhead > self.first_undelivered(old.playhead).saturating_add(1)
+                || state.buffer_ahead + longest < left
         });
         self.player = Some((state, now));
         if seeked {
@@ -5283,6 +5293,35 @@ mod tests {
         // Never later than it was: a report that would put it further changes nothing.
         node.handle_player(t2, state(10, 20));
         assert_eq!(node.waits[0].deadline, t2);
+
+        // A seek just past the buffer: playhead 20 with 30 s buffered (segments 20-27 given to
+        // the player), then a request for segment 28 (due when the buffer runs out) and the
+        // report of the seek to it.
+        let mut node = viewer();
+        node.handle_playlist(
+            t0,
+            Playlist {
+                rendition,
+                live: false,
+                segments: (0..200)
+                    .map(|sequence| SegmentMeta {
+                        sequence,
+                        duration: Duration::from_secs(4),
+                    })
+                    .collect(),
+            },
+        );
+        node.delivered_upto = Some(27);
+        node.handle_player(t0, state(20, 30));
+        node.request_segment(t0, seg(28));
+        assert_eq!(node.waits[0].deadline, t0 + Duration::from_secs(30));
+        // Playing on: the buffer a segment short (not yet appended) is no seek.
+        let t1 = t0 + Duration::from_secs(2);
+        node.handle_player(t1, state(20, 24));
+        assert_eq!(node.waits[0].deadline, t0 + Duration::from_secs(30));
+        // The seek to 28: nothing buffered there.
+        node.handle_player(t1, state(28, 0));
+        assert_eq!(node.waits[0].deadline, t1);
     }
 
     /// A shell reports a drain at the low mark after a send and again at zero, once each.
