@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: criterion benchmarks, the tracker benchmark against the npm
-//! bittorrent-tracker server, the seed's DataChannel benchmark, and the simulator's.
+//! bittorrent-tracker server and aquatic_ws, the seed's DataChannel benchmark, and the simulator's.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -116,19 +116,33 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
         .max(1);
+    let with_aquatic = !args.iter().any(|a| a == "--no-aquatic");
     let load_args: Vec<String> = {
         let mut v = Vec::new();
         let mut it = args.iter();
         while let Some(a) = it.next() {
             if a == "--rounds" {
                 it.next();
-            } else {
+            } else if a != "--no-aquatic" {
                 v.push(a.clone());
             }
         }
         v
     };
-    let load = |name: &str, url: &str, pid: u32| -> anyhow::Result<String> {
+    // aquatic_ws, the fastest WebTorrent tracker known to us (the yardstick), built
+    // from crates.io into target/bench-tools once. Without it the benchmark still runs.
+    let aquatic = if with_aquatic {
+        match install_aquatic() {
+            Ok(path) => Some(path),
+            Err(e) => {
+                eprintln!("aquatic_ws left out: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let load = |name: &str, url: &str, pid: u32, extra: &[&str]| -> anyhow::Result<String> {
         let out = with_files("target/release/swarmcdn-tracker-load", files)
             .args([
                 "--url",
@@ -139,6 +153,7 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
                 name,
             ])
             .args(&load_args)
+            .args(extra)
             .output()
             .context("running the load generator")?;
         if !out.status.success() {
@@ -155,7 +170,7 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
     println!(
         "\n==> tracker benchmark ({rounds} rounds, same load, one server at a time; the load generator shares the machine)"
     );
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours, mut theirs, mut aquatics) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         println!("-- round {round} of {rounds}");
         let (server, url) = start(
@@ -164,7 +179,7 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
                 .arg(&config)
                 .args(["--listen", "127.0.0.1:0"]),
         )?;
-        ours.push(load("swarmcdn-tracker", &url, server.0.id())?);
+        ours.push(load("swarmcdn-tracker", &url, server.0.id(), &[])?);
         drop(server);
 
         let (server, url) = start(
@@ -172,13 +187,23 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
                 .current_dir(Path::new("tracker/tests/interop"))
                 .arg("bench-server.mjs"),
         )?;
-        theirs.push(load("bittorrent-tracker (npm)", &url, server.0.id())?);
+        theirs.push(load("bittorrent-tracker (npm)", &url, server.0.id(), &[])?);
         drop(server);
+
+        if let Some(program) = &aquatic {
+            let (server, url) = start_aquatic(program, files)?;
+            // aquatic_ws answers each answer with an announce response too: counted as
+            // responses, without starting another announce of the closed loop.
+            aquatics.push(load(
+                "aquatic_ws 0.9.0",
+                &url,
+                server.0.id(),
+                &["--answers-get-responses"],
+            )?);
+            drop(server);
+        }
     }
 
-    println!(
-        "\n==> ratio of the medians over {rounds} rounds (swarmcdn-tracker / bittorrent-tracker)"
-    );
     let median = |reports: &[String], key: &str| -> Option<f64> {
         let mut v: Vec<f64> = reports.iter().filter_map(|r| figure(r, key)).collect();
         if v.is_empty() {
@@ -187,29 +212,94 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         Some(v[v.len() / 2])
     };
-    for key in [
-        "responses/s ",
-        "responses per server CPU-second ",
-        "announces/s ",
-    ] {
-        if let (Some(x), Some(y)) = (median(&ours, key), median(&theirs, key)) {
+    for (other, reports) in [("bittorrent-tracker", &theirs), ("aquatic_ws", &aquatics)] {
+        if reports.is_empty() {
+            continue;
+        }
+        println!("\n==> ratio of the medians over {rounds} rounds (swarmcdn-tracker / {other})");
+        for key in [
+            "responses/s ",
+            "responses per server CPU-second ",
+            "announces/s ",
+        ] {
+            if let (Some(x), Some(y)) = (median(&ours, key), median(reports, key)) {
+                println!(
+                    "    {:<36} {:>10.0} vs {:>10.0}  = {:.2}x",
+                    key.trim(),
+                    x,
+                    y,
+                    x / y
+                );
+            }
+        }
+        let key = "server memory per idle connection ";
+        if let (Some(x), Some(y)) = (median(&ours, key), median(reports, key)) {
             println!(
-                "    {:<36} {:>10.0} vs {:>10.0}  = {:.2}x",
-                key.trim(),
-                x,
-                y,
-                x / y
+                "    {:<36} {:>8.2} KiB vs {:>8.2} KiB",
+                "memory per idle connection", x, y
             );
         }
     }
-    let key = "server memory per idle connection ";
-    if let (Some(x), Some(y)) = (median(&ours, key), median(&theirs, key)) {
-        println!(
-            "    {:<36} {:>8.2} KiB vs {:>8.2} KiB",
-            "memory per idle connection", x, y
-        );
-    }
     Ok(())
+}
+
+/// The aquatic_ws version the benchmark measures against.
+const AQUATIC_VERSION: &str = "0.9.0";
+
+/// `target/bench-tools/bin/aquatic_ws`, built with `cargo install` the first time (a few
+/// minutes; its own target directory, so the workspace's lock file is not involved).
+fn install_aquatic() -> anyhow::Result<std::path::PathBuf> {
+    let root = Path::new("target/bench-tools");
+    let program = root.join("bin/aquatic_ws");
+    let stamp = root.join(format!("aquatic_ws-{AQUATIC_VERSION}"));
+    if program.exists() && stamp.exists() {
+        return Ok(program);
+    }
+    util::run(
+        "install aquatic_ws (the fastest known WebTorrent tracker, for comparison)",
+        cargo().args([
+            "install",
+            "aquatic_ws",
+            "--version",
+            AQUATIC_VERSION,
+            "--force",
+            "--root",
+            "target/bench-tools",
+            "--target-dir",
+            "target/bench-tools/build",
+        ]),
+    )?;
+    std::fs::write(&stamp, "")?;
+    Ok(program)
+}
+
+/// aquatic_ws on a free loopback port, with its defaults (one socket worker and one swarm
+/// worker, at most 10 offers per announce); it prints no address, so the port is chosen here
+/// and waited for.
+fn start_aquatic(program: &Path, files: u64) -> anyhow::Result<(Killed, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = std::env::temp_dir().join("swarmcdn-bench-aquatic.toml");
+    std::fs::write(
+        &config,
+        format!("log_level = \"warn\"\n[network]\naddress = \"127.0.0.1:{port}\"\n"),
+    )?;
+    let child = with_files(program.to_str().context("a UTF-8 path")?, files)
+        .arg("-c")
+        .arg(&config)
+        .spawn()
+        .context("starting aquatic_ws")?;
+    let server = Killed(child);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!("aquatic_ws did not listen on {addr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok((server, format!("ws://{addr}")))
 }
 
 /// DataChannel egress of this build: one sender to 1, 10 and 100 receivers on loopback.

@@ -34,8 +34,9 @@ enum Command {
     /// Start the demo and print the URL of its page.
     Demo(demo::DemoArgs),
     /// Run the criterion benchmarks (arguments go to `cargo bench`), `bench tracker [--rounds
-    /// N] [load generator options]` for the tracker against the npm bittorrent-tracker server
-    /// (the servers take turns for N rounds, 3 by default, and medians are compared), or
+    /// N] [--no-aquatic] [load generator options]` for the tracker against the npm
+    /// bittorrent-tracker server and aquatic_ws (built from crates.io the first time; the
+    /// servers take turns for N rounds, 3 by default, and medians are compared), or
     /// `bench seed [--seconds N]` for the seed's DataChannel egress.
     Bench {
         /// `tracker`, `seed`, `sim [--viewers N --minutes M --channels C]`, or arguments for

@@ -53,6 +53,10 @@ struct Args {
     /// one address has about 28k ephemeral ports. Default: one per 20 000 connections.
     #[arg(long)]
     source_ips: Option<u8>,
+    /// The tracker replies to each answer with an announce response as well (aquatic_ws): such
+    /// responses are counted, but do not start the connection's next announce.
+    #[arg(long)]
+    answers_get_responses: bool,
     /// Connections being opened at once.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
@@ -63,6 +67,10 @@ struct Counters {
     announces: AtomicU64,
     offers: AtomicU64,
     answers: AtomicU64,
+    /// Announce responses to answers (some trackers reply to every `announce` action, an
+    /// answer included): sent by the server, so counted as responses, but not the response
+    /// the closed loop waits for.
+    other_responses: AtomicU64,
     failures: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
 }
@@ -138,6 +146,45 @@ fn id20(tag: u8, n: u64, k: u64) -> [u8; 20] {
         chunk.copy_from_slice(&v[..chunk.len()]);
     }
     id
+}
+
+/// What the announce responses a connection receives reply to. Some trackers (aquatic_ws)
+/// reply to each answer with an announce response as well as to each announce; a closed loop
+/// that took those for its announce's response would announce once per answer, and announces
+/// would multiply until the server's queues overflow. The server handles a connection's
+/// messages in order, so the replies come in the order the messages were sent.
+struct Replies {
+    /// Whether answers get replies; if not, every announce response is the announce's.
+    answers_get_responses: bool,
+    /// Replies due, oldest first: true for our announce, false for an answer.
+    due: std::collections::VecDeque<bool>,
+}
+
+impl Replies {
+    /// The first announce is sent before the loop starts.
+    fn new(answers_get_responses: bool) -> Self {
+        Self {
+            answers_get_responses,
+            due: std::collections::VecDeque::from([true]),
+        }
+    }
+
+    fn sent_announce(&mut self) {
+        if self.answers_get_responses {
+            self.due.push_back(true);
+        }
+    }
+
+    fn sent_answer(&mut self) {
+        if self.answers_get_responses {
+            self.due.push_back(false);
+        }
+    }
+
+    /// An announce response came: whether it replies to our announce (else to an answer).
+    fn next_is_to_announce(&mut self) -> bool {
+        !self.answers_get_responses || self.due.pop_front() != Some(false)
+    }
 }
 
 #[tokio::main]
@@ -221,12 +268,16 @@ async fn main() -> anyhow::Result<()> {
         let running = running.clone();
         let stop = stop.clone();
         let offers = args.offers;
+        let answers_get_responses = args.answers_get_responses;
         let swarm = SwarmId(id20(1, (i % args.swarms) as u64, 0));
         let me = PeerId(id20(2, i as u64, 0));
         tasks.push(tokio::spawn(async move {
             let (mut sink, mut stream) = ws.split();
             let mut round: u64 = 0;
             let mut sent_at = Instant::now();
+            // A tracker that answers each answer with an announce response too (aquatic_ws
+            // does) must not make the loop announce once per answer.
+            let mut replies = Replies::new(answers_get_responses);
             // One SDP per connection, as a browser's offers share their certificate and
             // candidates; made once, so that the load generator spends its CPU on the wire.
             let sdp = SessionDescription::offer(format!(
@@ -256,6 +307,11 @@ async fn main() -> anyhow::Result<()> {
                 let Ok(msg) = FromTracker::from_json(t.as_bytes()) else { continue };
                 let measuring = !stop.load(Ordering::Relaxed);
                 match msg {
+                    FromTracker::AnnounceResponse(_) if !replies.next_is_to_announce() => {
+                        if measuring {
+                            counters.other_responses.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     FromTracker::AnnounceResponse(_) => {
                         if !measuring {
                             break;
@@ -265,6 +321,7 @@ async fn main() -> anyhow::Result<()> {
                         counters.latencies_us.lock().expect("not poisoned").push(us);
                         round += 1;
                         sent_at = Instant::now();
+                        replies.sent_announce();
                         if sink.send(Message::text(announce(round).to_json())).await.is_err() {
                             break;
                         }
@@ -281,6 +338,7 @@ async fn main() -> anyhow::Result<()> {
                             answer: answer_sdp.clone(),
                             ext: None,
                         });
+                        replies.sent_answer();
                         if sink.send(Message::text(ans.to_json())).await.is_err() {
                             break;
                         }
@@ -308,6 +366,7 @@ async fn main() -> anyhow::Result<()> {
     let announces = counters.announces.load(Ordering::Relaxed);
     let offers = counters.offers.load(Ordering::Relaxed);
     let answers = counters.answers.load(Ordering::Relaxed);
+    let other = counters.other_responses.load(Ordering::Relaxed);
     let failures = counters.failures.load(Ordering::Relaxed);
     let mut lat = counters.latencies_us.lock().expect("not poisoned").clone();
     lat.sort_unstable();
@@ -317,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
         }
         f64::from(lat[((lat.len() as f64 - 1.0) * p) as usize]) / 1000.0
     };
-    let responses = announces + offers + answers;
+    let responses = announces + offers + answers + other;
     println!("== {}", args.name);
     println!(
         "connections {}  swarms {}  offers/announce {}  {:.1} s",
@@ -334,6 +393,12 @@ async fn main() -> anyhow::Result<()> {
         pct(0.5),
         pct(0.99)
     );
+    if other > 0 {
+        println!(
+            "announce responses to answers/s {:.0} (counted as responses)",
+            other as f64 / elapsed
+        );
+    }
     println!("responses/s {:.0}", responses as f64 / elapsed);
     if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
         let cpu_s = (b - a) as f64 / clock_ticks() as f64;
@@ -360,6 +425,26 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_to_answers_do_not_count_as_the_announces() {
+        // A tracker that replies to answers: announce, two answers, announce again.
+        let mut r = Replies::new(true);
+        r.sent_answer();
+        r.sent_answer();
+        assert!(r.next_is_to_announce());
+        r.sent_announce();
+        assert!(!r.next_is_to_announce());
+        assert!(!r.next_is_to_announce());
+        assert!(r.next_is_to_announce());
+        // One that does not: every announce response is the announce's.
+        let mut r = Replies::new(false);
+        r.sent_answer();
+        r.sent_answer();
+        assert!(r.next_is_to_announce());
+        r.sent_announce();
+        assert!(r.next_is_to_announce());
+    }
 
     #[test]
     fn ids_are_distinct_and_look_random() {
