@@ -5,12 +5,12 @@
 //! farthest ahead of the playhead. The segment being inserted is never evicted by its own
 //! insertion, so a segment larger than the whole budget is still delivered (and evicted next).
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 
 use crate::integrity::SignedDigest;
 use crate::wire::SegmentRef;
+
+use super::vecmap::VecMap;
 
 /// A stored segment.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub(crate) struct Stored {
 pub(crate) struct Cache {
     budget: u64,
     used: u64,
-    map: BTreeMap<SegmentRef, Stored>,
+    map: VecMap<SegmentRef, Stored>,
 }
 
 impl Cache {
@@ -36,7 +36,7 @@ impl Cache {
         Self {
             budget,
             used: 0,
-            map: BTreeMap::new(),
+            map: VecMap::new(),
         }
     }
 

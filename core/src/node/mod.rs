@@ -71,6 +71,7 @@ mod peers;
 mod pool;
 mod rate;
 mod seqset;
+mod vecmap;
 
 pub use pool::SegmentPool;
 
@@ -81,6 +82,7 @@ use std::ops::Range;
 
 use seqset::SeqSet;
 use std::time::Duration;
+use vecmap::VecMap;
 
 use bytes::Bytes;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -1055,7 +1057,7 @@ pub struct Node {
     next_request_id: u32,
 
     // Media.
-    playlists: BTreeMap<RenditionId, Playlist>,
+    playlists: VecMap<RenditionId, Playlist>,
     /// When each segment of the playlists was first listed (when its scouts go): those listed
     /// now, a few per live rendition, sorted by segment.
     first_listed: Vec<(SegmentRef, Time)>,
@@ -1068,8 +1070,8 @@ pub struct Node {
     next_player_request: u64,
     /// Boxed: a download is large (its chunk table, buffer and fetches), and a map node holds
     /// room for eleven of them however few there are.
-    downloads: BTreeMap<SegmentRef, Box<Download>>,
-    digests: BTreeMap<SegmentRef, VerifiedDigest>,
+    downloads: VecMap<SegmentRef, Box<Download>>,
+    digests: VecMap<SegmentRef, VerifiedDigest>,
     cache: Cache,
     /// Where completed segments' bytes are shared with other nodes of the process, if anywhere.
     pool: Option<SegmentPool>,
@@ -1209,14 +1211,14 @@ impl Node {
             peers: PeerMap::default(),
             banned: BTreeMap::new(),
             next_request_id: 0,
-            playlists: BTreeMap::new(),
+            playlists: VecMap::new(),
             first_listed: Vec::new(),
             player: None,
             waits: Vec::new(),
             delivered_upto: None,
             next_player_request: 0,
-            downloads: BTreeMap::new(),
-            digests: BTreeMap::new(),
+            downloads: VecMap::new(),
+            digests: VecMap::new(),
             http_rate,
             segment_size: config_segment_guess,
             chunk_size: crate::integrity::DEFAULT_CHUNK_SIZE,
@@ -3575,10 +3577,10 @@ impl Node {
                 ))
             }),
         };
-        if let Some(d) = &digest {
-            self.digests
-                .entry(seg)
-                .or_insert_with(|| d.accept_unverified());
+        if let Some(d) = &digest
+            && !self.digests.contains_key(&seg)
+        {
+            self.digests.insert(seg, d.accept_unverified());
         }
         let sources = SourceBytes {
             http: dl.http_bytes,
