@@ -362,6 +362,12 @@ pub struct NodeOverrides {
     /// Check the operator's signature on every digest (costly at scale; chunk hashes are
     /// always checked). Default false.
     pub verify_signatures: bool,
+    /// The origin publishes each segment's signed digest beside it, and a viewer's origin
+    /// fetch brings it (default true). With false a viewer has a segment's digest only from
+    /// a neighbour: in the default unverified mode a node signs what it fetched when the
+    /// fetch completes, so the first copy of a segment is relayed only once whole, as real
+    /// clients without a signer in reach do.
+    pub digests_from_origin: Option<bool>,
 }
 
 /// A fault.

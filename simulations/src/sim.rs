@@ -802,6 +802,7 @@ impl<'a> Run<'a> {
         c.segment_size_guess = s.segment_bytes;
         c.send_buffer_high = (c.send_buffer_high / scale).max(4 * u64::from(self.chunk_size));
         c.send_buffer_low = (c.send_buffer_low / scale).max(u64::from(self.chunk_size) / 4);
+        c.digest_chunk_size = self.chunk_size;
         c.locality = Some(sc.network.regions[peer.region as usize].name.clone());
         c.nat = Some(peer.nat.wire());
         let seed = model::rng(self.opts.seed, model::Stream::Node, peer.global).random();
@@ -1383,10 +1384,12 @@ impl<'a> Run<'a> {
                         total,
                     },
                 );
-                // The digest sidecar comes with the segment.
-                let digest = self.digest(swarm, seg.sequence);
-                if let Some(node) = self.node(n) {
-                    node.handle_digest(Time(now), digest);
+                // The digest sidecar comes with the segment, if the origin publishes one.
+                if self.sc.node.digests_from_origin.unwrap_or(true) {
+                    let digest = self.digest(swarm, seg.sequence);
+                    if let Some(node) = self.node(n) {
+                        node.handle_digest(Time(now), digest);
+                    }
                 }
             }
             Transmit::CancelHttp(id) => {

@@ -223,6 +223,11 @@ pub struct NodeConfig {
     pub fetching_hold: Duration,
     /// Whether to offer 256 KiB DataChannel messages. Default true.
     pub large_messages: bool,
+    /// The chunk size of the digests this node signs (a seed's, or an unverified node's own),
+    /// doubled as needed to stay within `MAX_CHUNKS`, and of its probe requests before any
+    /// digest is known. Default [`crate::integrity::DEFAULT_CHUNK_SIZE`] (64 KiB); the
+    /// simulator, whose segment bytes are scaled down, scales it with them.
+    pub digest_chunk_size: u32,
     /// Whether segments are downloaded from neighbours at all. Default true; a seed in the
     /// seed mesh sets it false: its "HTTP" fetches go through the mesh, which already shares
     /// each origin pull among the seeds, and its neighbours are there to be served.
@@ -326,6 +331,7 @@ impl NodeConfig {
             join_grace: Duration::from_secs(3),
             fetching_hold: Duration::from_secs(3),
             large_messages: true,
+            digest_chunk_size: crate::integrity::DEFAULT_CHUNK_SIZE,
             download_from_peers: true,
             chunk_messages: true,
             relay_partial: true,
@@ -1133,6 +1139,10 @@ impl Node {
     /// A node. `rng_seed` seeds its random choices: shells pass a random seed, tests a fixed
     /// one.
     pub fn new(config: NodeConfig, now: Time, rng_seed: u64) -> Result<Self, ConfigError> {
+        let probe_chunk_size = config.digest_chunk_size.clamp(
+            crate::integrity::MIN_CHUNK_SIZE,
+            crate::integrity::MAX_CHUNK_SIZE,
+        );
         for (v, name) in [
             (config.max_peers, "max_peers"),
             (config.request_chunks, "request_chunks"),
@@ -1221,7 +1231,7 @@ impl Node {
             digests: VecMap::new(),
             http_rate,
             segment_size: config_segment_guess,
-            chunk_size: crate::integrity::DEFAULT_CHUNK_SIZE,
+            chunk_size: probe_chunk_size,
             next_fetch: 0,
             fetches: HashMap::new(),
             upload_bucket,
@@ -3573,7 +3583,7 @@ impl Node {
                 s.sign(SegmentDigest::compute(
                     seg.in_swarm(self.config.swarm),
                     &data,
-                    crate::integrity::DEFAULT_CHUNK_SIZE,
+                    self.config.digest_chunk_size,
                 ))
             }),
         };
@@ -4269,6 +4279,28 @@ mod tests {
             IntegrityMode::Unverified,
         );
         Node::new(config, Time::ZERO, 1).unwrap()
+    }
+
+    /// The configured digest chunk size also sizes the probe before any digest is seen,
+    /// within the integrity limits.
+    #[test]
+    fn probes_take_the_configured_chunk_size() {
+        for (configured, expected) in [
+            (16 * 1024, 16 * 1024),
+            (1, crate::integrity::MIN_CHUNK_SIZE),
+            (u32::MAX, crate::integrity::MAX_CHUNK_SIZE),
+        ] {
+            let mut config = NodeConfig::new(
+                PeerId([1; 20]),
+                SwarmId([7; 20]),
+                NodeRole::Viewer,
+                IntegrityMode::Unverified,
+            );
+            config.digest_chunk_size = configured;
+            let node = Node::new(config, Time::ZERO, 1).unwrap();
+            assert_eq!(node.chunk_size, expected);
+        }
+        assert_eq!(viewer().chunk_size, crate::integrity::DEFAULT_CHUNK_SIZE);
     }
 
     /// Requests to a neighbour measured slow wait a few chunks' time at its rate before they
