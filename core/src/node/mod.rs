@@ -224,9 +224,11 @@ pub struct NodeConfig {
     /// Whether to offer 256 KiB DataChannel messages. Default true.
     pub large_messages: bool,
     /// The chunk size of the digests this node signs (a seed's, or an unverified node's own),
-    /// doubled as needed to stay within `MAX_CHUNKS`, and of its probe requests before any
-    /// digest is known. Default [`crate::integrity::DEFAULT_CHUNK_SIZE`] (64 KiB); the
-    /// simulator, whose segment bytes are scaled down, scales it with them.
+    /// doubled as needed to stay within `MAX_CHUNKS`; until a digest from elsewhere is
+    /// accepted, also the chunk size its probes, upload slots, `Busy` retry times and stall
+    /// timeouts assume. Default [`crate::integrity::DEFAULT_CHUNK_SIZE`] (64 KiB); the
+    /// simulator, whose segment bytes are scaled down, scales it with them. Peers accept any
+    /// size from 1 KiB to 16 MiB.
     pub digest_chunk_size: u32,
     /// Whether segments are downloaded from neighbours at all. Default true; a seed in the
     /// seed mesh sets it false: its "HTTP" fetches go through the mesh, which already shares

@@ -2,8 +2,9 @@
 //!
 //! A `BTreeMap` allocates its nodes with room for eleven entries however few it holds (a
 //! leaf of `SegmentRef` to a 56-byte value is about 800 bytes), and a map past eleven entries
-//! adds internal nodes. The node's tables hold a few to a few dozen entries each, are looked up
-//! far more often than changed, and are walked in key order: a sorted vector holds them in
+//! adds internal nodes. The node's tables hold a few to a few dozen entries each (the digest
+//! table up to a few hundred, when neighbours send digests of segments the node does not
+//! hold), are looked up far more often than changed, and are walked in key order: a sorted vector holds them in
 //! their own size, looks them up by binary search and walks them in the same order as the map
 //! did, so the node's decisions do not change (decision 0012).
 

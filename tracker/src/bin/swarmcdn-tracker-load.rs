@@ -71,6 +71,10 @@ struct Counters {
     /// answer included): sent by the server, so counted as responses, but not the response
     /// the closed loop waits for.
     other_responses: AtomicU64,
+    /// Loops that waited [`STALLED`] for their announce's response and announced again.
+    restarts: AtomicU64,
+    /// Replies still due when a loop restarted: lost by the server (or very late).
+    replies_lost: AtomicU64,
     failures: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
 }
@@ -185,7 +189,26 @@ impl Replies {
     fn next_is_to_announce(&mut self) -> bool {
         !self.answers_get_responses || self.due.pop_front() != Some(false)
     }
+
+    /// No reply for [`STALLED`]: a reply was lost (counting, a loop cannot tell which), so
+    /// expect only the response to the announce about to be sent. Returns the replies that
+    /// were still due.
+    fn restart(&mut self) -> u64 {
+        let lost = if self.answers_get_responses {
+            self.due.len() as u64
+        } else {
+            1
+        };
+        self.due.clear();
+        self.due.push_back(true);
+        lost
+    }
 }
+
+/// A loop that has had no reply for this long announces again (and counts it): a server that
+/// drops a reply under load would otherwise leave the connection waiting for ever, or, when
+/// it replies to answers too, make the loop take a later reply for the lost one.
+const STALLED: Duration = Duration::from_secs(3);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -302,7 +325,26 @@ async fn main() -> anyhow::Result<()> {
             if sink.send(Message::text(announce(round).to_json())).await.is_err() {
                 return;
             }
-            while let Some(Ok(m)) = stream.next().await {
+            loop {
+                let m = match tokio::time::timeout(STALLED, stream.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(_) => break,
+                    Err(_) => {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        counters.restarts.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .replies_lost
+                            .fetch_add(replies.restart(), Ordering::Relaxed);
+                        round += 1;
+                        sent_at = Instant::now();
+                        if sink.send(Message::text(announce(round).to_json())).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
                 let Message::Text(t) = m else { continue };
                 let Ok(msg) = FromTracker::from_json(t.as_bytes()) else { continue };
                 let measuring = !stop.load(Ordering::Relaxed);
@@ -367,6 +409,8 @@ async fn main() -> anyhow::Result<()> {
     let offers = counters.offers.load(Ordering::Relaxed);
     let answers = counters.answers.load(Ordering::Relaxed);
     let other = counters.other_responses.load(Ordering::Relaxed);
+    let restarts = counters.restarts.load(Ordering::Relaxed);
+    let lost = counters.replies_lost.load(Ordering::Relaxed);
     let failures = counters.failures.load(Ordering::Relaxed);
     let mut lat = counters.latencies_us.lock().expect("not poisoned").clone();
     lat.sort_unstable();
@@ -397,6 +441,12 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "announce responses to answers/s {:.0} (counted as responses)",
             other as f64 / elapsed
+        );
+    }
+    if restarts > 0 {
+        println!(
+            "loops restarted after {} s without a reply {restarts}  replies lost {lost}",
+            STALLED.as_secs()
         );
     }
     println!("responses/s {:.0}", responses as f64 / elapsed);
@@ -444,6 +494,15 @@ mod tests {
         assert!(r.next_is_to_announce());
         r.sent_announce();
         assert!(r.next_is_to_announce());
+        // A lost reply: the loop restarts expecting only its new announce's response.
+        let mut r = Replies::new(true);
+        r.sent_answer();
+        r.sent_answer();
+        assert!(r.next_is_to_announce());
+        assert!(!r.next_is_to_announce());
+        assert_eq!(r.restart(), 1);
+        assert!(r.next_is_to_announce());
+        assert_eq!(Replies::new(false).restart(), 1);
     }
 
     #[test]
