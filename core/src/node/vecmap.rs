@@ -161,7 +161,16 @@ mod tests {
                 for k in [0u8, 1, 77, 128, 255] {
                     prop_assert_eq!(ours.get(&k), model.get(&k));
                     prop_assert_eq!(ours.contains_key(&k), model.contains_key(&k));
+                    if let (Some(a), Some(b)) = (ours.get_mut(&k), model.get_mut(&k)) {
+                        *a = a.wrapping_mul(3);
+                        *b = b.wrapping_mul(3);
+                    }
+                    if model.contains_key(&k) {
+                        prop_assert_eq!(ours[&k], model[&k]);
+                    }
                 }
+                // Room is given back: never more than four times what it holds, beyond 8.
+                prop_assert!(ours.entries.capacity() <= (4 * ours.len()).max(8));
             }
         }
     }
