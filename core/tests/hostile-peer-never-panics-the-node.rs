@@ -163,7 +163,7 @@ proptest! {
         node.handle_playlist(now, Playlist {
             rendition: RENDITION,
             live: true,
-            segments: (98..106).map(|sequence| SegmentMeta { sequence, duration: std::time::Duration::from_secs(2) }).collect(),
+            segments: (98..106).map(|sequence| SegmentMeta { sequence, duration: std::time::Duration::from_secs(2), partial: false }).collect(),
         });
         node.handle_player(now, PlayerState { rendition: RENDITION, playhead: 98, buffer_ahead: std::time::Duration::from_secs(8) });
         node.handle_peer_event(now, HOSTILE, PeerEvent::Opened);

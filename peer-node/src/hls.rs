@@ -111,6 +111,7 @@ impl MediaPlaylist {
                 .map(|s| SegmentMeta {
                     sequence: s.sequence,
                     duration: s.duration,
+                    partial: false,
                 })
                 .collect(),
         }

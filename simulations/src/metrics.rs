@@ -124,6 +124,10 @@ pub struct Counters {
     pub copy_bytes: f64,
     /// Start-up times.
     pub startup: Histogram,
+    /// Live: how far behind the packager each viewer played when its session ended (time
+    /// stalled adds to it: players do not catch up).
+    #[serde(default)]
+    pub live_latency: Histogram,
     /// Sessions that left before playback started.
     pub never_started: u64,
     /// Stalls.
@@ -217,6 +221,7 @@ impl Counters {
         self.supply_bytes += o.supply_bytes;
         self.copy_bytes += o.copy_bytes;
         self.startup.merge(&o.startup);
+        self.live_latency.merge(&o.live_latency);
         self.never_started += o.never_started;
         self.stalls += o.stalls;
         self.stalled_us += o.stalled_us;
@@ -328,6 +333,8 @@ impl Counters {
             },
             startup_p50_secs: self.startup.quantile(0.5).unwrap_or(0.0),
             startup_p95_secs: self.startup.quantile(0.95).unwrap_or(0.0),
+            live_latency_p50_secs: self.live_latency.quantile(0.5).unwrap_or(0.0),
+            live_latency_p95_secs: self.live_latency.quantile(0.95).unwrap_or(0.0),
             mean_viewers: if measured.is_empty() {
                 0.0
             } else {
@@ -421,6 +428,12 @@ pub struct Summary {
     pub startup_p50_secs: f64,
     /// Start-up time, 95th percentile.
     pub startup_p95_secs: f64,
+    /// Live: latency behind the packager at the end of sessions, median (0 for VOD).
+    #[serde(default)]
+    pub live_latency_p50_secs: f64,
+    /// Live: the same, 95th percentile.
+    #[serde(default)]
+    pub live_latency_p95_secs: f64,
     /// Mean concurrent viewers (measured seconds).
     pub mean_viewers: f64,
     /// Peak concurrent viewers.

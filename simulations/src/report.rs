@@ -227,7 +227,7 @@ pub fn merge(inputs: &[PathBuf]) -> anyhow::Result<Vec<Counters>> {
 }
 
 /// The figures compared across seeds and against the control.
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 14] = [
     "offload",
     "offload_bound",
     "offload_ratio",
@@ -237,6 +237,8 @@ const KEYS: [&str; 12] = [
     "rebuffering_ratio",
     "startup_p50_secs",
     "startup_p95_secs",
+    "live_latency_p50_secs",
+    "live_latency_p95_secs",
     "tracker_messages_per_sec_mean",
     "ice_failure_ratio",
     "deadline_fallbacks",

@@ -75,6 +75,20 @@ pub struct Stream {
     /// Live: the player starts this many segments behind the newest. Default 3.
     #[serde(default = "default_live_offset")]
     pub live_offset_segments: u64,
+    /// Live: players start this far behind the live moment (the packager's clock), mid-segment,
+    /// instead of `live_offset_segments` segments behind the newest; more than a segment
+    /// duration, as players here play whole segments. Their latency at the end of each
+    /// session is measured either way. Default none.
+    #[serde(default)]
+    pub target_latency_secs: Option<f64>,
+    /// Live: LL-HLS parts of this duration (a divisor of `segment_secs`). The packager
+    /// publishes each segment part by part while it produces it; the playlist lists the
+    /// segment being produced from its first part on (its parts, and a preload hint for the
+    /// rest, as byte ranges of the segment); the origin serves it as its parts appear, without
+    /// a length (chunked transfer); players reload the playlist as each segment's first part
+    /// appears (blocking reload). Default none: whole segments, each published once produced.
+    #[serde(default)]
+    pub part_secs: Option<f64>,
     /// Live: segments listed in the playlist. Default 6.
     #[serde(default = "default_window")]
     pub window_segments: u64,
@@ -445,6 +459,18 @@ impl Scenario {
         }
         if self.stream.channels == 0 {
             bail!("stream.channels must be at least 1");
+        }
+        let live = self.stream.kind == StreamKind::Live;
+        if let Some(part) = self.stream.part_secs {
+            let parts = self.stream.segment_secs / part;
+            if !live || part <= 0.0 || parts < 1.0 - 1e-9 || (parts - parts.round()).abs() > 1e-6 {
+                bail!("stream.part_secs must divide a live stream's segment_secs");
+            }
+        }
+        if let Some(latency) = self.stream.target_latency_secs
+            && (!live || latency <= self.stream.segment_secs)
+        {
+            bail!("stream.target_latency_secs must exceed a live stream's segment_secs");
         }
         if self.stream.kind == StreamKind::Live && self.stream.window_segments == 0 {
             bail!("stream.window_segments must be at least 1");

@@ -123,12 +123,17 @@ enum Ev {
     HttpStart {
         n: u32,
         fetch: u64,
+        seq: u64,
         start: u64,
         end: u64,
         total: u64,
     },
     /// The piece of an HTTP body in service on `n`'s downlink has arrived.
     HttpPiece {
+        n: u32,
+    },
+    /// A part the bodies on `n`'s downlink wait for has been produced.
+    HttpReady {
         n: u32,
     },
     HttpDone {
@@ -151,7 +156,7 @@ enum Ev {
 }
 
 /// The names of the kinds of [`Ev`], by [`Ev::kind`].
-const EV_KINDS: [&str; 19] = [
+const EV_KINDS: [&str; 20] = [
     "arrival",
     "depart",
     "wake",
@@ -171,6 +176,7 @@ const EV_KINDS: [&str; 19] = [
     "sweep",
     "fault",
     "elsewhere",
+    "http_ready",
 ];
 
 impl Ev {
@@ -196,6 +202,7 @@ impl Ev {
             Self::Sweep => 16,
             Self::Fault { .. } => 17,
             Self::Elsewhere { .. } => 18,
+            Self::HttpReady { .. } => 19,
         }
     }
 }
@@ -208,6 +215,8 @@ struct Player {
     playhead: u64,
     /// Microseconds played of the segment under the playhead.
     into: u64,
+    /// Where in its first segment playback starts (`stream.target_latency_secs`), µs.
+    start_into: u64,
     /// Segments delivered and not fully played.
     buffered: u64,
     next_request: u64,
@@ -227,9 +236,14 @@ struct Player {
 #[derive(Debug, Clone, Copy)]
 struct HttpBody {
     fetch: u64,
+    /// The segment's sequence number (of the receiver's rendition).
+    seq: u64,
     next: u64,
     end: u64,
     total: u64,
+    /// Whether the response gave the length: not when it started while the segment was
+    /// still being produced (chunked transfer).
+    sized: bool,
 }
 
 struct Peer {
@@ -258,6 +272,8 @@ struct Peer {
     http_piece: Option<(HttpBody, u64, bool)>,
     /// Fetches cancelled by the node while their response is still to start or in service.
     cancelled: Vec<u64>,
+    /// When an `HttpReady` is due: the bodies on the downlink wait for parts.
+    http_ready: u64,
     alive: bool,
     offers: u64,
     /// Usable upload in bits per second (unscaled), for the bounds.
@@ -312,6 +328,8 @@ pub struct Run<'a> {
     nat: NatModel,
     scale: u64,
     seg_us: u64,
+    /// LL-HLS part duration, µs; 0 without parts.
+    part_us: u64,
     chunk_size: u32,
     zeros: Bytes,
     /// Completed segments' bytes, shared by the nodes (one copy per segment, not per node).
@@ -454,6 +472,9 @@ impl<'a> Run<'a> {
             nat: NatModel::new(&sc.population.nat)?,
             scale,
             seg_us,
+            part_us: sc.stream.part_secs.map_or(0, |part| {
+                seg_us / (sc.stream.segment_secs / part).round().max(1.0) as u64
+            }),
             chunk_size,
             zeros,
             pool: SegmentPool::new(),
@@ -676,10 +697,17 @@ impl<'a> Run<'a> {
         let swarm = channel as usize * sc.stream.ladder.len() + rung;
         let n = self.peers.len() as u32;
         let live = sc.stream.kind == StreamKind::Live;
-        let start = if live {
-            self.edge().saturating_sub(sc.stream.live_offset_segments)
-        } else {
-            0
+        let mut start_into = 0;
+        let start = match sc.stream.target_latency_secs {
+            // The segment under the media time `latency` ago, from that point in it.
+            Some(latency) if live => {
+                let seg = self.seg_us as i64;
+                let media = self.now as i64 - us(latency) as i64;
+                start_into = media.rem_euclid(seg) as u64;
+                (LIVE_FIRST_SEQUENCE as i64 + 1 + media.div_euclid(seg)).max(0) as u64
+            }
+            _ if live => self.edge().saturating_sub(sc.stream.live_offset_segments),
+            _ => 0,
         };
         let end = if live {
             u64::MAX
@@ -709,6 +737,7 @@ impl<'a> Run<'a> {
             player: Player {
                 joined: self.now,
                 playhead: start,
+                start_into,
                 next_request: start,
                 last_advance: self.now,
                 end,
@@ -719,6 +748,7 @@ impl<'a> Run<'a> {
             http: Default::default(),
             http_piece: None,
             cancelled: Vec::new(),
+            http_ready: NEVER,
             alive: true,
             offers: 0,
             up_bps: draw.access.up_bps,
@@ -858,6 +888,13 @@ impl<'a> Run<'a> {
         let c = &mut self.counters;
         if pl.started {
             c.startup.record(pl.start_at - pl.joined);
+            if self.sc.stream.kind == StreamKind::Live {
+                // How far behind the packager the viewer played when it left.
+                let media = (pl.playhead as i64 - LIVE_FIRST_SEQUENCE as i64 - 1)
+                    * self.seg_us as i64
+                    + pl.into as i64;
+                c.live_latency.record((now as i64 - media).max(0) as u64);
+            }
         } else {
             c.never_started += 1;
         }
@@ -886,12 +923,55 @@ impl<'a> Run<'a> {
     // ---------------------------------------------------------------------------------------
     // Time and latency.
 
+    /// Live: the newest segment produced in full. Segment `LIVE_FIRST_SEQUENCE + k` is
+    /// produced from `(k - 1)` to `k` segment durations into the run.
     fn edge(&self) -> u64 {
         LIVE_FIRST_SEQUENCE + self.now / self.seg_us
     }
 
+    /// Live: when segment `seq` starts being produced, µs into the run (negative for the
+    /// segments the run starts with).
+    fn production_start(&self, seq: u64) -> i64 {
+        (seq as i64 - LIVE_FIRST_SEQUENCE as i64 - 1) * self.seg_us as i64
+    }
+
+    /// Live: the newest segment listed: with parts, the one being produced once its first
+    /// part is out.
+    fn listed_last(&self) -> u64 {
+        let edge = self.edge();
+        if self.part_us > 0 && self.now % self.seg_us >= self.part_us {
+            edge + 1
+        } else {
+            edge
+        }
+    }
+
     fn published(&self, seq: u64) -> bool {
-        self.sc.stream.kind == StreamKind::Vod || seq <= self.edge()
+        self.sc.stream.kind == StreamKind::Vod || seq <= self.listed_last()
+    }
+
+    /// Bytes of segment `seq` (of `total`) the origin has now: all of a segment produced in
+    /// full, the parts out so far of one being produced.
+    fn produced(&self, seq: u64, total: u64) -> u64 {
+        if self.part_us == 0 || self.sc.stream.kind == StreamKind::Vod || seq <= self.edge() {
+            return total;
+        }
+        let Ok(since) = u64::try_from(self.now as i64 - self.production_start(seq)) else {
+            return 0;
+        };
+        let parts = self.seg_us / self.part_us;
+        total * (since / self.part_us).min(parts) / parts
+    }
+
+    /// When the part that holds byte `at` of segment `seq` (of `total`) comes out.
+    fn produced_at(&self, seq: u64, at: u64, total: u64) -> u64 {
+        let parts = self.seg_us / self.part_us;
+        let mut j = at * parts / total.max(1);
+        while j + 1 < parts && total * (j + 1) / parts <= at {
+            j += 1;
+        }
+        let at = self.production_start(seq) + ((j + 1) * self.part_us) as i64;
+        at.max(0) as u64
     }
 
     fn one_way(&self, a: u32, b: u32) -> u64 {
@@ -1046,10 +1126,12 @@ impl<'a> Run<'a> {
             Ev::HttpStart {
                 n,
                 fetch,
+                seq,
                 start,
                 end,
                 total,
             } => {
+                let sized = self.produced(seq, total) == total;
                 let p = &mut self.peers[n as usize];
                 if let Some(i) = p.cancelled.iter().position(|f| *f == fetch) {
                     p.cancelled.swap_remove(i);
@@ -1060,10 +1142,20 @@ impl<'a> Run<'a> {
                 }
                 p.http.push_back(HttpBody {
                     fetch,
+                    seq,
                     next: start,
                     end,
                     total,
+                    sized,
                 });
+                self.serve_http(n);
+            }
+            Ev::HttpReady { n } => {
+                let p = &mut self.peers[n as usize];
+                if !p.alive || p.http_ready != now {
+                    return;
+                }
+                p.http_ready = NEVER;
                 self.serve_http(n);
             }
             Ev::HttpPiece { n } => {
@@ -1081,7 +1173,8 @@ impl<'a> Run<'a> {
                     let fetch = swarmcdn_core::node::FetchId(body.fetch);
                     let data = self.zeros.slice(from as usize..body.next as usize);
                     if let Some(node) = self.node(n) {
-                        node.handle_http_data(Time(now), fetch, from, Some(body.total), data);
+                        let total = body.sized.then_some(body.total);
+                        node.handle_http_data(Time(now), fetch, from, total, data);
                         self.drain(n);
                     }
                     // The data may have completed the segment, and the node cancelled the
@@ -1379,6 +1472,7 @@ impl<'a> Run<'a> {
                     Ev::HttpStart {
                         n,
                         fetch,
+                        seq: seg.sequence,
                         start: range.start,
                         end: range.end,
                         total,
@@ -1424,15 +1518,34 @@ impl<'a> Run<'a> {
     /// per piece and a cancelled body stops costing it.
     fn serve_http(&mut self, n: u32) {
         let piece = u64::from(self.chunk_size) * HTTP_PIECE_CHUNKS;
-        let p = &mut self.peers[n as usize];
-        if p.http_piece.is_some() {
+        if self.peers[n as usize].http_piece.is_some() {
             return;
         }
-        let Some(mut body) = p.http.pop_front() else {
+        // The next body in turn with bytes produced to send; the others wait for their parts.
+        let mut found = None;
+        let mut wait = NEVER;
+        for _ in 0..self.peers[n as usize].http.len() {
+            let Some(body) = self.peers[n as usize].http.pop_front() else {
+                break;
+            };
+            let ready = self.produced(body.seq, body.total);
+            if body.next < ready {
+                found = Some((body, ready));
+                break;
+            }
+            wait = wait.min(self.produced_at(body.seq, body.next, body.total));
+            self.peers[n as usize].http.push_back(body);
+        }
+        let p = &mut self.peers[n as usize];
+        let Some((mut body, ready)) = found else {
+            if wait < p.http_ready {
+                p.http_ready = wait;
+                self.q.push(wait, Ev::HttpReady { n });
+            }
             return;
         };
         let from = body.next;
-        body.next = (from + piece).min(body.end);
+        body.next = (from + piece).min(body.end).min(ready);
         let last = body.next == body.end;
         if !last {
             p.http.push_back(body);
@@ -1589,20 +1702,22 @@ impl<'a> Run<'a> {
         self.advance_player(n);
         let now = self.now;
         let last = if self.sc.stream.kind == StreamKind::Live {
-            self.edge()
+            self.listed_last()
         } else {
             self.peers[n as usize].player.end.saturating_sub(1)
         };
         let seg = self.seg_us;
         let swarm = self.peers[n as usize].swarm as usize;
         let rend = rendition(self.swarms[swarm].rung);
-        let ahead = self.buffer_ahead(&self.peers[n as usize].player);
         let p = &mut self.peers[n as usize].player;
         if !p.started && p.buffered >= STARTUP_SEGMENTS {
             p.started = true;
             p.start_at = now;
             p.last_advance = now;
+            p.into = p.start_into;
         }
+        let ahead = self.buffer_ahead(&self.peers[n as usize].player);
+        let p = &mut self.peers[n as usize].player;
         let mut request = None;
         if !p.outstanding
             && ahead < TARGET_BUFFER_US
@@ -1626,8 +1741,17 @@ impl<'a> Run<'a> {
                 self.counters.origin_requests += 1;
                 self.count_origin(bytes);
                 let first = self.cdn_response_start(n);
+                // A segment still being produced comes no sooner than its last part.
+                let produced = if self.produced(seq, bytes) < bytes {
+                    let last_part = bytes * self.part_us / self.seg_us;
+                    self.produced_at(seq, bytes - 1, bytes)
+                        + last_part * 1_000_000 / self.peers[n as usize].down
+                } else {
+                    0
+                };
                 let peer = &mut self.peers[n as usize];
-                let done = peer.down_free.max(first) + bytes * 1_000_000 / peer.down;
+                let done =
+                    (peer.down_free.max(first) + bytes * 1_000_000 / peer.down).max(produced);
                 peer.down_free = done;
                 self.q.push(
                     done,
@@ -1667,11 +1791,11 @@ impl<'a> Run<'a> {
         let rend = rendition(self.swarms[swarm].rung);
         let seg = Duration::from_micros(self.seg_us);
         let live = self.sc.stream.kind == StreamKind::Live;
+        let edge = self.edge();
         let (first, last) = if live {
-            let edge = self.edge();
             (
                 edge.saturating_sub(self.sc.stream.window_segments - 1),
-                edge,
+                self.listed_last(),
             )
         } else {
             (0, self.peers[n as usize].player.end.saturating_sub(1))
@@ -1683,6 +1807,7 @@ impl<'a> Run<'a> {
                 .map(|sequence| SegmentMeta {
                     sequence,
                     duration: seg,
+                    partial: live && sequence > edge,
                 })
                 .collect(),
         };
@@ -1691,7 +1816,15 @@ impl<'a> Run<'a> {
             node.handle_playlist(now, playlist);
             self.drain(n);
         }
-        if live {
+        if live && self.part_us > 0 {
+            // LL-HLS: a blocking reload, answered as the next segment's first part comes out.
+            let mut at = self.now - self.now % self.seg_us + self.part_us;
+            if at <= self.now {
+                at += self.seg_us;
+            }
+            let delay = us(self.sc.network.rtt_intra_ms / 2e3) + self.peers[n as usize].access_us;
+            self.q.push(at + delay, Ev::Reload(n));
+        } else if live {
             // hls.js reloads a live playlist about once per target duration.
             self.q.push(self.now + self.seg_us, Ev::Reload(n));
         }
@@ -1857,6 +1990,44 @@ mod tests {
         // More parts than channels: some stay empty, none is out of range.
         let p = channel_parts(3, 0.0, (0, 1), 5);
         assert!(p.iter().all(|x| x.is_some_and(|j| j < 5)));
+    }
+
+    /// LL-HLS: a segment is listed from its first part on, and the origin has its parts as
+    /// they come out (S7: 2 s segments, 0.5 s parts).
+    #[test]
+    fn parts_come_out_as_they_are_produced() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/s7-low-latency.toml");
+        let sc = Scenario::load(&path).unwrap();
+        let mut run = Run::new(&sc, Options::new(1, false)).unwrap();
+        // This segment is produced from 4 s to 6 s into the run.
+        let seq = LIVE_FIRST_SEQUENCE + 3;
+        for (secs, listed, produced) in [
+            (4.0, seq - 1, 0),
+            (4.499, seq - 1, 0),
+            (4.5, seq, 250),
+            (5.0, seq, 500),
+            (5.999, seq, 750),
+            (6.0, seq, 1000),
+            (6.499, seq, 1000),
+            (6.5, seq + 1, 1000),
+        ] {
+            run.now = us(secs);
+            assert_eq!(run.listed_last(), listed, "at {secs} s");
+            assert_eq!(run.published(seq), listed >= seq, "at {secs} s");
+            assert_eq!(run.produced(seq, 1000), produced, "at {secs} s");
+        }
+        for (byte, at) in [(0, 4.5), (249, 4.5), (250, 5.0), (999, 6.0)] {
+            assert_eq!(run.produced_at(seq, byte, 1000), us(at), "byte {byte}");
+        }
+        // Without parts, a segment is listed and served whole once produced.
+        let whole = Scenario::load_with(&path, &["stream.part_secs=2".into()]).unwrap();
+        let mut run = Run::new(&whole, Options::new(1, false)).unwrap();
+        run.now = us(5.9);
+        assert_eq!(run.listed_last(), seq - 1);
+        assert_eq!(run.produced(seq, 1000), 0);
+        run.now = us(6.0);
+        assert_eq!(run.produced(seq, 1000), 1000);
     }
 
     #[test]

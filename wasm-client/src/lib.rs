@@ -393,6 +393,7 @@ impl SwarmNode {
                 metas.push(SegmentMeta {
                     sequence: s.sn as u64,
                     duration: Duration::from_secs_f64(s.duration.min(3600.0)),
+                    partial: false,
                 });
             }
             if let Some(first) = metas.first().map(|m| m.sequence) {

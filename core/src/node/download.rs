@@ -36,6 +36,9 @@ pub(crate) struct HttpFetch {
     pub(crate) id: FetchId,
     pub(crate) started: Time,
     pub(crate) received: u64,
+    /// Of a segment still being produced (see [`super::SegmentMeta::partial`]): its timing
+    /// measures the packager, not the origin.
+    pub(crate) paced: bool,
 }
 
 /// What writing bytes into a download did.

@@ -517,6 +517,10 @@ pub struct SegmentMeta {
     pub sequence: u64,
     /// Media duration.
     pub duration: Duration,
+    /// Whether the playlist lists it by its parts only (LL-HLS: it is still being produced,
+    /// and served as its parts come out). A fetch of it is paced by the packager, not the
+    /// network, so it measures neither the origin's time to first byte nor its throughput.
+    pub partial: bool,
 }
 
 /// A media playlist as the player or puller loaded it.
@@ -2175,7 +2179,7 @@ impl Node {
             dl.length = Some(t);
         }
         if let Some(h) = dl.http.iter_mut().find(|h| h.id == id) {
-            if h.received == 0 {
+            if h.received == 0 && !h.paced {
                 let ttfb = now.saturating_since(h.started);
                 self.http_ttfb = (self.http_ttfb * 7 + ttfb * 3) / 10;
             }
@@ -3523,7 +3527,13 @@ impl Node {
             self.next_fetch += 1;
             requests.push((id, None));
         }
-        if group {
+        let paced = self
+            .playlists
+            .get(&seg.rendition)
+            .and_then(|p| p.segments.iter().rev().find(|s| s.sequence == seg.sequence))
+            .is_some_and(|s| s.partial);
+        let dl = self.downloads.get_mut(&seg).expect("caller inserted it");
+        if group && !paced {
             dl.http_group = Some((now, 0));
         }
         for (id, range) in requests {
@@ -3531,6 +3541,7 @@ impl Node {
                 id,
                 started: now,
                 received: 0,
+                paced,
             });
             self.fetches.insert(id, seg);
             self.stats.http_requests += 1;
@@ -4526,6 +4537,7 @@ mod tests {
                     .map(|sequence| SegmentMeta {
                         sequence,
                         duration: Duration::from_secs(4),
+                        partial: false,
                     })
                     .collect(),
             },
@@ -4562,6 +4574,7 @@ mod tests {
                     .map(|sequence| SegmentMeta {
                         sequence,
                         duration: Duration::from_secs(4),
+                        partial: false,
                     })
                     .collect(),
             },
@@ -4629,6 +4642,7 @@ mod tests {
                     .map(|sequence| SegmentMeta {
                         sequence,
                         duration: Duration::from_secs(4),
+                        partial: false,
                     })
                     .collect(),
             },
@@ -4712,6 +4726,7 @@ mod tests {
                     .map(|sequence| SegmentMeta {
                         sequence,
                         duration: Duration::from_secs(4),
+                        partial: false,
                     })
                     .collect(),
             },
@@ -5000,6 +5015,7 @@ mod tests {
                     .map(|sequence| SegmentMeta {
                         sequence,
                         duration: Duration::from_secs(4),
+                        partial: false,
                     })
                     .collect(),
             },
@@ -5203,6 +5219,7 @@ mod tests {
             id: FetchId(id),
             started: Time::ZERO,
             received: 0,
+            paced: false,
         };
         node.downloads.get_mut(&seg_b).unwrap().http.push(fetch(1));
         assert_eq!(node.http_backlog(seg_a), 500_000);
@@ -5240,6 +5257,7 @@ mod tests {
                     .map(|sequence| SegmentMeta {
                         sequence,
                         duration: Duration::from_secs(4),
+                        partial: false,
                     })
                     .collect(),
             },
@@ -5303,6 +5321,7 @@ mod tests {
                     .map(|sequence| SegmentMeta {
                         sequence,
                         duration: Duration::from_secs(4),
+                        partial: false,
                     })
                     .collect(),
             },
@@ -5343,6 +5362,7 @@ mod tests {
                     .map(|sequence| SegmentMeta {
                         sequence,
                         duration: Duration::from_secs(4),
+                        partial: false,
                     })
                     .collect(),
             },
@@ -5405,41 +5425,55 @@ mod tests {
 
     /// The origin's throughput is measured from the first byte to the last, the time to first
     /// byte apart, and shown in the stats: a shell that hands over the body only at its end
-    /// would show a far higher rate than the origin's.
+    /// would show a far higher rate than the origin's. A segment listed by its parts only
+    /// (LL-HLS, still being produced) comes as the packager makes it: its fetch measures
+    /// nothing, or the origin would look as slow as the stream's bitrate.
     #[test]
     fn the_origin_is_measured_from_its_first_byte() {
-        let t0 = Time::from_secs(100);
-        let mut node = viewer();
-        node.handle_playlist(
-            t0,
-            Playlist {
-                rendition: seg(0).rendition,
-                live: true,
-                segments: vec![SegmentMeta {
-                    sequence: 5,
-                    duration: Duration::from_secs(4),
-                }],
-            },
-        );
-        assert_eq!(node.stats().origin_rate, None);
-        node.request_segment(t0, seg(5));
-        let id = std::iter::from_fn(|| node.poll_transmit())
-            .find_map(|t| match t {
-                Transmit::Http(r) => Some(r.id),
-                _ => None,
-            })
-            .expect("an origin fetch");
-        let total = Some(1_000_000);
-        let t1 = t0 + Duration::from_millis(200);
-        node.handle_http_data(t1, id, 0, total, Bytes::from(vec![0; 100_000]));
-        let t2 = t0 + Duration::from_millis(1200);
-        node.handle_http_data(t2, id, 100_000, total, Bytes::from(vec![0; 900_000]));
-        node.handle_http_done(t2, id, Ok(()));
-        let s = node.stats();
+        let fetch = |partial: bool| {
+            let t0 = Time::from_secs(100);
+            let mut node = viewer();
+            node.handle_playlist(
+                t0,
+                Playlist {
+                    rendition: seg(0).rendition,
+                    live: true,
+                    segments: vec![SegmentMeta {
+                        sequence: 5,
+                        duration: Duration::from_secs(4),
+                        partial,
+                    }],
+                },
+            );
+            assert_eq!(node.stats().origin_rate, None);
+            node.request_segment(t0, seg(5));
+            let id = std::iter::from_fn(|| node.poll_transmit())
+                .find_map(|t| match t {
+                    Transmit::Http(r) => Some(r.id),
+                    _ => None,
+                })
+                .expect("an origin fetch");
+            let total = (!partial).then_some(1_000_000);
+            let t1 = t0 + Duration::from_millis(200);
+            node.handle_http_data(t1, id, 0, total, Bytes::from(vec![0; 100_000]));
+            let t2 = t0 + Duration::from_millis(1200);
+            node.handle_http_data(t2, id, 100_000, total, Bytes::from(vec![0; 900_000]));
+            node.handle_http_done(t2, id, Ok(()));
+            assert!(
+                std::iter::from_fn(|| node.poll_event())
+                    .any(|e| matches!(e, Event::SegmentReady { .. })),
+                "delivered"
+            );
+            node.stats()
+        };
+        let s = fetch(false);
         // 300 ms assumed, 200 ms seen: 270 ms; 1 MB in 1.2 s - 0.27 s.
         assert_eq!(s.origin_ttfb, Duration::from_millis(270));
         let rate = s.origin_rate.expect("measured");
         assert!((1_050_000..1_100_000).contains(&rate), "{rate}");
+        let s = fetch(true);
+        assert_eq!(s.origin_ttfb, Duration::from_millis(300), "as assumed");
+        assert_eq!(s.origin_rate, None, "not measured");
     }
 
     /// Nodes given one pool hold one copy of a segment they both fetched; a node without a
@@ -5460,6 +5494,7 @@ mod tests {
                     segments: vec![SegmentMeta {
                         sequence: 5,
                         duration: Duration::from_secs(4),
+                        partial: false,
                     }],
                 },
             );

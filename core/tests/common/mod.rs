@@ -54,6 +54,7 @@ pub fn watch_live(node: &mut Node, now: Time, sequences: std::ops::Range<u64>, p
                 .map(|sequence| SegmentMeta {
                     sequence,
                     duration: Duration::from_secs(4),
+                    partial: false,
                 })
                 .collect(),
         },
@@ -229,6 +230,7 @@ impl Origin {
                 .map(|sequence| SegmentMeta {
                     sequence,
                     duration: self.spec.segment_duration,
+                    partial: false,
                 })
                 .collect(),
         }
