@@ -89,6 +89,14 @@ pub struct Stream {
     /// appears (blocking reload). Default none: whole segments, each published once produced.
     #[serde(default)]
     pub part_secs: Option<f64>,
+    /// Live, with parts: the packager signs each part's chunk hashes as it publishes the
+    /// part, so a viewer that fetches a segment still being produced can verify (and relay)
+    /// its chunks at once. The node has no such digests yet: the simulator hands it the
+    /// segment's whole digest at its first part, which is what per-part digests would
+    /// give. Default false: the digest of a segment comes once the segment is whole, as
+    /// today's packager sidecar would.
+    #[serde(default)]
+    pub part_digests: bool,
     /// Live: segments listed in the playlist. Default 6.
     #[serde(default = "default_window")]
     pub window_segments: u64,

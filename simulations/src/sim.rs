@@ -136,6 +136,11 @@ enum Ev {
     HttpReady {
         n: u32,
     },
+    /// The origin's digest of a segment `n` fetched while it was being produced: it is whole.
+    OriginDigest {
+        n: u32,
+        seq: u64,
+    },
     HttpDone {
         n: u32,
         fetch: u64,
@@ -156,7 +161,7 @@ enum Ev {
 }
 
 /// The names of the kinds of [`Ev`], by [`Ev::kind`].
-const EV_KINDS: [&str; 20] = [
+const EV_KINDS: [&str; 21] = [
     "arrival",
     "depart",
     "wake",
@@ -177,6 +182,7 @@ const EV_KINDS: [&str; 20] = [
     "fault",
     "elsewhere",
     "http_ready",
+    "origin_digest",
 ];
 
 impl Ev {
@@ -203,6 +209,7 @@ impl Ev {
             Self::Fault { .. } => 17,
             Self::Elsewhere { .. } => 18,
             Self::HttpReady { .. } => 19,
+            Self::OriginDigest { .. } => 20,
         }
     }
 }
@@ -1150,6 +1157,17 @@ impl<'a> Run<'a> {
                 });
                 self.serve_http(n);
             }
+            Ev::OriginDigest { n, seq } => {
+                if !self.peers[n as usize].alive {
+                    return;
+                }
+                let swarm = self.peers[n as usize].swarm as usize;
+                let digest = self.digest(swarm, seq);
+                if let Some(node) = self.node(n) {
+                    node.handle_digest(Time(now), digest);
+                    self.drain(n);
+                }
+            }
             Ev::HttpReady { n } => {
                 let p = &mut self.peers[n as usize];
                 if !p.alive || p.http_ready != now {
@@ -1478,11 +1496,25 @@ impl<'a> Run<'a> {
                         total,
                     },
                 );
-                // The digest sidecar comes with the segment, if the origin publishes one.
+                // The digest sidecar comes with the segment, if the origin publishes one: of a
+                // segment still being produced, once it is whole, unless the packager signs
+                // each part's chunks as it goes (`stream.part_digests`).
                 if self.sc.node.digests_from_origin.unwrap_or(true) {
-                    let digest = self.digest(swarm, seg.sequence);
-                    if let Some(node) = self.node(n) {
-                        node.handle_digest(Time(now), digest);
+                    let total = self.swarms[swarm].segment_bytes;
+                    if self.produced(seg.sequence, total) == total || self.sc.stream.part_digests {
+                        let digest = self.digest(swarm, seg.sequence);
+                        if let Some(node) = self.node(n) {
+                            node.handle_digest(Time(now), digest);
+                        }
+                    } else {
+                        let whole = self.production_start(seg.sequence) + self.seg_us as i64;
+                        self.q.push(
+                            first.max(whole as u64),
+                            Ev::OriginDigest {
+                                n,
+                                seq: seg.sequence,
+                            },
+                        );
                     }
                 }
             }
@@ -1529,7 +1561,7 @@ impl<'a> Run<'a> {
                 break;
             };
             let ready = self.produced(body.seq, body.total);
-            if body.next < ready {
+            if body.next < ready || body.next >= body.end {
                 found = Some((body, ready));
                 break;
             }
@@ -1817,11 +1849,9 @@ impl<'a> Run<'a> {
             self.drain(n);
         }
         if live && self.part_us > 0 {
-            // LL-HLS: a blocking reload, answered as the next segment's first part comes out.
-            let mut at = self.now - self.now % self.seg_us + self.part_us;
-            if at <= self.now {
-                at += self.seg_us;
-            }
+            // LL-HLS: a blocking reload for the next part, answered as it comes out (the last
+            // part of a segment lists the segment whole).
+            let at = self.now - self.now % self.part_us + self.part_us;
             let delay = us(self.sc.network.rtt_intra_ms / 2e3) + self.peers[n as usize].access_us;
             self.q.push(at + delay, Ev::Reload(n));
         } else if live {

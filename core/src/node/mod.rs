@@ -1073,7 +1073,10 @@ pub struct Node {
     /// When each segment of the playlists was first listed (when its scouts go): those listed
     /// now, a few per live rendition, sorted by segment.
     first_listed: Vec<(SegmentRef, Time)>,
-    player: Option<(PlayerState, Time)>,
+    /// The player's last report, when it came, and the first segment after the playhead it
+    /// had not been given by then: its `buffer_ahead` covers those before, and segments
+    /// delivered since play between the two.
+    player: Option<(PlayerState, Time, u64)>,
     waits: Vec<PlayerWait>,
     /// The highest sequence delivered to the player, in any rendition: the renditions of a
     /// ladder share sequence numbers, and after an ABR switch the player's buffer still holds
@@ -1455,7 +1458,7 @@ impl Node {
                 .offers_per_announce
                 .min(self.config.max_peers.saturating_sub(self.peers.len()))
         };
-        let position = self.player.map(|(p, _)| p.playhead).or_else(|| {
+        let position = self.player.map(|(p, ..)| p.playhead).or_else(|| {
             self.playlists
                 .values()
                 .filter_map(|p| p.segments.last().map(|s| s.sequence))
@@ -1486,7 +1489,7 @@ impl Node {
                     NodeRole::Seed => Role::Seed,
                     NodeRole::Viewer => Role::Viewer,
                 }),
-                rendition: self.player.map(|(p, _)| p.rendition),
+                rendition: self.player.map(|(p, ..)| p.rendition),
                 position,
                 locality: self.config.locality.clone(),
                 nat: self.config.nat,
@@ -1977,7 +1980,7 @@ impl Node {
         {
             return false;
         }
-        if !self.uplink_is_scarce(seg) {
+        if !self.uplink_is_scarce(seg) && !self.listed_partial(&seg) {
             return false;
         }
         self.peers.iter().any(|(id, p)| {
@@ -2319,13 +2322,14 @@ impl Node {
             .get(&state.rendition)
             .and_then(|p| p.segments.iter().map(|s| s.duration).max())
             .unwrap_or(Duration::from_secs(10));
-        let seeked = self.player.is_some_and(|(old, at)| {
+        let seeked = self.player.is_some_and(|(old, at, _)| {
             let left = old.buffer_ahead.saturating_sub(now.saturating_since(at));
             state.playhead < old.playhead
                 || state.playhead > self.first_undelivered(old.playhead).saturating_add(1)
                 || state.buffer_ahead + longest < left
         });
-        self.player = Some((state, now));
+        let from = self.first_undelivered(state.playhead);
+        self.player = Some((state, now, from));
         if seeked {
             for i in 0..self.waits.len() {
                 let Some(fresh) = self.deadline_of(now, self.waits[i].seg) else {
@@ -2516,6 +2520,14 @@ impl Node {
         self.uplink.get() < SCARCE_UPLINK * length as f64 / duration
     }
 
+    /// Whether the playlist lists `seg` by its parts only: it is still being produced.
+    fn listed_partial(&self, seg: &SegmentRef) -> bool {
+        self.playlists
+            .get(&seg.rendition)
+            .and_then(|p| p.segments.iter().rev().find(|s| s.sequence == seg.sequence))
+            .is_some_and(|s| s.partial)
+    }
+
     /// Whether a neighbour (other than `besides`) would get an upload slot now. A neighbour
     /// occupies a slot while it has uploads queued or more than a chunk (or the low-water
     /// mark, if larger) still in its DataChannel's buffer.
@@ -2565,19 +2577,23 @@ impl Node {
     }
 
     fn deadline_of(&self, now: Time, seg: SegmentRef) -> Option<Time> {
-        let (state, at) = self.player?;
+        let (state, at, from) = self.player?;
         let playlist = self.playlists.get(&seg.rendition)?;
-        // Media between the playhead's segment end... approximated: buffer_ahead covers the
-        // segments already delivered after the playhead.
+        // The buffer reported covers the segments delivered before the report; those
+        // delivered since, and those still to come before `seg`, play after it. (Counting
+        // from the first segment not delivered now took a segment delivered after the report
+        // for played: in LL-HLS, where the next segment is listed as the last one comes in,
+        // that put its deadline a segment early, and viewers fetched it whole from the
+        // origin as soon as it was listed.)
         let elapsed = now.saturating_since(at);
         let buffer = state.buffer_ahead.saturating_sub(elapsed);
-        let first_missing = self.first_undelivered(state.playhead);
-        if seg.sequence < first_missing {
+        if seg.sequence < self.first_undelivered(state.playhead) {
             return Some(now);
         }
+        let from = from.min(self.first_undelivered(state.playhead));
         let mut t = now + buffer;
         for s in &playlist.segments {
-            if s.sequence >= first_missing && s.sequence < seg.sequence {
+            if s.sequence >= from && s.sequence < seg.sequence {
                 t += s.duration;
             }
         }
@@ -2695,7 +2711,7 @@ impl Node {
                 }
             }
             NodeRole::Viewer => {
-                if let Some((state, _)) = self.player
+                if let Some((state, ..)) = self.player
                     && let Some(pl) = self.playlists.get(&state.rendition)
                 {
                     // From the playhead: what is cached ahead of it counts against the room.
@@ -3527,11 +3543,7 @@ impl Node {
             self.next_fetch += 1;
             requests.push((id, None));
         }
-        let paced = self
-            .playlists
-            .get(&seg.rendition)
-            .and_then(|p| p.segments.iter().rev().find(|s| s.sequence == seg.sequence))
-            .is_some_and(|s| s.partial);
+        let paced = self.listed_partial(&seg);
         let dl = self.downloads.get_mut(&seg).expect("caller inserted it");
         if group && !paced {
             dl.http_group = Some((now, 0));
@@ -3610,7 +3622,7 @@ impl Node {
             p2p: dl.p2p_bytes,
         };
         self.segment_size = (self.segment_size * 3 + data.len() as u64) / 4;
-        let playhead = self.player.map(|(p, _)| p.playhead);
+        let playhead = self.player.map(|(p, ..)| p.playhead);
         let evicted = self.cache.insert(
             seg,
             Stored {
@@ -3723,7 +3735,9 @@ impl Node {
             let done = dl.done_count();
             let sent = dl.map_sent;
             let step = dl.chunks.len().div_ceil(8);
-            let now_too = done > sent && self.uplink_is_scarce(seg) && self.upload_slot_free(None);
+            let now_too = done > sent
+                && (self.uplink_is_scarce(seg) || self.listed_partial(&seg))
+                && self.upload_slot_free(None);
             if done >= sent + step || now_too {
                 let dl = self.downloads.get_mut(&seg).expect("looked up above");
                 dl.map_sent = done;
@@ -5474,6 +5488,72 @@ mod tests {
         let s = fetch(true);
         assert_eq!(s.origin_ttfb, Duration::from_millis(300), "as assumed");
         assert_eq!(s.origin_rate, None, "not measured");
+    }
+
+    /// A segment's deadline counts the segments delivered since the player's last report:
+    /// the buffer it reported does not hold them yet, and they play before. (Counted as
+    /// played, the next segment listed right after a delivery, as in LL-HLS, was due a
+    /// segment early and fetched whole from the origin at once.)
+    #[test]
+    fn deadlines_count_segments_delivered_since_the_report() {
+        let t0 = Time::from_secs(100);
+        let mut node = viewer();
+        let playlist = |last: u64| Playlist {
+            rendition: seg(0).rendition,
+            live: true,
+            segments: (3..=last)
+                .map(|sequence| SegmentMeta {
+                    sequence,
+                    duration: Duration::from_secs(2),
+                    partial: false,
+                })
+                .collect(),
+        };
+        let fetch = |node: &mut Node, now: Time, s: u64| {
+            node.request_segment(now, seg(s));
+            let id = std::iter::from_fn(|| node.poll_transmit())
+                .find_map(|t| match t {
+                    Transmit::Http(r) if r.target == HttpTarget::Segment(seg(s)) => Some(r.id),
+                    _ => None,
+                })
+                .expect("an origin fetch");
+            node.handle_http_data(now, id, 0, Some(10_000), Bytes::from(vec![0; 10_000]));
+            node.handle_http_done(now, id, Ok(()));
+            assert!(
+                std::iter::from_fn(|| node.poll_event())
+                    .any(|e| matches!(e, Event::SegmentReady { segment, .. } if segment == seg(s))),
+                "{s} delivered"
+            );
+        };
+        node.handle_playlist(t0, playlist(6));
+        fetch(&mut node, t0, 5);
+        // Half a second of segment 5 left; 6 comes in before the next report.
+        node.handle_player(
+            t0,
+            PlayerState {
+                rendition: seg(0).rendition,
+                playhead: 5,
+                buffer_ahead: Duration::from_millis(500),
+            },
+        );
+        let t1 = t0 + Duration::from_millis(200);
+        fetch(&mut node, t1, 6);
+        // 7 is listed before the player reports again: it plays after the 0.3 s left of 5
+        // and the 2 s of 6.
+        node.handle_playlist(t1, playlist(7));
+        let expect = t1 + Duration::from_millis(300) + Duration::from_secs(2);
+        assert_eq!(node.deadline_of(t1, seg(7)), Some(expect));
+        // The report that follows holds 6 in its buffer: the same deadline.
+        node.handle_player(
+            t1,
+            PlayerState {
+                rendition: seg(0).rendition,
+                playhead: 5,
+                buffer_ahead: Duration::from_millis(2300),
+            },
+        );
+        assert_eq!(node.deadline_of(t1, seg(7)), Some(expect));
+        assert_eq!(node.deadline_of(t1, seg(6)), Some(t1), "delivered: due now");
     }
 
     /// Nodes given one pool hold one copy of a segment they both fetched; a node without a
