@@ -476,9 +476,14 @@ impl Scenario {
             }
         }
         if let Some(latency) = self.stream.target_latency_secs
-            && (!live || latency <= self.stream.segment_secs)
+            && (!live
+                || latency <= self.stream.segment_secs
+                || latency >= self.stream.window_segments as f64 * self.stream.segment_secs)
         {
-            bail!("stream.target_latency_secs must exceed a live stream's segment_secs");
+            bail!(
+                "stream.target_latency_secs must exceed a live stream's segment_secs and stay \
+                 within its playlist (window_segments x segment_secs)"
+            );
         }
         if self.stream.kind == StreamKind::Live && self.stream.window_segments == 0 {
             bail!("stream.window_segments must be at least 1");
@@ -563,6 +568,26 @@ mod tests {
             }
         }
         assert!(n >= 14, "the suite has S0-S13");
+    }
+
+    #[test]
+    fn parts_and_latencies_are_checked() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/s7-low-latency.toml");
+        let load = |o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            Scenario::load_with(&path, &o)
+        };
+        assert!(load(&[]).is_ok());
+        for bad in [
+            "stream.part_secs=0.3",
+            "stream.part_secs=3",
+            "stream.part_secs=0",
+            "stream.target_latency_secs=2",
+            "stream.target_latency_secs=12",
+        ] {
+            assert!(load(&[bad]).is_err(), "{bad} accepted");
+        }
+        assert!(load(&["stream.part_secs=1", "stream.target_latency_secs=11.5"]).is_ok());
     }
 
     #[test]

@@ -1577,7 +1577,7 @@ impl<'a> Run<'a> {
             return;
         };
         let from = body.next;
-        body.next = (from + piece).min(body.end).min(ready);
+        body.next = (from + piece).min(body.end).min(ready).max(from);
         let last = body.next == body.end;
         if !last {
             p.http.push_back(body);

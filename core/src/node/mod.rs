@@ -1073,10 +1073,11 @@ pub struct Node {
     /// When each segment of the playlists was first listed (when its scouts go): those listed
     /// now, a few per live rendition, sorted by segment.
     first_listed: Vec<(SegmentRef, Time)>,
-    /// The player's last report, when it came, and the first segment after the playhead it
-    /// had not been given by then: its `buffer_ahead` covers those before, and segments
-    /// delivered since play between the two.
-    player: Option<(PlayerState, Time, u64)>,
+    /// The player's last report and when it came.
+    player: Option<(PlayerState, Time)>,
+    /// Segments delivered since that report (by sequence): they are not in the buffer it
+    /// reported, and play after it. A few at most.
+    delivered_since_report: Vec<u64>,
     waits: Vec<PlayerWait>,
     /// The highest sequence delivered to the player, in any rendition: the renditions of a
     /// ladder share sequence numbers, and after an ABR switch the player's buffer still holds
@@ -1235,6 +1236,7 @@ impl Node {
             player: None,
             waits: Vec::new(),
             delivered_upto: None,
+            delivered_since_report: Vec::new(),
             next_player_request: 0,
             downloads: VecMap::new(),
             digests: VecMap::new(),
@@ -1458,7 +1460,7 @@ impl Node {
                 .offers_per_announce
                 .min(self.config.max_peers.saturating_sub(self.peers.len()))
         };
-        let position = self.player.map(|(p, ..)| p.playhead).or_else(|| {
+        let position = self.player.map(|(p, _)| p.playhead).or_else(|| {
             self.playlists
                 .values()
                 .filter_map(|p| p.segments.last().map(|s| s.sequence))
@@ -1489,7 +1491,7 @@ impl Node {
                     NodeRole::Seed => Role::Seed,
                     NodeRole::Viewer => Role::Viewer,
                 }),
-                rendition: self.player.map(|(p, ..)| p.rendition),
+                rendition: self.player.map(|(p, _)| p.rendition),
                 position,
                 locality: self.config.locality.clone(),
                 nat: self.config.nat,
@@ -1948,8 +1950,9 @@ impl Node {
 
     /// Whether to answer `peer`'s request for `bytes` of `seg` with `Busy`, so that this
     /// node's uplink goes to chunks it has sent to nobody yet ([`NodeConfig::first_copies_first`]).
-    /// All of these hold: the uplink is scarce; another neighbour's upload is waiting (the
-    /// uplink does not idle for it); every chunk asked for has gone out before and another
+    /// All of these hold: the uplink is scarce, or the segment is still being produced
+    /// (decision 0023); another neighbour's upload can go now (the uplink does not idle for
+    /// it); every chunk asked for has gone out before and another
     /// neighbour has announced holding it (the requester has somewhere else to turn); some
     /// chunk of the segment has not gone out at all.
     fn defers_duplicate(&self, peer: PeerId, seg: SegmentRef, bytes: Range<u64>) -> bool {
@@ -1973,11 +1976,18 @@ impl Node {
         if !asked.clone().all(is_out) || (0..chunks).all(is_out) {
             return false;
         }
-        if !self
-            .peers
-            .iter()
-            .any(|(id, p)| *id != peer && !p.uploads.is_empty())
-        {
+        // Another upload that can go now (not one waiting for a chunk still to come: the
+        // uplink would idle).
+        if !self.peers.iter().any(|(id, p)| {
+            *id != peer
+                && p.uploads.first().is_some_and(|job| {
+                    self.cache.contains(&job.seg)
+                        || self
+                            .downloads
+                            .get(&job.seg)
+                            .is_some_and(|dl| dl.done_from(job.next, job.end).is_some())
+                })
+        }) {
             return false;
         }
         if !self.uplink_is_scarce(seg) && !self.listed_partial(&seg) {
@@ -2322,14 +2332,14 @@ impl Node {
             .get(&state.rendition)
             .and_then(|p| p.segments.iter().map(|s| s.duration).max())
             .unwrap_or(Duration::from_secs(10));
-        let seeked = self.player.is_some_and(|(old, at, _)| {
+        let seeked = self.player.is_some_and(|(old, at)| {
             let left = old.buffer_ahead.saturating_sub(now.saturating_since(at));
             state.playhead < old.playhead
                 || state.playhead > self.first_undelivered(old.playhead).saturating_add(1)
                 || state.buffer_ahead + longest < left
         });
-        let from = self.first_undelivered(state.playhead);
-        self.player = Some((state, now, from));
+        self.player = Some((state, now));
+        self.delivered_since_report.clear();
         if seeked {
             for i in 0..self.waits.len() {
                 let Some(fresh) = self.deadline_of(now, self.waits[i].seg) else {
@@ -2577,32 +2587,41 @@ impl Node {
     }
 
     fn deadline_of(&self, now: Time, seg: SegmentRef) -> Option<Time> {
-        let (state, at, from) = self.player?;
+        let (state, at) = self.player?;
         let playlist = self.playlists.get(&seg.rendition)?;
-        // The buffer reported covers the segments delivered before the report; those
-        // delivered since, and those still to come before `seg`, play after it. (Counting
-        // from the first segment not delivered now took a segment delivered after the report
-        // for played: in LL-HLS, where the next segment is listed as the last one comes in,
-        // that put its deadline a segment early, and viewers fetched it whole from the
-        // origin as soon as it was listed.)
-        let elapsed = now.saturating_since(at);
-        let buffer = state.buffer_ahead.saturating_sub(elapsed);
-        if seg.sequence < self.first_undelivered(state.playhead) {
+        let first_missing = self.first_undelivered(state.playhead);
+        if seg.sequence < first_missing {
             return Some(now);
         }
-        let from = from.min(self.first_undelivered(state.playhead));
-        let mut t = now + buffer;
+        // The player plays out the buffer it reported, then the segments this node delivered
+        // since (not in that buffer: counting them as played put the next segment's deadline
+        // a segment early, and in LL-HLS, where it is listed as the last one comes in, viewers
+        // fetched it whole from the origin at once; decision 0023), then those still to come.
+        // Only segments actually delivered since count: the player may hold segments from
+        // elsewhere, already in its buffer.
+        let mut played_out = at + state.buffer_ahead;
+        let mut t = Duration::ZERO;
         for s in &playlist.segments {
-            if s.sequence >= from && s.sequence < seg.sequence {
+            if s.sequence >= seg.sequence {
+                break;
+            }
+            if s.sequence >= first_missing {
                 t += s.duration;
+            } else if s.sequence >= state.playhead
+                && self.delivered_since_report.contains(&s.sequence)
+            {
+                played_out += s.duration;
             }
         }
-        Some(t)
+        Some(played_out.max(now) + t)
     }
 
     /// The first segment at or after the playhead the player does not have yet (per what this
     /// node delivered or holds).
     fn note_delivered(&mut self, seg: SegmentRef) {
+        if self.delivered_since_report.len() < 16 {
+            self.delivered_since_report.push(seg.sequence);
+        }
         let d = self.delivered_upto.get_or_insert(seg.sequence);
         // A jump back is a seek: start counting again from there.
         if seg.sequence > *d || seg.sequence + 1_000 < *d {
@@ -2711,7 +2730,7 @@ impl Node {
                 }
             }
             NodeRole::Viewer => {
-                if let Some((state, ..)) = self.player
+                if let Some((state, _)) = self.player
                     && let Some(pl) = self.playlists.get(&state.rendition)
                 {
                     // From the playhead: what is cached ahead of it counts against the room.
@@ -3622,7 +3641,7 @@ impl Node {
             p2p: dl.p2p_bytes,
         };
         self.segment_size = (self.segment_size * 3 + data.len() as u64) / 4;
-        let playhead = self.player.map(|(p, ..)| p.playhead);
+        let playhead = self.player.map(|(p, _)| p.playhead);
         let evicted = self.cache.insert(
             seg,
             Stored {
@@ -5554,6 +5573,43 @@ mod tests {
         );
         assert_eq!(node.deadline_of(t1, seg(7)), Some(expect));
         assert_eq!(node.deadline_of(t1, seg(6)), Some(t1), "delivered: due now");
+
+        // The reported buffer runs out before the next report: the segment delivered since
+        // plays on from there (not from the query).
+        node.handle_player(
+            t0,
+            PlayerState {
+                rendition: seg(0).rendition,
+                playhead: 5,
+                buffer_ahead: Duration::from_millis(500),
+            },
+        );
+        node.delivered_since_report.push(6);
+        let late = t0 + Duration::from_millis(900);
+        assert_eq!(
+            node.deadline_of(late, seg(7)),
+            Some(t0 + Duration::from_millis(2500))
+        );
+
+        // Segments the player got elsewhere are in the buffer it reports: only those this
+        // node delivered since count again.
+        let mut node = viewer();
+        node.handle_playlist(t0, playlist(12));
+        fetch(&mut node, t0, 3);
+        node.handle_player(
+            t0,
+            PlayerState {
+                rendition: seg(0).rendition,
+                playhead: 5,
+                buffer_ahead: Duration::from_secs(9),
+            },
+        );
+        fetch(&mut node, t1, 10);
+        assert_eq!(
+            node.deadline_of(t1, seg(11)),
+            Some(t0 + Duration::from_secs(11)),
+            "9 s reported, then 10"
+        );
     }
 
     /// Nodes given one pool hold one copy of a segment they both fetched; a node without a
