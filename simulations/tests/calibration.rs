@@ -366,7 +366,8 @@ fn s0_holds_without_digests_from_the_origin() {
 /// S0: within 2 percentage points of bound 1 at every N, u/r = 1. Does not hold yet: the
 /// production scheduler reaches 0.78, 0.88 and 0.935 at N = 5, 10 and 50 over seeds 1-5
 /// (bounds 0.80, 0.90 and 0.98); with this test's seed, N = 2, 5 and 10 pass and N = 50
-/// (0.937) does not: see docs/simulations.md.
+/// (0.939 with the node of decision 0023) does not: see
+/// docs/simulations.md.
 #[test]
 #[ignore = "S0 calibration at u/r = 1 fails: see docs/simulations.md, Calibration status"]
 fn s0_matches_bound_one_at_every_size() {
