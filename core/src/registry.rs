@@ -48,9 +48,12 @@
 //! relayed only if it matches a pending offer that was sent to the answering peer; otherwise the
 //! answerer gets a `failure reason`. A peer has at most
 //! [`RegistryConfig::max_pending_offers_per_peer`] offers pending; offers beyond that are
-//! dropped.
+//! dropped. An offer no longer pending (answered, expired, or its offerer gone) frees its places
+//! at once; one that expired unanswered frees its target's place at the next sweep (within
+//! [`RegistryConfig::sweep_interval`]). Pending offers are kept with their offerer, so a peer
+//! that leaves takes its offers with it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use foldhash::fast::FixedState;
@@ -260,6 +263,7 @@ pub struct RegistryStats {
 impl RegistryStats {
     /// A peer left its swarm.
     fn forget(&mut self, p: &Peer) {
+        self.pending_offers -= p.pending.len();
         self.peers -= 1;
         if p.is_seed() {
             self.seeds -= 1;
@@ -279,10 +283,10 @@ struct Peer {
     info: PeerInfo,
     seeder: bool,
     last_seen: Time,
-    /// The peers its pending offers went to, one offer each: a peer is not offered again by
-    /// the same offerer while one is pending (a node ignores offers from a neighbour it is
+    /// Its offers relayed and not yet answered, one per target: a peer is not offered again
+    /// by the same offerer while one is pending (a node ignores offers from a neighbour it is
     /// connected to, and they would pile up at the target until they expire).
-    pending_to: Vec<PeerId>,
+    pending: Vec<PendingOffer>,
     /// Offers to it pending its answer (from as many offerers).
     offers_in: usize,
 }
@@ -309,8 +313,12 @@ impl Swarm {
         self.peers.len() - self.seeds.len()
     }
 
+    /// Removes a peer; the offers it had pending are withdrawn (their targets' places freed).
     fn remove(&mut self, id: &PeerId) -> Option<Peer> {
         let peer = self.peers.swap_remove(id)?;
+        for o in &peer.pending {
+            self.release_target(o);
+        }
         if peer.seeder {
             self.complete -= 1;
         }
@@ -319,16 +327,66 @@ impl Swarm {
         }
         Some(peer)
     }
+
+    /// An offer is no longer pending: its target, if still the peer it went to, has room for
+    /// another.
+    fn release_target(&mut self, o: &PendingOffer) {
+        if let Some(p) = self.peers.get_mut(&o.to).filter(|p| p.conn == o.to_conn) {
+            p.offers_in = p.offers_in.saturating_sub(1);
+        }
+    }
+
+    /// Forgets the offers that expired at `now`; returns how many.
+    fn expire_offers(&mut self, now: Time) -> usize {
+        let mut expired = Vec::new();
+        for p in self.peers.values_mut() {
+            take_expired(&mut p.pending, now, &mut expired);
+        }
+        for o in &expired {
+            self.release_target(o);
+        }
+        expired.len()
+    }
+
+    /// Forgets the offers of `id` that expired at `now`; returns how many.
+    fn expire_offers_of(&mut self, id: &PeerId, now: Time) -> usize {
+        let mut expired = Vec::new();
+        if let Some(p) = self.peers.get_mut(id) {
+            take_expired(&mut p.pending, now, &mut expired);
+        }
+        for o in &expired {
+            self.release_target(o);
+        }
+        expired.len()
+    }
 }
 
-/// An offer relayed and not yet answered (its swarm, offerer and id are its key).
+/// Moves the offers of `pending` that expired at `now` into `expired` (an emptied list gives
+/// its room back).
+fn take_expired(pending: &mut Vec<PendingOffer>, now: Time, expired: &mut Vec<PendingOffer>) {
+    if pending.iter().all(|o| o.expires > now) {
+        return;
+    }
+    pending.retain(|o| {
+        let keep = o.expires > now;
+        if !keep {
+            expired.push(*o);
+        }
+        keep
+    });
+    if pending.is_empty() {
+        *pending = Vec::new();
+    }
+}
+
+/// An offer relayed and not yet answered, kept by its offerer (in its swarm).
+#[derive(Debug, Clone, Copy)]
 struct PendingOffer {
+    offer_id: OfferId,
     /// The peer it went to, and that peer's connection: only that peer on that connection
     /// may answer (not another client that took its peer id after it left).
     to: PeerId,
     to_conn: ConnId,
-    /// The offerer's connection (its counts are kept only while it is the same peer).
-    from_conn: ConnId,
     expires: Time,
 }
 
@@ -339,10 +397,6 @@ pub struct Registry {
     swarms: Map<SwarmId, Swarm>,
     /// The (swarm, peer) pairs each connection announced.
     conns: Map<ConnId, Vec<(SwarmId, PeerId)>>,
-    /// Offers relayed and not yet answered, by (swarm, offerer, offer id).
-    offers: Map<(SwarmId, PeerId, OfferId), PendingOffer>,
-    /// Expiry order of `offers` (the TTL is fixed, so it is FIFO).
-    offer_expiry: VecDeque<(Time, SwarmId, PeerId, OfferId)>,
     next_sweep: Option<Time>,
     stats: RegistryStats,
     /// Seeds on standby, by connection.
@@ -358,7 +412,7 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("swarms", &self.swarms.len())
             .field("conns", &self.conns.len())
-            .field("pending_offers", &self.offers.len())
+            .field("pending_offers", &self.stats.pending_offers)
             .finish_non_exhaustive()
     }
 }
@@ -414,8 +468,6 @@ impl Registry {
             rng,
             swarms: HashMap::with_hasher(hasher.clone()),
             conns: HashMap::with_hasher(hasher.clone()),
-            offers: HashMap::with_hasher(hasher.clone()),
-            offer_expiry: VecDeque::new(),
             next_sweep: None,
             stats: RegistryStats::default(),
             standby: BTreeMap::new(),
@@ -440,9 +492,27 @@ impl Registry {
             self.stats.seeds,
             self.swarms.values().map(|s| s.seeds.len()).sum::<usize>()
         );
+        debug_assert_eq!(
+            self.stats.pending_offers,
+            self.swarms
+                .values()
+                .flat_map(|s| s.peers.values())
+                .map(|p| p.pending.len())
+                .sum::<usize>()
+        );
+        // A peer's count of offers to it is at most the offers pending to it (fewer only when
+        // it left and came back on the same connection under the same id).
+        #[cfg(debug_assertions)]
+        for s in self.swarms.values() {
+            for (id, p) in &s.peers {
+                let to_it = (s.peers.values().flat_map(|o| &o.pending))
+                    .filter(|o| o.to == *id && o.to_conn == p.conn)
+                    .count();
+                debug_assert!(p.offers_in <= to_it, "{} > {to_it}", p.offers_in);
+            }
+        }
         RegistryStats {
             swarms: self.swarms.len(),
-            pending_offers: self.offers.len(),
             standby_seeds: self.standby.len(),
             ..self.stats.clone()
         }
@@ -628,7 +698,7 @@ impl Registry {
                     info,
                     seeder,
                     last_seen: now,
-                    pending_to: Vec::new(),
+                    pending: Vec::new(),
                     offers_in: 0,
                 };
                 if peer.is_seed() {
@@ -682,13 +752,17 @@ impl Registry {
         let Some(swarm) = self.swarms.get_mut(&swarm_id) else {
             return;
         };
+        // Its own expired offers free its places, and their targets', now.
+        let expired = swarm.expire_offers_of(&a.peer_id, now);
+        self.stats.pending_offers -= expired;
+        self.stats.offers_expired += expired as u64;
         let Some(me) = swarm.peers.get(&a.peer_id) else {
             return;
         };
         let room = self
             .config
             .max_pending_offers_per_peer
-            .saturating_sub(me.pending_to.len());
+            .saturating_sub(me.pending.len());
         // Offers are decoded only when someone could get one.
         if room == 0 || swarm.peers.len() < 2 {
             return;
@@ -747,24 +821,17 @@ impl Registry {
         self.scratch = ranked;
 
         let expires = now + self.config.offer_ttl;
-        let mut sent_to = Vec::with_capacity(chosen.len());
+        let mut sent = Vec::with_capacity(chosen.len());
         for (offer, to) in offers.into_iter().zip(chosen) {
-            let key = (swarm_id, a.peer_id, offer.offer_id);
-            if let Some(old) = self.offers.get(&key) {
-                if old.from_conn == me_conn {
-                    // An id of its own still pending: not relayed (repeating one would get
-                    // round the caps on pending offers).
-                    continue;
-                }
-                // A stale one of a peer that left and came back with the same id: the newer
-                // offer replaces it.
-                if let Some(p) = swarm
-                    .peers
-                    .get_mut(&old.to)
-                    .filter(|p| p.conn == old.to_conn)
-                {
-                    p.offers_in = p.offers_in.saturating_sub(1);
-                }
+            let own = &swarm.peers[&a.peer_id].pending;
+            if own
+                .iter()
+                .chain(&sent)
+                .any(|o| o.offer_id == offer.offer_id)
+            {
+                // An id of its own still pending: not relayed (repeating one would get round
+                // the caps on pending offers).
+                continue;
             }
             let target = swarm
                 .peers
@@ -781,22 +848,17 @@ impl Registry {
                     ext: Some(me_info.clone()),
                 }),
             ));
-            self.offers.insert(
-                key,
-                PendingOffer {
-                    to,
-                    to_conn: target.conn,
-                    from_conn: me_conn,
-                    expires,
-                },
-            );
-            self.offer_expiry
-                .push_back((expires, swarm_id, a.peer_id, offer.offer_id));
-            sent_to.push(to);
+            sent.push(PendingOffer {
+                offer_id: offer.offer_id,
+                to,
+                to_conn: target.conn,
+                expires,
+            });
         }
-        self.stats.offers_relayed += sent_to.len() as u64;
+        self.stats.offers_relayed += sent.len() as u64;
+        self.stats.pending_offers += sent.len();
         if let Some(me) = swarm.peers.get_mut(&a.peer_id) {
-            me.pending_to.extend(sent_to);
+            me.pending.extend(sent);
         }
     }
 
@@ -844,12 +906,16 @@ impl Registry {
                 return;
             }
         };
-        let key = (a.info_hash, a.to_peer_id, a.offer_id);
-        let valid = self
-            .offers
-            .get(&key)
-            .is_some_and(|o| o.to == a.peer_id && o.to_conn == conn && o.expires > now);
-        if !valid {
+        // The offer, pending with its offerer (gone with it if it left).
+        let pending = swarm.peers.get(&a.to_peer_id).and_then(|offerer| {
+            offerer.pending.iter().position(|o| {
+                o.offer_id == a.offer_id
+                    && o.to == a.peer_id
+                    && o.to_conn == conn
+                    && o.expires > now
+            })
+        });
+        let Some(i) = pending else {
             self.reject(
                 conn,
                 Rejection::UnknownOffer,
@@ -858,23 +924,20 @@ impl Registry {
                 out,
             );
             return;
+        };
+        let offerer = swarm.peers.get_mut(&a.to_peer_id).expect("found above");
+        offerer.pending.swap_remove(i);
+        if offerer.pending.is_empty() {
+            offerer.pending = Vec::new();
         }
-        let o = self.offers.remove(&key).expect("found above");
+        let offerer_conn = offerer.conn;
+        self.stats.pending_offers -= 1;
         if let Some(p) = swarm.peers.get_mut(&a.peer_id) {
             p.last_seen = now;
             p.offers_in = p.offers_in.saturating_sub(1);
         }
-        let Some(offerer) = swarm
-            .peers
-            .get_mut(&a.to_peer_id)
-            .filter(|p| p.conn == o.from_conn)
-        else {
-            // The offerer left: nobody to relay to, and nothing the answerer can do.
-            return;
-        };
-        offerer.pending_to.retain(|t| *t != o.to);
         out.push((
-            offerer.conn,
+            offerer_conn,
             FromTracker::Answer(RelayedAnswer {
                 info_hash: a.info_hash,
                 peer_id: a.peer_id,
@@ -946,14 +1009,11 @@ impl Registry {
 
     /// When [`Registry::handle_timeout`] is next due, if anything is pending.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let offer = self.offer_expiry.front().map(|(t, ..)| *t);
-        match (offer, self.next_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.next_sweep
     }
 
-    /// Expires offers and peers that are due.
+    /// Expires offers and peers that are due (both at the sweeps, every
+    /// [`RegistryConfig::sweep_interval`]).
     pub fn handle_timeout(&mut self, now: Time) {
         self.handle_timeout_emptying(now, &mut Vec::new());
     }
@@ -961,25 +1021,6 @@ impl Registry {
     /// [`Registry::handle_timeout`], and adds to `emptied` the connections whose last peer
     /// expired (not on standby): they hold nothing any more.
     pub fn handle_timeout_emptying(&mut self, now: Time, emptied: &mut Vec<ConnId>) {
-        while let Some(&(expires, swarm, offerer, offer_id)) = self.offer_expiry.front() {
-            if expires > now {
-                break;
-            }
-            self.offer_expiry.pop_front();
-            let key = (swarm, offerer, offer_id);
-            if self.offers.get(&key).is_some_and(|o| o.expires == expires) {
-                let o = self.offers.remove(&key).expect("just found");
-                self.stats.offers_expired += 1;
-                if let Some(s) = self.swarms.get_mut(&swarm) {
-                    if let Some(p) = s.peers.get_mut(&offerer).filter(|p| p.conn == o.from_conn) {
-                        p.pending_to.retain(|t| *t != o.to);
-                    }
-                    if let Some(p) = s.peers.get_mut(&o.to).filter(|p| p.conn == o.to_conn) {
-                        p.offers_in = p.offers_in.saturating_sub(1);
-                    }
-                }
-            }
-        }
         if self.next_sweep.is_some_and(|t| t <= now) {
             self.sweep_peers(now, emptied);
             self.next_sweep = if self.swarms.is_empty() {
@@ -996,7 +1037,10 @@ impl Registry {
             .retain(|_, t| now.saturating_since(*t) < interval);
         let timeout = self.config.peer_timeout;
         let mut expired = Vec::new();
+        let mut offers_expired = 0;
+        let mut offers_withdrawn = 0;
         self.swarms.retain(|swarm_id, swarm| {
+            offers_expired += swarm.expire_offers(now);
             let before = swarm.peers.len();
             let stale: Vec<PeerId> = swarm
                 .peers
@@ -1006,12 +1050,15 @@ impl Registry {
                 .collect();
             for id in stale {
                 if let Some(p) = swarm.remove(&id) {
+                    offers_withdrawn += p.pending.len();
                     expired.push((p.conn, *swarm_id, id, p.is_seed()));
                 }
             }
             debug_assert!(swarm.peers.len() <= before);
             !swarm.peers.is_empty()
         });
+        self.stats.offers_expired += offers_expired as u64;
+        self.stats.pending_offers -= offers_expired + offers_withdrawn;
         self.stats.peers_expired += expired.len() as u64;
         for (conn, swarm_id, peer_id, seed) in expired {
             self.stats.peers -= 1;
@@ -1127,12 +1174,12 @@ fn rank_candidates(
             random: rng.random(),
         }
     };
-    let busy: &[PeerId] = swarm.peers.get(&me).map_or(&[], |p| &p.pending_to);
+    let busy: &[PendingOffer] = swarm.peers.get(&me).map_or(&[], |p| &p.pending);
     let eligible = |id: &PeerId, peer: &Peer| {
         *id != me
             && peer.conn != me_conn
             && peer.offers_in < config.max_pending_offers_to_peer
-            && !busy.contains(id)
+            && !busy.iter().any(|o| o.to == *id)
     };
     for i in 0..n {
         if out.len() == config.match_sample {
@@ -1495,12 +1542,15 @@ mod tests {
 
     #[test]
     fn peer_and_seed_counts_follow_every_way_in_and_out() {
-        // `stats()` checks its running counts against a walk of the swarms (debug builds).
+        // `stats()` checks its running counts (peers, seeds, pending offers) against a walk
+        // of the swarms (debug builds).
         let mut r = registry(RegistryConfig::default());
         let mut out = Vec::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut now = Time::ZERO;
-        for _ in 0..5000 {
+        let mut offers: Vec<(ConnId, RelayedOffer)> = Vec::new();
+        let (mut relayed, mut answered) = (0, 0);
+        for round in 0..5000u32 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
@@ -1522,8 +1572,27 @@ mod tests {
                 }
                 1 => r.handle_disconnect(conn),
                 2 => {
-                    now += Duration::from_secs(40);
+                    now += Duration::from_secs(10 * ((x >> 32) % 4));
                     r.handle_timeout(now);
+                }
+                3 if !offers.is_empty() => {
+                    // An answer to an offer relayed earlier, by whoever holds the connection
+                    // it went to now.
+                    let back = (x >> 32) as usize % offers.len().min(4);
+                    let (to_conn, o) = offers.remove(offers.len() - 1 - back);
+                    let a = Answer {
+                        info_hash: o.info_hash,
+                        peer_id: pid((to_conn.0 as u8) + 6 * ((x >> 40) as u8 % 2)),
+                        to_peer_id: o.peer_id,
+                        offer_id: o.offer_id,
+                        answer: SessionDescription::answer("x"),
+                        ext: None,
+                    };
+                    r.handle_answer(now, to_conn, a, &mut out);
+                    answered += out
+                        .iter()
+                        .filter(|(_, m)| matches!(m, FromTracker::Answer(_)))
+                        .count();
                 }
                 _ => {
                     let a = Announce {
@@ -1531,14 +1600,27 @@ mod tests {
                             role: Some(role),
                             ..PeerInfo::default()
                         }),
+                        offers: (0..(x >> 48) % 4)
+                            .map(|k| Offer {
+                                offer_id: OfferId([(round % 251) as u8 + k as u8; 20]),
+                                offer: SessionDescription::offer("o"),
+                            })
+                            .collect(),
                         ..Announce::new(swarm, pid(peer))
                     };
                     r.handle_announce(now, conn, a, &mut out);
                 }
             }
-            out.clear();
+            for (c, m) in out.drain(..) {
+                if let FromTracker::Offer(o) = m {
+                    relayed += 1;
+                    offers.push((c, o));
+                }
+            }
             let _ = r.stats();
         }
+        // The walk went through offers and answers, not only joins and leaves.
+        assert!(relayed > 1000 && answered > 100, "{relayed} {answered}");
     }
 
     #[test]
@@ -1645,6 +1727,69 @@ mod tests {
             &mut out,
         );
         assert!(matches!(&out[..], [(ConnId(1), FromTracker::Error(_))]));
+    }
+
+    #[test]
+    fn offers_free_their_places_when_expired_or_withdrawn() {
+        let config = RegistryConfig::default();
+        let (ttl, sweep) = (config.offer_ttl, config.sweep_interval);
+        let mut r = registry(config);
+        let mut out = Vec::new();
+        let offers_in = |r: &Registry, p: u8| r.swarms[&SWARM].peers[&pid(p)].offers_in;
+        let pending = |r: &Registry, p: u8| r.swarms[&SWARM].peers[&pid(p)].pending.len();
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        r.handle_announce(Time::ZERO, ConnId(2), announce(2, 1, None), &mut out);
+        r.handle_announce(Time::ZERO, ConnId(3), announce(3, 2, None), &mut out);
+        assert_eq!((offers_in(&r, 1), offers_in(&r, 2)), (2, 1));
+        assert_eq!(r.stats().pending_offers, 3);
+
+        // Peer 3 leaves: its offers are withdrawn at once.
+        r.handle_disconnect(ConnId(3));
+        assert_eq!((offers_in(&r, 1), offers_in(&r, 2)), (1, 0));
+        assert_eq!(r.stats().pending_offers, 1);
+
+        // Peer 2's offer expires: until the sweep it holds peer 1's place, and its own.
+        let late = Time::ZERO + ttl;
+        assert_eq!((offers_in(&r, 1), pending(&r, 2)), (1, 1));
+        let mut at = Time::ZERO;
+        while at < late {
+            at = r.poll_timeout().unwrap();
+            // Peers 1 and 2 stay by announcing (without offers).
+            r.handle_announce(at, ConnId(1), announce(1, 0, None), &mut out);
+            r.handle_announce(at, ConnId(2), announce(2, 0, None), &mut out);
+            r.handle_timeout(at);
+        }
+        assert!(at < late + sweep);
+        assert_eq!((offers_in(&r, 1), pending(&r, 2)), (0, 0));
+        assert_eq!(r.stats().pending_offers, 0);
+        assert_eq!(r.stats().offers_expired, 1);
+
+        // An offerer's own expired offers free their places at its next announce, before
+        // the sweep.
+        let mut r = registry(RegistryConfig {
+            max_pending_offers_per_peer: 1,
+            ..RegistryConfig::default()
+        });
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        r.handle_announce(Time::ZERO, ConnId(2), announce(2, 0, None), &mut out);
+        r.handle_announce(Time::ZERO, ConnId(3), announce(3, 1, None), &mut out);
+        assert_eq!(pending(&r, 3), 1);
+        out.clear();
+        let mut again = announce(3, 1, None);
+        again.offers = (again.offers.into_vec().unwrap().into_iter())
+            .map(|mut o| {
+                o.offer_id.0[0] = 0xee;
+                o
+            })
+            .collect();
+        r.handle_announce(Time::ZERO, ConnId(3), again.clone(), &mut out);
+        assert!(offers_to(&out).is_empty(), "one pending at a time");
+        out.clear();
+        r.handle_announce(Time::ZERO + ttl, ConnId(3), again, &mut out);
+        assert_eq!(offers_to(&out).len(), 1);
+        assert_eq!(r.stats().offers_expired, 1);
+        assert_eq!(r.stats().pending_offers, 1);
+        assert_eq!(offers_in(&r, 1) + offers_in(&r, 2), 1);
     }
 
     #[test]
