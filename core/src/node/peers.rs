@@ -1,5 +1,6 @@
-//! The node's neighbours, kept in id order in two arrays: the ids alone, so that finding one
-//! touches a few adjacent cache lines, and the neighbours' state beside them.
+//! The node's neighbours, kept in id order in arrays: the ids' first eight bytes as numbers,
+//! which a lookup searches (two or three cache lines for a node's neighbours, compared as
+//! integers rather than as 20-byte strings), the ids, and the neighbours' state beside them.
 //!
 //! A hash map costs three dependent memory reads per lookup (control bytes, index, entry),
 //! and in a large simulation each node's map is cold at almost every message, so those reads
@@ -10,6 +11,8 @@ use crate::ids::PeerId;
 
 #[derive(Debug)]
 pub(super) struct PeerMap<V> {
+    /// `prefixes[i]` is the first eight bytes of `ids[i]`, big-endian: ordered as the ids.
+    prefixes: Vec<u64>,
     /// Sorted, no duplicates; `vals[i]` belongs to `ids[i]`.
     ids: Vec<PeerId>,
     vals: Vec<V>,
@@ -18,15 +21,33 @@ pub(super) struct PeerMap<V> {
 impl<V> Default for PeerMap<V> {
     fn default() -> Self {
         Self {
+            prefixes: Vec::new(),
             ids: Vec::new(),
             vals: Vec::new(),
         }
     }
 }
 
+fn prefix(id: &PeerId) -> u64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&id.0[..8]);
+    u64::from_be_bytes(b)
+}
+
 impl<V> PeerMap<V> {
+    /// Where `id` is, or would go. Ids sharing a prefix (none among random ids) are told apart
+    /// by the rest of their bytes.
     fn find(&self, id: &PeerId) -> Result<usize, usize> {
-        self.ids.binary_search(id)
+        let p = prefix(id);
+        let mut i = self.prefixes.partition_point(|&q| q < p);
+        while self.prefixes.get(i) == Some(&p) {
+            match self.ids[i].cmp(id) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Equal => return Ok(i),
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        Err(i)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -50,8 +71,10 @@ impl<V> PeerMap<V> {
         match self.find(&id) {
             Ok(i) => Some(std::mem::replace(&mut self.vals[i], val)),
             Err(i) => {
+                self.prefixes.reserve_exact(1);
                 self.ids.reserve_exact(1);
                 self.vals.reserve_exact(1);
+                self.prefixes.insert(i, prefix(&id));
                 self.ids.insert(i, id);
                 self.vals.insert(i, val);
                 None
@@ -62,10 +85,12 @@ impl<V> PeerMap<V> {
     /// Removes `id`, keeping the others in order; gives back room once a quarter is free.
     pub(super) fn remove(&mut self, id: &PeerId) -> Option<V> {
         let i = self.find(id).ok()?;
+        self.prefixes.remove(i);
         self.ids.remove(i);
         let val = self.vals.remove(i);
         let n = self.ids.len();
         if self.vals.capacity() > n + n / 4 + 2 {
+            self.prefixes.shrink_to_fit();
             self.ids.shrink_to_fit();
             self.vals.shrink_to_fit();
         }
@@ -73,6 +98,7 @@ impl<V> PeerMap<V> {
     }
 
     pub(super) fn clear(&mut self) {
+        self.prefixes = Vec::new();
         self.ids = Vec::new();
         self.vals = Vec::new();
     }
@@ -162,5 +188,31 @@ mod tests {
         assert!(m.vals.capacity() <= 3, "room given back");
         m.clear();
         assert_eq!(m.len(), 0);
+    }
+
+    #[test]
+    fn ids_sharing_their_first_bytes_are_told_apart() {
+        let mut m = PeerMap::default();
+        let with_tail = |head: u8, tail: u8| {
+            let mut b = [head; 20];
+            b[19] = tail;
+            PeerId(b)
+        };
+        for (head, tail) in [(2, 9), (1, 5), (2, 1), (2, 5), (3, 0), (1, 4)] {
+            assert_eq!(m.insert(with_tail(head, tail), (head, tail)), None);
+        }
+        let order: Vec<(u8, u8)> = m.keys().map(|k| (k.0[0], k.0[19])).collect();
+        assert_eq!(order, [(1, 4), (1, 5), (2, 1), (2, 5), (2, 9), (3, 0)]);
+        for (head, tail) in order {
+            assert_eq!(m.get(&with_tail(head, tail)), Some(&(head, tail)));
+        }
+        for (head, tail) in [(2, 0), (2, 3), (2, 7), (2, 10), (1, 6), (0, 0), (4, 0)] {
+            assert_eq!(m.get(&with_tail(head, tail)), None, "{head} {tail}");
+        }
+        assert_eq!(m.remove(&with_tail(2, 5)), Some((2, 5)));
+        assert_eq!(m.get(&with_tail(2, 9)), Some(&(2, 9)));
+        assert_eq!(m.insert(with_tail(2, 6), (2, 6)), None);
+        let order: Vec<(u8, u8)> = m.keys().map(|k| (k.0[0], k.0[19])).collect();
+        assert_eq!(order, [(1, 4), (1, 5), (2, 1), (2, 6), (2, 9), (3, 0)]);
     }
 }
