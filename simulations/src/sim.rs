@@ -270,7 +270,12 @@ struct Peer {
     access_us: u64,
     up_free: u64,
     down_free: u64,
+    /// The time of the node's earliest `Wake` event in the queue (`NEVER`: none), and when
+    /// its node asked to be woken, which may be later: a timeout put off keeps its event, and
+    /// the event, when due, is put off in turn. Pushing an event at every change left a dozen
+    /// stale ones per node in the queue.
     wake: u64,
+    wake_want: u64,
     player: Player,
     queued: Vec<(u32, u64)>,
     /// HTTP bodies sharing the downlink, served round-robin one piece at a time.
@@ -741,6 +746,7 @@ impl<'a> Run<'a> {
             up_free: self.now,
             down_free: self.now,
             wake: NEVER,
+            wake_want: NEVER,
             player: Player {
                 joined: self.now,
                 playhead: start,
@@ -1031,6 +1037,13 @@ impl<'a> Run<'a> {
                     return;
                 }
                 p.wake = NEVER;
+                if p.wake_want > now && p.wake_want != NEVER {
+                    // Put off since this event was queued.
+                    p.wake = p.wake_want;
+                    self.q.push(p.wake, Ev::Wake(n));
+                    return;
+                }
+                p.wake_want = NEVER;
                 if let Some(node) = p.node.as_deref_mut() {
                     node.handle_timeout(Time(now));
                 }
@@ -1322,12 +1335,16 @@ impl<'a> Run<'a> {
             self.event(n, e);
         }
         let p = &mut self.peers[n as usize];
-        if let Some(t) = p.node.as_deref().and_then(Node::poll_timeout) {
-            let t = t.0.max(self.now);
-            if p.wake != t {
-                p.wake = t;
-                self.q.push(t, Ev::Wake(n));
+        match p.node.as_deref().and_then(Node::poll_timeout) {
+            Some(t) => {
+                let t = t.0.max(self.now);
+                p.wake_want = t;
+                if t < p.wake {
+                    p.wake = t;
+                    self.q.push(t, Ev::Wake(n));
+                }
             }
+            None => p.wake_want = NEVER,
         }
     }
 
