@@ -488,6 +488,17 @@ impl Scenario {
         if self.stream.kind == StreamKind::Live && self.stream.window_segments == 0 {
             bail!("stream.window_segments must be at least 1");
         }
+        if live
+            && self.stream.target_latency_secs.is_none()
+            && self.stream.live_offset_segments >= self.stream.window_segments
+        {
+            // Players would start on a segment the playlist no longer lists.
+            bail!(
+                "stream.live_offset_segments ({}) must be below stream.window_segments ({})",
+                self.stream.live_offset_segments,
+                self.stream.window_segments
+            );
+        }
         let scaled = self.lowest_segment_bytes() / self.scale() as f64;
         if scaled < 2048.0 {
             bail!(
@@ -588,6 +599,16 @@ mod tests {
             assert!(load(&[bad]).is_err(), "{bad} accepted");
         }
         assert!(load(&["stream.part_secs=1", "stream.target_latency_secs=11.5"]).is_ok());
+        // Without a target latency, players start `live_offset_segments` behind the newest
+        // listed segment, which must be listed.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/s0-calibration.toml");
+        let load = |o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            Scenario::load_with(&path, &o)
+        };
+        assert!(load(&["stream.live_offset_segments=5"]).is_ok());
+        assert!(load(&["stream.live_offset_segments=6"]).is_err());
+        assert!(load(&["stream.live_offset_segments=8", "stream.window_segments=9"]).is_ok());
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub(crate) struct Download {
     pub(crate) p2p_bytes: u64,
     /// When this node will fetch it from the origin if no neighbour has it by then.
     pub(crate) scout_at: Option<Time>,
+    /// When this node started wanting it.
+    pub(crate) wanted_since: Time,
     /// Set when an HTTP fetch was forced by the deadline rather than scouting.
     pub(crate) deadline_fallback: bool,
     /// Requests to neighbours that went on at the deadline fallback must end by then (see
@@ -104,6 +106,7 @@ impl Download {
             http_bytes: 0,
             p2p_bytes: 0,
             scout_at: None,
+            wanted_since: Time::ZERO,
             deadline_fallback: false,
             keep_until: None,
             http_failures: 0,

@@ -2813,6 +2813,7 @@ impl Node {
             if !self.downloads.contains_key(&seg) {
                 let mut dl = Download::new();
                 dl.rotation = self.rng.random_range(0..crate::integrity::MAX_CHUNKS);
+                dl.wanted_since = now;
                 if let Some(d) = self.digests.get(&seg) {
                     dl.set_digest(d.clone());
                 }
@@ -2951,7 +2952,11 @@ impl Node {
                     // its deadline; the short jitter keeps first scouts whose views of the
                     // neighbourhood differ from fetching at the same instant (the first one's
                     // `Fetching` holds the others back). The others wait one to two spreads,
-                    // then step in for a scout that is gone.
+                    // then step in for a scout that is gone. A segment listed before this node
+                    // wanted it (a viewer further behind the live edge than its prefetch
+                    // window) counts from when it became wanted: its neighbours come to want
+                    // it at their own times as well, and counted from the listing every one
+                    // of them would be past its turn and fetch it at once.
                     let first = self.is_first_scout(&seg);
                     let mut delay = match (spread, first) {
                         (0, _) => 0,
@@ -2964,6 +2969,7 @@ impl Node {
                     let from = self
                         .listed_at(&seg)
                         .unwrap_or(now)
+                        .max(self.downloads[&seg].wanted_since)
                         .max(self.started + self.config.join_grace);
                     let t = from + Duration::from_micros(delay);
                     self.downloads
