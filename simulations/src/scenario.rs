@@ -376,6 +376,9 @@ pub struct NodeOverrides {
     /// A segment nobody has yet is fetched from the origin by its first scout within an
     /// eighth of this, by the others after one to two of it, s.
     pub scout_spread_secs: Option<f64>,
+    /// A scout that is not first does not fetch a segment from the origin while its deadline
+    /// is further than this, s.
+    pub scout_step_in_secs: Option<f64>,
     /// The measured uplink's time the send buffers may hold together, s.
     pub send_queue_secs: Option<f64>,
     /// Media kept in each viewer's cache, seconds. Default 60 (the node's own default of

@@ -832,6 +832,9 @@ impl<'a> Run<'a> {
         if let Some(m) = sc.node.http_margin_secs {
             c.http_margin = Duration::from_secs_f64(m);
         }
+        if let Some(s) = sc.node.scout_step_in_secs {
+            c.scout_step_in_lead = Duration::from_secs_f64(s);
+        }
         if let Some(s) = sc.node.scout_spread_secs {
             c.scout_spread = Duration::from_secs_f64(s);
         }

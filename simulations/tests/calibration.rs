@@ -386,6 +386,38 @@ fn s0_matches_bound_one_at_every_size() {
     }
 }
 
+/// In a swarm larger than a neighbourhood, each neighbourhood has its own first scouts, and a
+/// viewer that is not one stepped in with a whole origin fetch one to two scouting spreads
+/// after the listing if no neighbour held the segment yet. With players five segments behind
+/// the live edge a new segment spreads behind the ones due sooner, so that was often; a second
+/// scout now waits until `scout_step_in_lead` before the deadline, and the deadline fallback
+/// brings what peers did not. Seed 1, 30 viewers at u = r: 2.2 origin copies per segment with
+/// the old rule, 1.8 with the new.
+#[test]
+fn second_scouts_wait_for_the_deadline() {
+    let copies = |lead: &str| {
+        let sc = scenario(
+            "s0-calibration.toml",
+            &[
+                "population.arrivals.count=30",
+                "stream.live_offset_segments=5",
+                "duration_secs=200",
+                &format!("node.scout_step_in_secs={lead}"),
+            ],
+        );
+        run(&sc, 1, false).summary()
+    };
+    let (early, waiting) = (copies("3600"), copies("8"));
+    assert!(
+        waiting.origin_copies_per_segment + 0.2 <= early.origin_copies_per_segment,
+        "origin copies per segment: {} stepping in early, {} waiting",
+        early.origin_copies_per_segment,
+        waiting.origin_copies_per_segment
+    );
+    assert!(waiting.offload > early.offload);
+    assert_eq!(waiting.rebuffering_ratio, 0.0);
+}
+
 /// The simulator's first finding, kept as a regression test: with uplinks near the stream
 /// rate, whole-request messages (four 64 KiB chunks, 256 KiB) took longer to arrive than the
 /// requester's stall timeout and were asked for again and again (offload 0.07, against 0.20
