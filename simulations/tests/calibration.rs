@@ -1,8 +1,9 @@
 //! Calibration and correctness of the harness at sizes CI can afford: determinism, the
 //! control run, the NAT matrix, the bounds, integrity under corrupt peers, sharding. The
-//! closed-form calibration of S0 at u/r = 1 is `s0_matches_bound_one_at_every_size`, which
-//! does not pass yet (ignored; see docs/simulations.md "Calibration status"); at u/r = 2 it
-//! holds up to N = 10, at u/r = 4 up to N = 50.
+//! closed-form calibration of S0 at u/r = 1 holds up to N = 10
+//! (`s0_matches_bound_one_up_to_ten_viewers`) and not yet at N = 50
+//! (`s0_matches_bound_one_at_fifty_viewers`, ignored; see docs/simulations.md "Calibration
+//! status"); at u/r = 2 it holds up to N = 10, at u/r = 4 up to N = 50.
 
 use std::path::Path;
 
@@ -369,15 +370,25 @@ fn s0_holds_without_digests_from_the_origin() {
 /// (0.939 with the node of decision 0023) does not: see
 /// docs/simulations.md.
 #[test]
-#[ignore = "S0 calibration at u/r = 1 fails: see docs/simulations.md, Calibration status"]
-fn s0_matches_bound_one_at_every_size() {
-    for n in [2, 5, 10, 50] {
+fn s0_matches_bound_one_up_to_ten_viewers() {
+    s0_matches_bound_one(&[2, 5, 10]);
+}
+
+#[test]
+#[ignore = "S0 calibration at u/r = 1 fails at N = 50: see docs/simulations.md, Calibration status"]
+fn s0_matches_bound_one_at_fifty_viewers() {
+    s0_matches_bound_one(&[50]);
+}
+
+/// S0 at u/r = 1 within 2 points of bound 1 (seed 1).
+fn s0_matches_bound_one(sizes: &[u32]) {
+    for &n in sizes {
         let sc = scenario(
             "s0-calibration.toml",
             &[&format!("population.arrivals.count={n}")],
         );
         let s = run(&sc, 1, false).summary();
-        let bound = swarmcdn_sim::model::bounds::fluid(n as f64, 1.0);
+        let bound = swarmcdn_sim::model::bounds::fluid(f64::from(n), 1.0);
         assert!(
             (s.offload - bound).abs() <= 0.02,
             "N = {n}: offload {} vs bound {bound}",
