@@ -48,10 +48,12 @@
 //! relayed only if it matches a pending offer that was sent to the answering peer; otherwise the
 //! answerer gets a `failure reason`. A peer has at most
 //! [`RegistryConfig::max_pending_offers_per_peer`] offers pending; offers beyond that are
-//! dropped. An offer no longer pending (answered, expired, or its offerer gone) frees its places
-//! at once; one that expired unanswered frees its target's place at the next sweep (within
-//! [`RegistryConfig::sweep_interval`]). Pending offers are kept with their offerer, so a peer
-//! that leaves takes its offers with it.
+//! dropped. Pending offers are kept with their offerer. An answered offer frees its places at
+//! once. An offer that expires unanswered frees its offerer's place at the offerer's next
+//! announce or at the next sweep (within [`RegistryConfig::sweep_interval`]), whichever comes
+//! first, and its target's then too. An offerer that leaves withdraws its offers (they can no
+//! longer be answered), but each keeps its target's place until it would have expired: so
+//! leaving and coming back does not get round the cap on offers pending to one peer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -106,7 +108,7 @@ pub struct RegistryConfig {
     pub thin_swarm_viewers: usize,
     /// Playback positions within this many segments count as close. Default 3.
     pub position_window: u64,
-    /// How often expired peers are swept. Default 10 s.
+    /// How often silent peers and expired offers are swept. Default 10 s.
     pub sweep_interval: Duration,
     /// Seeds on standby (`seed_standby`) at most; 0 turns the feature off. Default 64.
     pub max_standby_seeds: usize,
@@ -306,6 +308,9 @@ struct Swarm {
     complete: usize,
     /// `completed` events seen.
     downloaded: u64,
+    /// Offers of peers that left, no longer answerable, holding their targets' places until
+    /// they expire.
+    withdrawn: Vec<PendingOffer>,
 }
 
 impl Swarm {
@@ -313,12 +318,11 @@ impl Swarm {
         self.peers.len() - self.seeds.len()
     }
 
-    /// Removes a peer; the offers it had pending are withdrawn (their targets' places freed).
+    /// Removes a peer; the offers it had pending are withdrawn: they hold their targets'
+    /// places until they expire.
     fn remove(&mut self, id: &PeerId) -> Option<Peer> {
         let peer = self.peers.swap_remove(id)?;
-        for o in &peer.pending {
-            self.release_target(o);
-        }
+        self.withdrawn.extend_from_slice(&peer.pending);
         if peer.seeder {
             self.complete -= 1;
         }
@@ -336,16 +340,19 @@ impl Swarm {
         }
     }
 
-    /// Forgets the offers that expired at `now`; returns how many.
+    /// Forgets the offers that expired at `now`, withdrawn ones included; returns how many
+    /// of them were pending.
     fn expire_offers(&mut self, now: Time) -> usize {
         let mut expired = Vec::new();
         for p in self.peers.values_mut() {
             take_expired(&mut p.pending, now, &mut expired);
         }
+        let pending = expired.len();
+        take_expired(&mut self.withdrawn, now, &mut expired);
         for o in &expired {
             self.release_target(o);
         }
-        expired.len()
+        pending
     }
 
     /// Forgets the offers of `id` that expired at `now`; returns how many.
@@ -482,7 +489,8 @@ impl Registry {
     }
 
     /// Counters and gauges, in constant time (peers and seeds are counted as they come and
-    /// go: `/metrics` must not walk every swarm on the worker).
+    /// go: `/metrics` must not walk every swarm on the worker). Debug builds check the counts
+    /// against a walk of every swarm.
     pub fn stats(&self) -> RegistryStats {
         debug_assert_eq!(
             self.stats.peers,
@@ -500,14 +508,18 @@ impl Registry {
                 .map(|p| p.pending.len())
                 .sum::<usize>()
         );
-        // A peer's count of offers to it is at most the offers pending to it (fewer only when
-        // it left and came back on the same connection under the same id).
+        // A peer's count of offers to it is at most the offers, pending or withdrawn, that
+        // went to it (fewer only when it left and came back on the same connection under the
+        // same id).
         #[cfg(debug_assertions)]
         for s in self.swarms.values() {
+            let mut to: HashMap<(PeerId, ConnId), usize> = HashMap::new();
+            let all = s.peers.values().flat_map(|p| &p.pending);
+            for o in all.chain(&s.withdrawn) {
+                *to.entry((o.to, o.to_conn)).or_default() += 1;
+            }
             for (id, p) in &s.peers {
-                let to_it = (s.peers.values().flat_map(|o| &o.pending))
-                    .filter(|o| o.to == *id && o.to_conn == p.conn)
-                    .count();
+                let to_it = to.get(&(*id, p.conn)).copied().unwrap_or(0);
                 debug_assert!(p.offers_in <= to_it, "{} > {to_it}", p.offers_in);
             }
         }
@@ -1743,14 +1755,15 @@ mod tests {
         assert_eq!((offers_in(&r, 1), offers_in(&r, 2)), (2, 1));
         assert_eq!(r.stats().pending_offers, 3);
 
-        // Peer 3 leaves: its offers are withdrawn at once.
+        // Peer 3 leaves: its offers are withdrawn (no longer pending), but hold their
+        // targets' places until they expire.
         r.handle_disconnect(ConnId(3));
-        assert_eq!((offers_in(&r, 1), offers_in(&r, 2)), (1, 0));
+        assert_eq!((offers_in(&r, 1), offers_in(&r, 2)), (2, 1));
         assert_eq!(r.stats().pending_offers, 1);
 
-        // Peer 2's offer expires: until the sweep it holds peer 1's place, and its own.
+        // The offers expire: until the sweep they hold their places.
         let late = Time::ZERO + ttl;
-        assert_eq!((offers_in(&r, 1), pending(&r, 2)), (1, 1));
+        assert_eq!((offers_in(&r, 1), pending(&r, 2)), (2, 1));
         let mut at = Time::ZERO;
         while at < late {
             at = r.poll_timeout().unwrap();
@@ -1760,9 +1773,44 @@ mod tests {
             r.handle_timeout(at);
         }
         assert!(at < late + sweep);
-        assert_eq!((offers_in(&r, 1), pending(&r, 2)), (0, 0));
+        assert_eq!(
+            (offers_in(&r, 1), offers_in(&r, 2), pending(&r, 2)),
+            (0, 0, 0)
+        );
         assert_eq!(r.stats().pending_offers, 0);
-        assert_eq!(r.stats().offers_expired, 1);
+        assert_eq!(
+            r.stats().offers_expired,
+            1,
+            "withdrawn offers are not counted"
+        );
+        assert!(r.swarms[&SWARM].withdrawn.is_empty());
+
+        // Leaving and coming back does not get round the cap on offers pending to a peer.
+        let mut r = registry(RegistryConfig {
+            max_pending_offers_to_peer: 2,
+            ..RegistryConfig::default()
+        });
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        let mut to_victim = 0;
+        for round in 0..5u8 {
+            let mut a = announce(2, 1, None);
+            a.offers = (a.offers.into_vec().unwrap().into_iter())
+                .map(|mut o| {
+                    o.offer_id.0[0] = round;
+                    o
+                })
+                .collect();
+            out.clear();
+            r.handle_announce(Time::ZERO, ConnId(2), a, &mut out);
+            to_victim += offers_to(&out).iter().filter(|c| **c == ConnId(1)).count();
+            let stop = Announce {
+                event: Some(AnnounceEvent::Stopped),
+                ..announce(2, 0, None)
+            };
+            r.handle_announce(Time::ZERO, ConnId(2), stop, &mut out);
+        }
+        assert_eq!(to_victim, 2);
+        assert_eq!(r.stats().pending_offers, 0);
 
         // An offerer's own expired offers free their places at its next announce, before
         // the sweep.

@@ -2984,7 +2984,13 @@ impl Node {
                         .max(self.started + self.config.join_grace);
                     let mut t = from + Duration::from_micros(delay);
                     if let (false, Some(deadline)) = (first, deadline) {
-                        t = t.max(deadline - self.config.scout_step_in_lead);
+                        let earliest = deadline - self.config.scout_step_in_lead;
+                        if earliest > t {
+                            // Neighbours that play at the same latency get there together:
+                            // they keep their spread.
+                            let jitter = self.rng.random_range(0..spread.max(1));
+                            t = earliest + Duration::from_micros(jitter);
+                        }
                     }
                     self.downloads
                         .get_mut(&seg)
