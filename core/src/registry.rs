@@ -52,8 +52,10 @@
 //! once. An offer that expires unanswered frees its offerer's place at the offerer's next
 //! announce or at the next sweep (within [`RegistryConfig::sweep_interval`]), whichever comes
 //! first, and its target's then too. An offerer that leaves withdraws its offers (they can no
-//! longer be answered), but each keeps its target's place until it would have expired: so
-//! leaving and coming back does not get round the cap on offers pending to one peer.
+//! longer be answered), but until they expire each keeps its target's place, and they count
+//! against the next peer of the same connection in the swarm as if still its own: so leaving
+//! and coming back gets round neither the cap on offers pending to one peer nor the caps on
+//! one offerer's offers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -308,9 +310,10 @@ struct Swarm {
     complete: usize,
     /// `completed` events seen.
     downloaded: u64,
-    /// Offers of peers that left, no longer answerable, holding their targets' places until
-    /// they expire.
-    withdrawn: Vec<PendingOffer>,
+    /// Offers of peers that left, by the connection they came from: no longer answerable,
+    /// they hold their targets' places until they expire, and count against that
+    /// connection's next peer here.
+    withdrawn: HashMap<ConnId, Vec<PendingOffer>, FixedState>,
 }
 
 impl Swarm {
@@ -322,7 +325,9 @@ impl Swarm {
     /// places until they expire.
     fn remove(&mut self, id: &PeerId) -> Option<Peer> {
         let peer = self.peers.swap_remove(id)?;
-        self.withdrawn.extend_from_slice(&peer.pending);
+        if !peer.pending.is_empty() {
+            (self.withdrawn.entry(peer.conn).or_default()).extend_from_slice(&peer.pending);
+        }
         if peer.seeder {
             self.complete -= 1;
         }
@@ -348,7 +353,10 @@ impl Swarm {
             take_expired(&mut p.pending, now, &mut expired);
         }
         let pending = expired.len();
-        take_expired(&mut self.withdrawn, now, &mut expired);
+        self.withdrawn.retain(|_, list| {
+            take_expired(list, now, &mut expired);
+            !list.is_empty()
+        });
         for o in &expired {
             self.release_target(o);
         }
@@ -515,7 +523,7 @@ impl Registry {
         for s in self.swarms.values() {
             let mut to: HashMap<(PeerId, ConnId), usize> = HashMap::new();
             let all = s.peers.values().flat_map(|p| &p.pending);
-            for o in all.chain(&s.withdrawn) {
+            for o in all.chain(s.withdrawn.values().flatten()) {
                 *to.entry((o.to, o.to_conn)).or_default() += 1;
             }
             for (id, p) in &s.peers {
@@ -771,10 +779,15 @@ impl Registry {
         let Some(me) = swarm.peers.get(&a.peer_id) else {
             return;
         };
+        // Offers its connection's earlier peers here left behind count as its own.
+        let left_behind = swarm
+            .withdrawn
+            .get(&me.conn)
+            .map_or(0, |w| w.iter().filter(|o| o.expires > now).count());
         let room = self
             .config
             .max_pending_offers_per_peer
-            .saturating_sub(me.pending.len());
+            .saturating_sub(me.pending.len() + left_behind);
         // Offers are decoded only when someone could get one.
         if room == 0 || swarm.peers.len() < 2 {
             return;
@@ -809,6 +822,7 @@ impl Registry {
         rank_candidates(
             &self.config,
             &mut self.rng,
+            now,
             swarm,
             a.peer_id,
             me_conn,
@@ -1151,9 +1165,11 @@ fn relayable(ext: Option<&PeerInfo>) -> PeerInfo {
 }
 
 /// Ranks a sample of the swarm's peers (plus all seeds) for `me`, best first, into `out`.
+#[allow(clippy::too_many_arguments)]
 fn rank_candidates(
     config: &RegistryConfig,
     rng: &mut Xoshiro256PlusPlus,
+    now: Time,
     swarm: &Swarm,
     me: PeerId,
     me_conn: ConnId,
@@ -1187,11 +1203,15 @@ fn rank_candidates(
         }
     };
     let busy: &[PendingOffer] = swarm.peers.get(&me).map_or(&[], |p| &p.pending);
+    let left_behind: &[PendingOffer] = swarm.withdrawn.get(&me_conn).map_or(&[], |w| w);
     let eligible = |id: &PeerId, peer: &Peer| {
         *id != me
             && peer.conn != me_conn
             && peer.offers_in < config.max_pending_offers_to_peer
-            && !busy.iter().any(|o| o.to == *id)
+            && !busy
+                .iter()
+                .chain(left_behind.iter().filter(|o| o.expires > now))
+                .any(|o| o.to == *id)
     };
     for i in 0..n {
         if out.len() == config.match_sample {
@@ -1785,13 +1805,17 @@ mod tests {
         );
         assert!(r.swarms[&SWARM].withdrawn.is_empty());
 
-        // Leaving and coming back does not get round the cap on offers pending to a peer.
+        // Leaving and coming back gets round neither the caps on one offerer's offers (one per
+        // target, three in all here) nor the cap on offers pending to one peer.
         let mut r = registry(RegistryConfig {
-            max_pending_offers_to_peer: 2,
+            max_pending_offers_per_peer: 3,
             ..RegistryConfig::default()
         });
         r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
-        let mut to_victim = 0;
+        for p in 3..=6 {
+            r.handle_announce(Time::ZERO, ConnId(p), announce(p as u8, 0, None), &mut out);
+        }
+        let mut targets = Vec::new();
         for round in 0..5u8 {
             let mut a = announce(2, 1, None);
             a.offers = (a.offers.into_vec().unwrap().into_iter())
@@ -1802,15 +1826,43 @@ mod tests {
                 .collect();
             out.clear();
             r.handle_announce(Time::ZERO, ConnId(2), a, &mut out);
-            to_victim += offers_to(&out).iter().filter(|c| **c == ConnId(1)).count();
+            targets.extend(offers_to(&out));
             let stop = Announce {
                 event: Some(AnnounceEvent::Stopped),
                 ..announce(2, 0, None)
             };
             r.handle_announce(Time::ZERO, ConnId(2), stop, &mut out);
         }
-        assert_eq!(to_victim, 2);
+        assert_eq!(targets.len(), 3, "{targets:?}");
+        targets.sort();
+        targets.dedup();
+        assert_eq!(targets.len(), 3, "a target offered twice: {targets:?}");
         assert_eq!(r.stats().pending_offers, 0);
+        // Once they expire, the connection may offer again.
+        out.clear();
+        r.handle_announce(Time::ZERO + ttl, ConnId(2), announce(2, 3, None), &mut out);
+        assert_eq!(offers_to(&out).len(), 3);
+        let mut r = registry(RegistryConfig {
+            max_pending_offers_to_peer: 2,
+            ..RegistryConfig::default()
+        });
+        r.handle_announce(Time::ZERO, ConnId(1), announce(1, 0, None), &mut out);
+        for p in 2..=4u8 {
+            out.clear();
+            r.handle_announce(
+                Time::ZERO,
+                ConnId(u64::from(p)),
+                announce(p, 1, None),
+                &mut out,
+            );
+            let stop = Announce {
+                event: Some(AnnounceEvent::Stopped),
+                ..announce(p, 0, None)
+            };
+            let sent = offers_to(&out);
+            r.handle_announce(Time::ZERO, ConnId(u64::from(p)), stop, &mut out);
+            assert_eq!(sent.len(), usize::from(p < 4), "peer {p}: {sent:?}");
+        }
 
         // An offerer's own expired offers free their places at its next announce, before
         // the sweep.
