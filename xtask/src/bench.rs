@@ -256,7 +256,9 @@ pub(crate) fn tracker(args: &[String]) -> anyhow::Result<()> {
 const AQUATIC_VERSION: &str = "0.9.0";
 
 /// `target/bench-tools/bin/aquatic_ws`, built with `cargo install` the first time (a few
-/// minutes; its own target directory, so the workspace's lock file is not involved).
+/// minutes; its own target directory, so the workspace's lock file is not involved). A failed
+/// install is not tried again on every run (it takes minutes before it fails): its error is
+/// kept in `target/bench-tools/aquatic_ws-<version>.failed`, to delete for another try.
 fn install_aquatic() -> anyhow::Result<std::path::PathBuf> {
     let root = Path::new("target/bench-tools");
     let program = root.join("bin/aquatic_ws");
@@ -264,9 +266,16 @@ fn install_aquatic() -> anyhow::Result<std::path::PathBuf> {
     if program.exists() && stamp.exists() {
         return Ok(program);
     }
+    let failed = root.join(format!("aquatic_ws-{AQUATIC_VERSION}.failed"));
+    if failed.exists() {
+        bail!(
+            "its install failed before (the error is in {}; delete that file to try again)",
+            failed.display()
+        );
+    }
     // Not `--locked`: the release's lock file pins metrics 0.22.3, which this Rust refuses
     // (E0521); cargo takes the newest compatible versions instead.
-    util::run(
+    let installed = util::run(
         "install aquatic_ws (the fastest known WebTorrent tracker, for comparison)",
         cargo().args([
             "install",
@@ -279,7 +288,12 @@ fn install_aquatic() -> anyhow::Result<std::path::PathBuf> {
             "--target-dir",
             "target/bench-tools/build",
         ]),
-    )?;
+    );
+    if let Err(e) = installed {
+        std::fs::create_dir_all(root)?;
+        std::fs::write(&failed, format!("{e:#}\n"))?;
+        return Err(e);
+    }
     std::fs::write(&stamp, "")?;
     Ok(program)
 }
