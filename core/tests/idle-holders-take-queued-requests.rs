@@ -200,6 +200,9 @@ fn h_announces_the_queued_chunks(
 #[test]
 fn a_queued_request_moves_to_an_idle_holder_as_fast() {
     let (mut node, now, to_a) = measured(Duration::from_millis(100));
+    // Two chunks of ours are ahead of it at A: it has surely not left A's upload queue (a
+    // request behind one chunk stays where it is; see `Node::steal_queued`).
+    assert_eq!(to_a[0].4, 2 * u64::from(CHUNK), "{to_a:?}");
     let queued = to_a[1];
     let (requests, cancels) = h_announces_the_queued_chunks(&mut node, now + ms(10), queued);
     assert_eq!(

@@ -2553,11 +2553,19 @@ impl Node {
 
     /// Whether a neighbour (other than `besides`) would get an upload slot now. A neighbour
     /// occupies a slot while it has uploads queued or more than a chunk (or the low-water
-    /// mark, if larger) still in its DataChannel's buffer. A channel counts messages' bytes:
-    /// a chunk is its payload and the headers of the (at most two) messages it goes in.
+    /// mark, if larger) still in its DataChannel's buffer, with an allowance of two frame
+    /// headers ([`wire::DATA_OVERHEAD`]). The count is the last drain report's figure, in the
+    /// channel's units (control frames and headers still queued included), plus the chunks
+    /// handed since: without the allowance, the few bytes of control frames a report left
+    /// with the last chunk counted as more than a chunk, every request was turned away while
+    /// a slow uplink's last chunk left, and the uplink then idled until the neighbours asked
+    /// again. (The whole low-water mark as the allowance cost S3 half a point.)
     fn upload_slot_free(&self, besides: Option<&PeerId>) -> bool {
-        let chunk_message = u64::from(self.chunk_size) + 2 * wire::DATA_OVERHEAD as u64;
-        let low = self.config.send_buffer_low.max(chunk_message);
+        let allowance = 2 * wire::DATA_OVERHEAD as u64;
+        let low = self
+            .config
+            .send_buffer_low
+            .max(u64::from(self.chunk_size) + allowance);
         let serving = self
             .peers
             .iter()
@@ -3245,13 +3253,16 @@ impl Node {
     /// behind one of our own: the idle uplink starts on it now instead of after the other
     /// holder's current request. Only a request that has received nothing moves (nothing
     /// is lost but its place in the other holder's queue), and only to a holder measured at
-    /// least as fast that would finish it [`STEAL_MARGIN`] times sooner. A holder's send
-    /// queue is short (see [`NodeConfig::send_queue_time`]), so a request queued behind
-    /// [`STEAL_BEHIND_CHUNKS`] chunks of ours not received yet is still in its upload queue,
-    /// not in its DataChannel (decision 0014). Behind less, its chunk may already be in the
-    /// channel, the holder having sent the last chunk ahead of it: its bytes then came anyway
-    /// and were thrown away. In the simulator's S0 at u = r/2 such moves threw away half of
-    /// all the bytes thrown away, and S0 at u = r, N = 50, lost 0.7 points of offload to them.
+    /// least as fast that would finish it [`STEAL_MARGIN`] times sooner, and only from behind
+    /// [`STEAL_BEHIND_CHUNKS`] chunks' worth of our bytes not received yet (decision 0014).
+    /// A slow holder's send queue holds about a chunk (see [`NodeConfig::send_queue_time`]),
+    /// so such a request is still in its upload queue, not in its DataChannel. Behind less,
+    /// its chunk may already be in the channel, the holder having handed it over as the last
+    /// chunk ahead of it left: its bytes then came anyway and were thrown away (in the
+    /// simulator's S0 at u = r/2, half of all the bytes thrown away; at u = r, N = 50, they
+    /// cost 0.7 points of offload). A fast holder's queue can hold several chunks, so a move
+    /// from one may still waste what it had queued; the speed condition makes such moves
+    /// rare.
     fn steal_queued(
         &mut self,
         now: Time,
@@ -4536,11 +4547,11 @@ mod tests {
         assert_eq!(node.upload_slots(), 4);
     }
 
-    /// A neighbour whose last chunk is leaving holds no slot: the next neighbour's request is
-    /// taken, and goes as soon as that chunk is out. The channel reports its buffered amount
-    /// in message bytes, the frame's header with the chunk; counting that as more than a
-    /// chunk turned every request away while a slow uplink's last chunk left, and the uplink
-    /// then idled until the neighbours asked again (S0 at u = r/2: 6.5% of its time).
+    /// A neighbour whose last chunk is leaving holds no slot when the last drain report left a
+    /// few bytes of control frames in its channel: the next neighbour's request is taken.
+    /// Counting those with the chunk as more than a chunk turned every request away while a
+    /// slow uplink's last chunk left, and the uplink then idled until the neighbours asked
+    /// again (in the simulator, S0 at u = r/2: 6.5% of its time).
     #[test]
     fn a_slot_frees_while_the_last_chunk_leaves() {
         let mut node = viewer();
@@ -4555,11 +4566,20 @@ mod tests {
         }
         node.uplink.sample(chunk, Duration::from_secs(1));
         assert_eq!(node.upload_slots(), 1);
-        // `a`'s last chunk, with its frame header, is in its channel.
-        node.peers.get_mut(&a).unwrap().send_buffered = chunk + 20;
+        // The last report left a chunk map's bytes in `a`'s channel; then its last chunk goes.
+        let left = 40;
+        node.handle_peer_event(Time::ZERO, a, PeerEvent::Drained { buffered: left });
+        let data = |len: u64| Frame::Data {
+            id: RequestId(0),
+            segment: seg(1),
+            offset: 0,
+            payload: Bytes::from(vec![0; len as usize]),
+        };
+        node.send_frames(a, &[data(chunk)]);
+        assert_eq!(node.peers[&a].send_buffered, left + chunk);
         assert!(node.upload_slot_free(Some(&b)));
-        // More than that: `a` holds the slot.
-        node.peers.get_mut(&a).unwrap().send_buffered = chunk + 2 * wire::DATA_OVERHEAD as u64 + 1;
+        // More than a chunk and the allowance: `a` holds the slot.
+        node.send_frames(a, &[data(2 * wire::DATA_OVERHEAD as u64)]);
         assert!(!node.upload_slot_free(Some(&b)));
         // So it does with an upload still queued.
         node.peers.get_mut(&a).unwrap().send_buffered = 0;
