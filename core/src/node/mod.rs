@@ -4497,6 +4497,18 @@ mod tests {
         );
     }
 
+    /// Two neighbours, still connecting, with ids 2… and 3….
+    fn two_neighbours(node: &mut Node) -> (PeerId, PeerId) {
+        let (a, b) = (PeerId([2; 20]), PeerId([3; 20]));
+        for id in [a, b] {
+            node.peers.insert(
+                id,
+                Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1e6),
+            );
+        }
+        (a, b)
+    }
+
     /// The uplink is measured over the times its buffers hold bytes, from the drain reports;
     /// the slots follow: as many neighbours as get a chunk each within `SLOT_CHUNK_TIME`,
     /// between one and `UploadConfig::slots`.
@@ -4505,14 +4517,7 @@ mod tests {
         let mut node = viewer();
         let chunk = u64::from(node.chunk_size);
         assert_eq!(node.upload_slots(), 4, "unmeasured: the configured slots");
-        let a = PeerId([2; 20]);
-        let b = PeerId([3; 20]);
-        for id in [a, b] {
-            node.peers.insert(
-                id,
-                Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1e6),
-            );
-        }
+        let (a, b) = two_neighbours(&mut node);
         // Four chunks queued for each at t0 (the busy period starts as `pump_uploads` starts
         // sending); the uplink sends a chunk a second.
         let t0 = Time::from_secs(10);
@@ -4556,14 +4561,7 @@ mod tests {
     fn a_slot_frees_while_the_last_chunk_leaves() {
         let mut node = viewer();
         let chunk = u64::from(node.chunk_size);
-        let a = PeerId([2; 20]);
-        let b = PeerId([3; 20]);
-        for id in [a, b] {
-            node.peers.insert(
-                id,
-                Peer::new(Conn::Connecting { since: Time::ZERO }, false, 1e6),
-            );
-        }
+        let (a, b) = two_neighbours(&mut node);
         node.uplink.sample(chunk, Duration::from_secs(1));
         assert_eq!(node.upload_slots(), 1);
         // The last report left a chunk map's bytes in `a`'s channel; then its last chunk goes.
