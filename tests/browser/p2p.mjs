@@ -98,10 +98,13 @@ export async function swarm({ seed = true, seedToml = '', streamToml = '', track
   await browser.context.grantPermissions(['microphone', 'camera'], { origin: origin.url });
   return {
     origin, tracker: t, seed: seedProc, publicKey, stream, browser, procs, startSeed,
-    /** The P2P page's URL (`keys`: trust the seed's key, else unverified). */
-    pageUrl(keys = true) {
-      return `${origin.url}/pages/p2p.html?src=/live/master.m3u8&tracker=${encodeURIComponent(t.url)}` +
-        (keys ? `&key=${publicKey}` : '');
+    /**
+     * The P2P page's URL (`keys`: trust the seed's key, else unverified; `src`: the master
+     * playlist's path on the origin; `query`: more of the page's parameters).
+     */
+    pageUrl(keys = true, { src = '/live/master.m3u8', query = '' } = {}) {
+      return `${origin.url}/pages/p2p.html?src=${src}&tracker=${encodeURIComponent(t.url)}` +
+        (keys ? `&key=${publicKey}` : '') + query;
     },
     async close() {
       await browser.close();
