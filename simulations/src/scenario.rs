@@ -379,6 +379,9 @@ pub struct NodeOverrides {
     /// A scout that is not first does not fetch a segment from the origin while its deadline
     /// is further than this, s.
     pub scout_step_in_secs: Option<f64>,
+    /// A first scout that a member of the swarm it does not see likely outranks waits this
+    /// much longer, s.
+    pub scout_outranked_secs: Option<f64>,
     /// The measured uplink's time the send buffers may hold together, s.
     pub send_queue_secs: Option<f64>,
     /// Media kept in each viewer's cache, seconds. Default 60 (the node's own default of

@@ -835,6 +835,9 @@ impl<'a> Run<'a> {
         if let Some(s) = sc.node.scout_step_in_secs {
             c.scout_step_in_lead = Duration::from_secs_f64(s);
         }
+        if let Some(s) = sc.node.scout_outranked_secs {
+            c.scout_outranked_wait = Duration::from_secs_f64(s);
+        }
         if let Some(s) = sc.node.scout_spread_secs {
             c.scout_spread = Duration::from_secs_f64(s);
         }

@@ -225,6 +225,15 @@ pub struct NodeConfig {
     /// spreads it waits anyway; further behind, it saves the copies (simulator, S0 at u = r
     /// and N = 50, six segments behind: 0.932 -> 0.941).
     pub scout_step_in_lead: Duration,
+    /// A first scout of its neighbourhood that a member of the swarm it cannot see likely
+    /// outranks (the members it does not see, times the share of scout weights above its
+    /// own, is two or more) waits this much longer before it fetches a new
+    /// segment from the origin. In a swarm much larger than a neighbourhood every
+    /// neighbourhood has a first scout, and each of their fetches is a whole copy from the
+    /// origin (simulator, S0 at u = 2r and N = 1000: 44 copies per segment); the members the
+    /// swarm ranks highest go at once, and in this time their chunks reach the neighbours of
+    /// the others, which then fetch from peers. Default 1 s (half the default spread).
+    pub scout_outranked_wait: Duration,
     /// After joining, a node waits this long for neighbours before it fetches from the origin
     /// segments that are not yet due (due ones are always fetched). Default 3 s: a tracker
     /// round trip, an offer and ICE.
@@ -341,6 +350,7 @@ impl NodeConfig {
             scout_spread: Duration::from_secs(2),
             scouts: 1,
             scout_step_in_lead: Duration::from_secs(8),
+            scout_outranked_wait: Duration::from_secs(1),
             join_grace: Duration::from_secs(3),
             fetching_hold: Duration::from_secs(3),
             large_messages: true,
@@ -679,6 +689,10 @@ const STALL_MAX_FACTOR: u32 = 4;
 const STEAL_MARGIN: f64 = 1.5;
 /// ... and only from behind at least this many chunks of ours (see [`Node::steal_queued`]).
 const STEAL_BEHIND_CHUNKS: u64 = 2;
+/// How many members a first scout does not see must be expected to outrank it before it
+/// waits [`NodeConfig::scout_outranked_wait`]: with one, in a swarm of 50 whose
+/// neighbourhoods hold 18, most first scouts waited, and S0 at u = r lost 0.2 points.
+const OUTRANKED_BY: f64 = 2.0;
 /// See [`request_chunks_for`].
 const REQUEST_TIME: Duration = Duration::from_millis(250);
 
@@ -2986,6 +3000,9 @@ impl Node {
                         (_, true) => self.rng.random_range(0..spread.div_ceil(8)),
                         (_, false) => spread + self.rng.random_range(0..spread),
                     };
+                    if first && self.outranked_elsewhere(&seg) {
+                        delay += self.config.scout_outranked_wait.as_micros() as u64;
+                    }
                     if self.peers.values().any(|p| p.seed && p.session().is_some()) {
                         delay += spread;
                     }
@@ -3087,6 +3104,24 @@ impl Node {
         let turn = seg.sequence % members;
         // Positions turn, turn + 1, …, turn + scouts - 1, modulo `members`.
         (ahead + members - turn) % members < scouts.min(members)
+    }
+
+    /// Whether a member of the swarm this node has no open connection to likely outranks it
+    /// as `seg`'s scout (see [`NodeConfig::scout_outranked_wait`]): the swarm's size is the
+    /// tracker's count. Never with no neighbour open: nothing would bring it the chunks.
+    fn outranked_elsewhere(&self, seg: &SegmentRef) -> bool {
+        let open = self
+            .peers
+            .values()
+            .filter(|p| p.session().is_some())
+            .count() as u64;
+        let unseen = self.swarm_size.saturating_sub(open + 1);
+        if open == 0 || unseen == 0 {
+            return false;
+        }
+        let weight = crate::rendezvous::scout_weight(seg, &self.config.peer_id);
+        let above = 1.0 - weight as f64 / u64::MAX as f64;
+        unseen as f64 * above >= OUTRANKED_BY
     }
 
     fn listed_at(&self, seg: &SegmentRef) -> Option<Time> {
