@@ -227,8 +227,10 @@ pub struct NodeConfig {
     pub scout_step_in_lead: Duration,
     /// A first scout of its neighbourhood that a member of the swarm it cannot see likely
     /// outranks (the members it does not see, times the share of scout weights above its
-    /// own, is two or more) waits this much longer before it fetches a new
-    /// segment from the origin. In a swarm much larger than a neighbourhood every
+    /// own, is two or more; the members it does not see are the tracker's count less its
+    /// open neighbours, taken to be members in the proportion its open neighbours are) waits
+    /// this much longer before it fetches a new segment from the origin, unless the
+    /// segment's deadline is within [`NodeConfig::scout_step_in_lead`]. In a swarm much larger than a neighbourhood every
     /// neighbourhood has a first scout, and each of their fetches is a whole copy from the
     /// origin (simulator, S0 at u = 2r and N = 1000: 44 copies per segment); the members the
     /// swarm ranks highest go at once, and in this time their chunks reach the neighbours of
@@ -3000,9 +3002,6 @@ impl Node {
                         (_, true) => self.rng.random_range(0..spread.div_ceil(8)),
                         (_, false) => spread + self.rng.random_range(0..spread),
                     };
-                    if first && self.outranked_elsewhere(&seg) {
-                        delay += self.config.scout_outranked_wait.as_micros() as u64;
-                    }
                     if self.peers.values().any(|p| p.seed && p.session().is_some()) {
                         delay += spread;
                     }
@@ -3011,6 +3010,14 @@ impl Node {
                         .unwrap_or(now)
                         .max(self.downloads[&seg].wanted_since)
                         .max(self.started + self.config.join_grace);
+                    // Only while the deadline is far: near it the fetch would be a deadline
+                    // fallback, which does not hold the neighbours back.
+                    if first
+                        && deadline.is_none_or(|d| d > from + self.config.scout_step_in_lead)
+                        && self.outranked_elsewhere(&seg)
+                    {
+                        delay += self.config.scout_outranked_wait.as_micros() as u64;
+                    }
                     let mut t = from + Duration::from_micros(delay);
                     if let (false, Some(deadline)) = (first, deadline) {
                         let earliest = deadline - self.config.scout_step_in_lead;
@@ -3081,11 +3088,7 @@ impl Node {
         let mut members = 0u64;
         let mut ahead = 0u64;
         for (id, p) in &self.peers {
-            if !p.seed
-                && p.session().is_some()
-                && p.caps.contains(Capabilities::UPLOAD)
-                && p.have.get(&seg.rendition).is_some()
-            {
+            if p.session().is_some() && Self::scout_member(p, seg) {
                 members += 1;
                 ahead += u64::from(match my_weight {
                     None => id < me,
@@ -3107,21 +3110,34 @@ impl Node {
     }
 
     /// Whether a member of the swarm this node has no open connection to likely outranks it
-    /// as `seg`'s scout (see [`NodeConfig::scout_outranked_wait`]): the swarm's size is the
-    /// tracker's count. Never with no neighbour open: nothing would bring it the chunks.
+    /// as `seg`'s scout (see [`NodeConfig::scout_outranked_wait`]). The tracker's count of
+    /// the swarm also holds seeds, peers that do not upload and viewers of other renditions:
+    /// the members among the peers it cannot see are taken to be in the same proportion as
+    /// among its open neighbours. Never with no member open (nothing would bring it the
+    /// chunks) or when it does not upload (it is first only when no member is open).
     fn outranked_elsewhere(&self, seg: &SegmentRef) -> bool {
-        let open = self
-            .peers
-            .values()
-            .filter(|p| p.session().is_some())
-            .count() as u64;
-        let unseen = self.swarm_size.saturating_sub(open + 1);
-        if open == 0 || unseen == 0 {
+        if !self.config.upload.enabled {
             return false;
         }
+        let (mut open, mut members) = (0u64, 0u64);
+        for p in self.peers.values().filter(|p| p.session().is_some()) {
+            open += 1;
+            members += u64::from(Self::scout_member(p, seg));
+        }
+        let unseen = self.swarm_size.saturating_sub(open + 1);
+        if members == 0 || unseen == 0 {
+            return false;
+        }
+        let unseen_members = unseen as f64 * members as f64 / open as f64;
         let weight = crate::rendezvous::scout_weight(seg, &self.config.peer_id);
         let above = 1.0 - weight as f64 / u64::MAX as f64;
-        unseen as f64 * above >= OUTRANKED_BY
+        unseen_members * above >= OUTRANKED_BY
+    }
+
+    /// Whether neighbour `p` (open) is a member of `seg`'s neighbourhood for scouting: a
+    /// viewer that uploads and plays the rendition.
+    fn scout_member(p: &Peer, seg: &SegmentRef) -> bool {
+        !p.seed && p.caps.contains(Capabilities::UPLOAD) && p.have.get(&seg.rendition).is_some()
     }
 
     fn listed_at(&self, seg: &SegmentRef) -> Option<Time> {
@@ -4530,6 +4546,53 @@ mod tests {
             "{}",
             node.uplink.get()
         );
+    }
+
+    /// A first scout waits for swarm members it cannot see only when they likely outrank it
+    /// (`scout_outranked_wait`): with the tracker's count known and larger than what it sees,
+    /// an open member to bring it the chunks, and an upload of its own; the members it cannot
+    /// see are estimated in the proportion of members among its open neighbours.
+    #[test]
+    fn first_scouts_wait_only_for_likely_higher_ranks_they_cannot_see() {
+        let mut node = viewer();
+        let (a, b) = (PeerId([2; 20]), PeerId([3; 20]));
+        for id in [a, b] {
+            connect(&mut node, Time::ZERO, id);
+            let p = node.peers.get_mut(&id).unwrap();
+            assert!(p.session().is_some() && p.caps.contains(Capabilities::UPLOAD));
+            p.have.entry(seg(0).rendition);
+        }
+        // The share of scout weights above this node's for segment `n`.
+        let me = node.config.peer_id;
+        let above =
+            |n: u64| 1.0 - crate::rendezvous::scout_weight(&seg(n), &me) as f64 / u64::MAX as f64;
+        let low = (0..).find(|&n| above(n) > 0.5).unwrap();
+        let top = (0..).find(|&n| above(n) < 1e-4).unwrap();
+
+        // No count from the tracker, or every member of the swarm open.
+        assert!(!node.outranked_elsewhere(&seg(low)));
+        node.swarm_size = 3;
+        assert!(!node.outranked_elsewhere(&seg(low)));
+        // Members unseen: `unseen` x `above` against two.
+        let unseen = (3.0 / above(low)).ceil() as u64;
+        node.swarm_size = 3 + unseen;
+        assert!(node.outranked_elsewhere(&seg(low)));
+        assert!(
+            !node.outranked_elsewhere(&seg(top)),
+            "the likely top of the swarm goes at once"
+        );
+        // Half the open neighbours are no members (a seed): half the unseen peers count.
+        node.peers.get_mut(&b).unwrap().seed = true;
+        assert!(!node.outranked_elsewhere(&seg(low)));
+        node.swarm_size = 3 + 2 * unseen;
+        assert!(node.outranked_elsewhere(&seg(low)));
+        // No member open: nothing would bring it the chunks.
+        node.peers.get_mut(&a).unwrap().seed = true;
+        assert!(!node.outranked_elsewhere(&seg(low)));
+        // A viewer that does not upload is first only when no member is open.
+        node.peers.get_mut(&a).unwrap().seed = false;
+        node.config.upload.enabled = false;
+        assert!(!node.outranked_elsewhere(&seg(low)));
     }
 
     /// Two neighbours, still connecting, with ids 2… and 3….
