@@ -229,8 +229,8 @@ pub struct NodeConfig {
     /// outranks (the members it does not see, times the share of scout weights above its
     /// own, is two or more; the members it does not see are the tracker's count less its
     /// open neighbours, taken to be members in the proportion its open neighbours are) waits
-    /// this much longer before it fetches a new segment from the origin, unless the
-    /// segment's deadline is within [`NodeConfig::scout_step_in_lead`]. In a swarm much larger than a neighbourhood every
+    /// this much longer before it fetches a new segment from the origin, unless the fetch
+    /// would then start after the segment's deadline fallback would. In a swarm much larger than a neighbourhood every
     /// neighbourhood has a first scout, and each of their fetches is a whole copy from the
     /// origin (simulator, S0 at u = 2r and N = 1000: 44 copies per segment); the members the
     /// swarm ranks highest go at once, and in this time their chunks reach the neighbours of
@@ -3010,13 +3010,15 @@ impl Node {
                         .unwrap_or(now)
                         .max(self.downloads[&seg].wanted_since)
                         .max(self.started + self.config.join_grace);
-                    // Only while the deadline is far: near it the fetch would be a deadline
-                    // fallback, which does not hold the neighbours back.
+                    // Only while the fetch would still start before the deadline fallback's
+                    // time: after it, the fetch would be a fallback, which does not hold the
+                    // neighbours back.
+                    let wait = self.config.scout_outranked_wait.as_micros() as u64;
                     if first
-                        && deadline.is_none_or(|d| d > from + self.config.scout_step_in_lead)
+                        && switch_at.is_none_or(|s| from + Duration::from_micros(delay + wait) < s)
                         && self.outranked_elsewhere(&seg)
                     {
-                        delay += self.config.scout_outranked_wait.as_micros() as u64;
+                        delay += wait;
                     }
                     let mut t = from + Duration::from_micros(delay);
                     if let (false, Some(deadline)) = (first, deadline) {
